@@ -1,0 +1,194 @@
+//! Configuration: `gateway.toml` -> raw serde structs -> validated [`Config`].
+//!
+//! Loading always ends in validation, so a `Config` value is one porteiro can
+//! serve with. Every error names the key path and, where the file has it, the
+//! line and column.
+
+mod raw;
+mod secret;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::{Authority, Scheme};
+use ipnet::IpNet;
+
+pub use secret::Secret;
+
+/// Shortest and longest session validity in minutes (Document360's rule).
+pub const VALIDITY_MINUTES: std::ops::RangeInclusive<i64> = 5..=1440;
+
+/// A validated configuration, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub session: SessionConfig,
+    pub routes: Vec<RouteConfig>,
+    /// Things that load but deserve attention (clamped values, literal secrets).
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`: listeners, limits and upstream client settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Where browsers reach porteiro; default `http(s)://{listen}`. No trailing slash.
+    pub public_url: String,
+    pub public_https: bool,
+    pub admin_listen: Option<SocketAddr>,
+    /// Prefix of porteiro's own endpoints; default `/sso`. No trailing slash.
+    pub auth_prefix: String,
+    pub tls: Option<TlsFiles>,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Runtime worker threads; 0 means one per core.
+    pub worker_threads: usize,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    /// Time to receive a request head; on HTTP/1.1 keep-alive connections it
+    /// also bounds the wait for the next request.
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub upstream_connect_timeout: Duration,
+    /// Time from sending the request upstream to its response head.
+    pub upstream_timeout: Duration,
+    pub upstream_ca_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[session]`: the browser session cookie.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub secret: Option<Secret>,
+    pub previous_secrets: Vec<Secret>,
+    /// Clamped to [`VALIDITY_MINUTES`].
+    pub validity: Duration,
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    pub store: StoreKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis { url: String },
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Name used in metrics and logs; default `{host or *}{path_prefix}`.
+    pub id: String,
+    pub host: Option<HostPattern>,
+    /// Always starts with `/`.
+    pub path_prefix: String,
+    pub upstream: Upstream,
+    pub access: Access,
+    pub public_paths: Vec<String>,
+    pub allow: AllowRules,
+    /// Extra identity headers: header name -> claim name.
+    pub headers: Vec<(HeaderName, String)>,
+    pub preserve_host: bool,
+    pub allow_encoded_slashes: bool,
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Protected {
+        login: Option<String>,
+        bearer: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AllowRules {
+    pub emails: Vec<String>,
+    pub email_domains: Vec<String>,
+    pub groups: Vec<String>,
+    pub claims: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Lower-case host name without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: any depth of subdomain.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    Http {
+        scheme: Scheme,
+        authority: Authority,
+    },
+    /// `builtin:whoami`: answers with what an upstream would have received.
+    Whoami,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            position: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(&text, &origin)
+    }
+
+    /// Validates TOML text; `origin` names it in errors (a path, or "test").
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        validate::load(text, origin)
+    }
+}
+
+/// A configuration that cannot be served, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: String,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    /// Dotted key path such as `routes[1].upstream`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

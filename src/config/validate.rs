@@ -1,0 +1,653 @@
+//! Raw structs -> [`Config`]: every check that needs more than TOML types.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::{Scheme, Uri};
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::raw::{RawAllow, RawConfig, RawRoute, RawServer, RawSession};
+use super::secret::{self, Resolved, Secret};
+use super::{
+    Access, AllowRules, Config, ConfigError, HostPattern, LogFormat, RouteConfig, ServerConfig,
+    SessionConfig, StoreKind, TlsFiles, Upstream, VALIDITY_MINUTES,
+};
+
+/// Where errors point: the text (for line numbers) and its name.
+struct Ctx<'a> {
+    text: &'a str,
+    origin: &'a str,
+    warnings: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn error(
+        &self,
+        key: impl Into<String>,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            origin: self.origin.to_string(),
+            position: span.map(|s| line_col(self.text, s.start)),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(
+        &self,
+        key: impl Into<String>,
+        value: &Spanned<T>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.error(key, Some(value.span()), message)
+    }
+
+    fn warn(&mut self, key: &str, value_span: Range<usize>, message: impl Into<String>) {
+        let (line, col) = line_col(self.text, value_span.start);
+        self.warnings.push(format!(
+            "{}:{line}:{col}: {key}: {}",
+            self.origin,
+            message.into()
+        ));
+    }
+
+    fn secret(&mut self, key: &str, value: &Spanned<String>) -> Result<Secret, ConfigError> {
+        match secret::resolve(value.get_ref()) {
+            Ok(Resolved::Secret(s)) => Ok(s),
+            Ok(Resolved::Literal(s)) => {
+                self.warn(
+                    key,
+                    value.span(),
+                    "secret written literally in the config; prefer \"env:NAME\" or \"file:/path\"",
+                );
+                Ok(s)
+            }
+            Err(message) => Err(self.at(key, value, message)),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let mut ctx = Ctx {
+        text,
+        origin,
+        warnings: Vec::new(),
+    };
+    let de = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ctx.error(
+            if key == "." { String::new() } else { key },
+            inner.span(),
+            inner.message().to_string(),
+        )
+    })?;
+
+    let server = server(&mut ctx, &raw.server)?;
+    let session = session(&mut ctx, raw.session.as_ref(), server.public_https)?;
+    if let Some(p) = raw.providers.first() {
+        return Err(ctx.at(
+            "providers[0].kind",
+            &p.kind,
+            format!(
+                "provider {:?}: unknown kind {:?}; this build supports none yet",
+                p.id.get_ref(),
+                p.kind.get_ref()
+            ),
+        ));
+    }
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut route_ids = HashSet::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let route = route(&mut ctx, i, r)?;
+        if !route_ids.insert(route.id.clone()) {
+            return Err(ctx.error(
+                format!("routes[{i}].id"),
+                r.id.as_ref().map(Spanned::span),
+                format!("duplicate route id {:?}", route.id),
+            ));
+        }
+        routes.push(route);
+    }
+    if routes.is_empty() {
+        ctx.warnings.push(format!(
+            "{origin}: no [[routes]]: every request will get 404"
+        ));
+    }
+    Ok(Config {
+        server,
+        session,
+        routes,
+        warnings: ctx.warnings,
+    })
+}
+
+fn socket_addr(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+    v.get_ref().parse().map_err(|_| {
+        ctx.at(
+            key,
+            v,
+            format!(
+                "{:?} is not an address:port such as 127.0.0.1:8080",
+                v.get_ref()
+            ),
+        )
+    })
+}
+
+fn seconds(
+    ctx: &Ctx,
+    key: &str,
+    v: Option<&Spanned<u64>>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) if *s.get_ref() == 0 => Err(ctx.at(key, s, "must be at least 1")),
+        Some(s) => Ok(Duration::from_secs(*s.get_ref())),
+    }
+}
+
+fn count(
+    ctx: &Ctx,
+    key: &str,
+    v: Option<&Spanned<u64>>,
+    default: usize,
+    range: Range<u64>,
+) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if !range.contains(s.get_ref()) => Err(ctx.at(
+            key,
+            s,
+            format!("must be between {} and {}", range.start, range.end - 1),
+        )),
+        Some(s) => usize::try_from(*s.get_ref()).map_err(|_| ctx.at(key, s, "too large")),
+    }
+}
+
+fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen = socket_addr(ctx, "server.listen", &raw.listen)?;
+    let admin_listen = raw
+        .admin_listen
+        .as_ref()
+        .map(|a| socket_addr(ctx, "server.admin_listen", a))
+        .transpose()?;
+    if admin_listen.is_some_and(|a| a == listen && a.port() != 0) {
+        return Err(ctx.at(
+            "server.admin_listen",
+            raw.admin_listen.as_ref().unwrap_or(&raw.listen),
+            "must differ from server.listen",
+        ));
+    }
+    let tls = raw.tls.as_ref().map(|t| TlsFiles {
+        cert: PathBuf::from(t.cert.get_ref()),
+        key: PathBuf::from(t.key.get_ref()),
+    });
+    let (public_url, public_https) = match &raw.public_url {
+        Some(v) => public_url(ctx, v)?,
+        None => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            (format!("{scheme}://{listen}"), tls.is_some())
+        }
+    };
+    let auth_prefix = match &raw.auth_prefix {
+        None => "/sso".to_string(),
+        Some(p) => {
+            let s = p.get_ref().trim_end_matches('/');
+            if !s.starts_with('/')
+                || s.len() < 2
+                || !s[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            {
+                return Err(ctx.at("server.auth_prefix", p, "must be a path such as /sso"));
+            }
+            s.to_string()
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in raw.trusted_proxies.iter().enumerate() {
+        let s = t.get_ref();
+        let net = s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                ctx.at(
+                    format!("server.trusted_proxies[{i}]"),
+                    t,
+                    format!("{s:?} is not an IP address or CIDR range"),
+                )
+            })?;
+        trusted_proxies.push(net);
+    }
+    let log_format = match raw.log_format.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "text")) => LogFormat::Text,
+        Some((_, "json")) => LogFormat::Json,
+        Some((v, other)) => {
+            return Err(ctx.at(
+                "server.log_format",
+                v,
+                format!("{other:?}: expected \"text\" or \"json\""),
+            ));
+        }
+    };
+    let max_header_bytes = count(
+        ctx,
+        "server.max_header_bytes",
+        raw.max_header_bytes.as_ref(),
+        64 * 1024,
+        8192..16 * 1024 * 1024 + 1,
+    )?;
+    Ok(ServerConfig {
+        listen,
+        public_url,
+        public_https,
+        admin_listen,
+        auth_prefix,
+        tls,
+        trusted_proxies,
+        worker_threads: count(
+            ctx,
+            "server.worker_threads",
+            raw.worker_threads.as_ref(),
+            0,
+            0..1025,
+        )?,
+        shutdown_grace: seconds(
+            ctx,
+            "server.shutdown_grace_seconds",
+            raw.shutdown_grace_seconds.as_ref(),
+            30,
+        )?,
+        max_connections: count(
+            ctx,
+            "server.max_connections",
+            raw.max_connections.as_ref(),
+            10_000,
+            1..10_000_001,
+        )?,
+        header_read_timeout: seconds(
+            ctx,
+            "server.header_read_timeout_seconds",
+            raw.header_read_timeout_seconds.as_ref(),
+            10,
+        )?,
+        max_header_bytes,
+        max_headers: count(
+            ctx,
+            "server.max_headers",
+            raw.max_headers.as_ref(),
+            100,
+            1..10_001,
+        )?,
+        upstream_connect_timeout: seconds(
+            ctx,
+            "server.upstream_connect_timeout_seconds",
+            raw.upstream_connect_timeout_seconds.as_ref(),
+            5,
+        )?,
+        upstream_timeout: seconds(
+            ctx,
+            "server.upstream_timeout_seconds",
+            raw.upstream_timeout_seconds.as_ref(),
+            60,
+        )?,
+        upstream_ca_file: raw
+            .upstream_ca_file
+            .as_ref()
+            .map(|v| PathBuf::from(v.get_ref())),
+        log_format,
+    })
+}
+
+fn public_url(ctx: &Ctx, v: &Spanned<String>) -> Result<(String, bool), ConfigError> {
+    let bad = |why: &str| ctx.at("server.public_url", v, format!("{:?}: {why}", v.get_ref()));
+    let uri: Uri = v.get_ref().parse().map_err(|_| bad("not a URL"))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(bad("must start with http:// or https://")),
+    };
+    let Some(authority) = uri.authority() else {
+        return Err(bad("has no host"));
+    };
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(bad("must be scheme://host[:port] only, without a path"));
+    }
+    let scheme = if https { "https" } else { "http" };
+    Ok((
+        format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()),
+        https,
+    ))
+}
+
+fn session(
+    ctx: &mut Ctx,
+    raw: Option<&RawSession>,
+    https: bool,
+) -> Result<SessionConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(SessionConfig {
+            secret: None,
+            previous_secrets: Vec::new(),
+            validity: Duration::from_secs(15 * 60),
+            cookie_name: default_cookie_name(https, false),
+            cookie_domain: None,
+            store: StoreKind::Memory,
+        });
+    };
+    let secret = raw
+        .secret
+        .as_ref()
+        .map(|s| session_secret(ctx, "session.secret", s))
+        .transpose()?;
+    let mut previous_secrets = Vec::new();
+    for (i, s) in raw.previous_secrets.iter().enumerate() {
+        previous_secrets.push(session_secret(
+            ctx,
+            &format!("session.previous_secrets[{i}]"),
+            s,
+        )?);
+    }
+    let validity_minutes = match &raw.validity_minutes {
+        None => 15,
+        Some(v) => {
+            let m = *v.get_ref();
+            let clamped = m.clamp(*VALIDITY_MINUTES.start(), *VALIDITY_MINUTES.end());
+            if clamped != m {
+                ctx.warn(
+                    "session.validity_minutes",
+                    v.span(),
+                    format!("{m} is outside 5..=1440 minutes; using {clamped}"),
+                );
+            }
+            clamped
+        }
+    };
+    let cookie_domain = raw
+        .cookie_domain
+        .as_ref()
+        .map(|d| d.get_ref().trim_start_matches('.').to_ascii_lowercase());
+    let cookie_name = match &raw.cookie_name {
+        None => default_cookie_name(https, cookie_domain.is_some()),
+        Some(n) => {
+            let name = n.get_ref();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                return Err(ctx.at(
+                    "session.cookie_name",
+                    n,
+                    "use letters, digits, - and _ only",
+                ));
+            }
+            name.clone()
+        }
+    };
+    let store = match raw.store.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "memory")) => StoreKind::Memory,
+        Some((s, "redis")) => match &raw.redis_url {
+            Some(u)
+                if u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://") =>
+            {
+                StoreKind::Redis {
+                    url: u.get_ref().clone(),
+                }
+            }
+            Some(u) => {
+                return Err(ctx.at(
+                    "session.redis_url",
+                    u,
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            None => return Err(ctx.at("session.store", s, "\"redis\" needs session.redis_url")),
+        },
+        Some((s, other)) => {
+            return Err(ctx.at(
+                "session.store",
+                s,
+                format!("{other:?}: expected \"memory\" or \"redis\""),
+            ));
+        }
+    };
+    Ok(SessionConfig {
+        secret,
+        previous_secrets,
+        validity: Duration::from_secs(validity_minutes as u64 * 60),
+        cookie_name,
+        cookie_domain,
+        store,
+    })
+}
+
+/// `porteiro_session`, or `__Host-porteiro_session` under HTTPS without a domain.
+fn default_cookie_name(https: bool, has_domain: bool) -> String {
+    if https && !has_domain {
+        "__Host-porteiro_session".to_string()
+    } else {
+        "porteiro_session".to_string()
+    }
+}
+
+fn session_secret(ctx: &mut Ctx, key: &str, v: &Spanned<String>) -> Result<Secret, ConfigError> {
+    let s = ctx.secret(key, v)?;
+    if s.expose().len() < 32 {
+        return Err(ctx.at(
+            key,
+            v,
+            format!("must be at least 32 bytes (it has {})", s.expose().len()),
+        ));
+    }
+    Ok(s)
+}
+
+fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigError> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let host = match &raw.host {
+        None => None,
+        Some(h) => Some(host_pattern(h.get_ref()).ok_or_else(|| {
+            ctx.at(
+                key("host"),
+                h,
+                "must be a host name such as app.example.com or *.example.com",
+            )
+        })?),
+    };
+    let path_prefix = match &raw.path_prefix {
+        None => "/".to_string(),
+        Some(p) => path(ctx, &key("path_prefix"), p)?,
+    };
+    let upstream = upstream(ctx, &key("upstream"), &raw.upstream)?;
+    let public = raw.public.unwrap_or(false);
+    let access = match (public, &raw.login, raw.bearer.is_empty()) {
+        (true, None, true) => Access::Public,
+        (true, _, _) => {
+            let span = raw
+                .login
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| raw.bearer.first().map(Spanned::span));
+            return Err(ctx.error(
+                key("public"),
+                span,
+                "a public route names no login or bearer providers",
+            ));
+        }
+        (false, None, true) => {
+            return Err(ctx.error(
+                format!("routes[{i}]"),
+                Some(raw.upstream.span()),
+                "route is neither public = true nor names a login or bearer provider (routes are never open by default)",
+            ));
+        }
+        (false, login, _) => {
+            // Provider references are checked against the provider table; this
+            // build has no provider kinds, so any reference is unknown.
+            let span = login
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| raw.bearer.first().map(Spanned::span));
+            let name = login
+                .as_ref()
+                .map(|l| l.get_ref().clone())
+                .or_else(|| raw.bearer.first().map(|b| b.get_ref().clone()))
+                .unwrap_or_default();
+            return Err(ctx.error(
+                key(if login.is_some() { "login" } else { "bearer" }),
+                span,
+                format!("unknown provider {name:?}"),
+            ));
+        }
+    };
+    let mut public_paths = Vec::new();
+    for (j, p) in raw.public_paths.iter().enumerate() {
+        public_paths.push(path(ctx, &format!("routes[{i}].public_paths[{j}]"), p)?);
+    }
+    let allow = allow(ctx, i, raw.allow.as_ref())?;
+    let mut headers = Vec::new();
+    for (name, claim) in &raw.headers {
+        let h = HeaderName::try_from(name.as_str()).map_err(|_| {
+            ctx.at(
+                key("headers"),
+                claim,
+                format!("{name:?} is not a valid header name"),
+            )
+        })?;
+        headers.push((h, claim.get_ref().clone()));
+    }
+    let id = match &raw.id {
+        Some(id) => id.get_ref().clone(),
+        None => format!(
+            "{}{}",
+            raw.host.as_ref().map_or("*", |h| h.get_ref().as_str()),
+            path_prefix
+        ),
+    };
+    Ok(RouteConfig {
+        id,
+        host,
+        path_prefix,
+        upstream,
+        access,
+        public_paths,
+        allow,
+        headers,
+        preserve_host: raw.preserve_host.unwrap_or(true),
+        allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
+    })
+}
+
+fn host_pattern(h: &str) -> Option<HostPattern> {
+    let h = h.to_ascii_lowercase();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    match h.strip_prefix("*.") {
+        Some(rest) if valid(rest) => Some(HostPattern::Suffix(format!(".{rest}"))),
+        Some(_) => None,
+        None if valid(&h) => Some(HostPattern::Exact(h)),
+        None => None,
+    }
+}
+
+fn path(ctx: &Ctx, key: &str, p: &Spanned<String>) -> Result<String, ConfigError> {
+    let s = p.get_ref();
+    if !s.starts_with('/')
+        || s.bytes().any(|b| {
+            b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#' || b == b'\\' || b == b'%'
+        })
+    {
+        return Err(ctx.at(
+            key,
+            p,
+            format!("{s:?} must be a plain path starting with /"),
+        ));
+    }
+    if s.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(ctx.at(key, p, format!("{s:?} must not contain . or .. segments")));
+    }
+    Ok(s.clone())
+}
+
+fn upstream(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<Upstream, ConfigError> {
+    let s = v.get_ref();
+    if s == "builtin:whoami" {
+        return Ok(Upstream::Whoami);
+    }
+    let bad = |why: &str| ctx.at(key, v, format!("{s:?}: {why}"));
+    let uri: Uri = s.parse().map_err(|_| bad("not a URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => return Err(bad("scheme must be http, https, or builtin:whoami")),
+    };
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(bad("has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad("must not carry credentials"));
+    }
+    if (uri.path() != "/" && !uri.path().is_empty()) || uri.query().is_some() {
+        return Err(bad(
+            "must be scheme://host[:port] only; the request path is passed through unchanged",
+        ));
+    }
+    Ok(Upstream::Http { scheme, authority })
+}
+
+fn allow(ctx: &Ctx, i: usize, raw: Option<&RawAllow>) -> Result<AllowRules, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(AllowRules::default());
+    };
+    let mut rules = AllowRules::default();
+    for (j, e) in raw.emails.iter().enumerate() {
+        if !e.get_ref().contains('@') {
+            return Err(ctx.at(
+                format!("routes[{i}].allow.emails[{j}]"),
+                e,
+                "not an email address",
+            ));
+        }
+        rules.emails.push(e.get_ref().to_ascii_lowercase());
+    }
+    for (j, d) in raw.email_domains.iter().enumerate() {
+        let domain = d.get_ref().trim_start_matches('@').to_ascii_lowercase();
+        if domain.is_empty() || domain.contains('@') {
+            return Err(ctx.at(
+                format!("routes[{i}].allow.email_domains[{j}]"),
+                d,
+                "not a domain",
+            ));
+        }
+        rules.email_domains.push(domain);
+    }
+    rules.groups = raw.groups.iter().map(|g| g.get_ref().clone()).collect();
+    rules.claims = raw
+        .claims
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(rules)
+}

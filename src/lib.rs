@@ -1,0 +1,261 @@
+//! porteiro: a reverse-proxy authentication gateway.
+//!
+//! [`start`] binds the listeners of a validated [`config::Config`] and serves
+//! until [`Running::shutdown`]; the binary (`main.rs`) adds the CLI, logging
+//! and signals. Tests and benches use this library directly.
+
+pub mod body;
+pub mod config;
+pub mod devcert;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod path;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::server::{ConnInfo, Handler, Limits, TlsSwap};
+
+/// Why porteiro could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The serving state: the current gateway (swapped whole on reload) and
+/// what outlives reloads.
+pub struct App {
+    gateway: ArcSwap<Gateway>,
+    config: ArcSwap<Config>,
+    metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
+    tls: Option<TlsSwap>,
+}
+
+impl App {
+    /// Compiles `config` into a gateway.
+    pub fn new(config: Config) -> Result<App, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let draining = Arc::new(AtomicBool::new(false));
+        let gateway =
+            Gateway::new(&config, metrics.clone(), draining.clone()).map_err(StartError::Setup)?;
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(ArcSwap::from_pointee(
+                server::tls_config(files).map_err(StartError::Setup)?,
+            ))),
+            None => None,
+        };
+        Ok(App {
+            gateway: ArcSwap::from_pointee(gateway),
+            config: ArcSwap::from_pointee(config),
+            metrics,
+            draining,
+            tls,
+        })
+    }
+
+    /// Replaces the configuration atomically. In-flight requests finish on
+    /// the old one; sessions and connections are kept. Listen addresses and
+    /// turning TLS on or off need a restart; certificates are re-read.
+    pub fn reload(&self, config: Config) -> Result<(), StartError> {
+        let result = self.try_reload(config);
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self, config: Config) -> Result<(), StartError> {
+        let old = self.config.load();
+        let new_tls = match (&config.server.tls, &self.tls) {
+            (Some(files), Some(_)) => Some(server::tls_config(files).map_err(StartError::Setup)?),
+            (None, None) => None,
+            _ => {
+                return Err(StartError::Setup(
+                    "server.tls: turning TLS on or off needs a restart".into(),
+                ));
+            }
+        };
+        let gateway = Gateway::new(&config, self.metrics.clone(), self.draining.clone())
+            .map_err(StartError::Setup)?;
+        if old.server.listen != config.server.listen
+            || old.server.admin_listen != config.server.admin_listen
+        {
+            warn!(
+                "server.listen / server.admin_listen changed: the new addresses take effect after a restart"
+            );
+        }
+        if let (Some(swap), Some(tls)) = (&self.tls, new_tls) {
+            swap.store(Arc::new(tls));
+        }
+        self.gateway.store(Arc::new(gateway));
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Ready to take traffic: not draining and every provider has its keys.
+    pub fn ready(&self) -> bool {
+        self.gateway.load().ready()
+    }
+}
+
+struct MainHandler(Arc<App>);
+
+impl Handler for MainHandler {
+    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let gateway = self.0.gateway.load_full();
+        gateway.handle(req, conn).await
+    }
+}
+
+/// The admin listener: health, readiness, metrics.
+struct AdminHandler(Arc<App>);
+
+impl Handler for AdminHandler {
+    async fn call(&self, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        let app = &self.0;
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" if app.draining.load(Ordering::Relaxed) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            }
+            "/readyz" if !app.ready() => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/readyz" => text(StatusCode::OK, "ready\n"),
+            "/metrics" => {
+                let mut resp = Response::new(Body::full(app.metrics.encode()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                resp
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A started porteiro: its bound addresses, and how to stop it.
+pub struct Running {
+    /// Where the main listener is bound (the real port when configured as 0).
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown: `/readyz` turns 503, listeners stop
+    /// accepting, in-flight requests get `server.shutdown_grace_seconds`.
+    pub fn shutdown(&self) {
+        self.app.draining.store(true, Ordering::Relaxed);
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every listener has drained.
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds the listeners of `config` and starts serving in the background.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let server_cfg = config.server.clone();
+    let app = Arc::new(App::new(config)?);
+    let limits = Limits {
+        max_connections: server_cfg.max_connections,
+        header_read_timeout: server_cfg.header_read_timeout,
+        max_header_bytes: server_cfg.max_header_bytes,
+        max_headers: server_cfg.max_headers,
+        shutdown_grace: server_cfg.shutdown_grace,
+    };
+    let bind = |key, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { key, addr, source })
+    };
+    let main = bind("server.listen", server_cfg.listen).await?;
+    let admin = match server_cfg.admin_listen {
+        Some(a) => Some(bind("server.admin_listen", a).await?),
+        None => None,
+    };
+    let addr = main
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let shutdown = CancellationToken::new();
+    let mut tasks = vec![tokio::spawn(server::serve(
+        main,
+        app.tls.clone(),
+        Arc::new(MainHandler(app.clone())),
+        limits,
+        Some(app.metrics.clone()),
+        shutdown.clone(),
+    ))];
+    if let Some(admin) = admin {
+        let admin_limits = Limits {
+            max_connections: 64,
+            ..limits
+        };
+        tasks.push(tokio::spawn(server::serve(
+            admin,
+            None,
+            Arc::new(AdminHandler(app.clone())),
+            admin_limits,
+            None,
+            shutdown.clone(),
+        )));
+    }
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    info!(%addr, %scheme, admin = ?admin_addr, "porteiro listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        app,
+        shutdown,
+        tasks,
+    })
+}

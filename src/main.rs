@@ -1,0 +1,198 @@
+//! The `porteiro` binary: CLI, logging, runtime, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use porteiro::config::{Access, Config, LogFormat, Upstream};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "porteiro",
+    version,
+    about = "Single sign-on gateway in front of web apps and APIs"
+)]
+struct Cli {
+    /// Configuration file [default: $PORTEIRO_CONFIG, else ./gateway.toml]
+    #[arg(long, global = true, env = "PORTEIRO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and print a summary, without serving.
+    Check,
+    /// Write a self-signed certificate and key for local HTTPS.
+    DevCert {
+        /// Directory to write gateway.crt and gateway.key into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Host names and IP addresses the certificate is valid for.
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("gateway.toml"));
+    match cli.command {
+        Some(Command::DevCert { out, hosts }) => match porteiro::devcert::write(&out, &hosts) {
+            Ok((crt, key)) => {
+                println!("wrote {} and {}", crt.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Check) => match Config::from_path(&path) {
+            Ok(config) => {
+                for w in &config.warnings {
+                    eprintln!("warning: {w}");
+                }
+                print_summary(&path, &config);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        None => match Config::from_path(&path) {
+            Ok(config) => match serve(path, config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    init_logging(config.server.log_format);
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    let runtime = match config.server.worker_threads {
+        // One worker: a current-thread runtime avoids cross-thread hand-offs.
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(run(path, config))
+}
+
+async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let running = porteiro::start(config).await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let reloaded = Config::from_path(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| {
+                        let warnings = c.warnings.clone();
+                        running.app.reload(c).map_err(|e| e.to_string()).map(|()| warnings)
+                    });
+                match reloaded {
+                    Ok(warnings) => {
+                        warnings.iter().for_each(|w| warn!("{w}"));
+                        info!(config = %path.display(), "configuration reloaded");
+                    }
+                    Err(e) => {
+                        running.app.metrics().reload(false);
+                        error!(config = %path.display(), "reload refused, still serving the previous configuration: {e}");
+                    }
+                }
+            }
+        }
+    }
+    info!("shutting down");
+    running.shutdown();
+    running.wait().await;
+    info!("stopped");
+    Ok(())
+}
+
+fn print_summary(path: &std::path::Path, config: &Config) {
+    let s = &config.server;
+    println!("{}: OK", path.display());
+    println!(
+        "listen     {} ({}){}",
+        s.listen,
+        if s.tls.is_some() { "https" } else { "http" },
+        s.admin_listen
+            .map(|a| format!(", admin {a}"))
+            .unwrap_or_default()
+    );
+    println!("public_url {}", s.public_url);
+    println!(
+        "session    {} min, cookie {}",
+        config.session.validity.as_secs() / 60,
+        config.session.cookie_name
+    );
+    println!("routes     {}", config.routes.len());
+    for r in &config.routes {
+        let upstream = match &r.upstream {
+            Upstream::Http { scheme, authority } => format!("{scheme}://{authority}"),
+            Upstream::Whoami => "builtin:whoami".to_string(),
+        };
+        let access = match &r.access {
+            Access::Public => "public".to_string(),
+            Access::Protected { login, bearer } => {
+                let mut parts = Vec::new();
+                if let Some(l) = login {
+                    parts.push(format!("login={l}"));
+                }
+                if !bearer.is_empty() {
+                    parts.push(format!("bearer={}", bearer.join(",")));
+                }
+                parts.join(" ")
+            }
+        };
+        let host = r.id.strip_suffix(&r.path_prefix).unwrap_or("*");
+        println!("  {host}{} -> {upstream}  [{access}]", r.path_prefix);
+    }
+}

@@ -1,0 +1,210 @@
+//! Metrics: names as constants, handles resolved at config load so the
+//! request path only touches atomics, and the Prometheus text exposition.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Metric names, without the `porteiro_` prefix the registry adds.
+pub mod names {
+    /// Counter: answered requests by `route` and status `class` (`2xx`...).
+    pub const REQUESTS: &str = "requests";
+    /// Histogram: seconds from sending a request upstream to its response head, by `route`.
+    pub const UPSTREAM_DURATION: &str = "upstream_duration_seconds";
+    /// Gauge: client connections open now.
+    pub const CONNECTIONS_OPEN: &str = "connections_open";
+    /// Counter: client connections accepted.
+    pub const CONNECTIONS: &str = "connections";
+    /// Counter: requests refused before reaching a route or upstream, by `reason`.
+    pub const REJECTED: &str = "rejected_requests";
+    /// Counter: configuration reloads by `result` (`ok`, `error`).
+    pub const RELOADS: &str = "config_reloads";
+}
+
+/// Label used for requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteClass {
+    route: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Process-wide metrics; survives config reloads.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteClass, Counter>,
+    upstream_duration: Family<RouteLabel, Histogram>,
+    rejected: Family<ReasonLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    pub connections_open: Gauge,
+    pub connections: Counter,
+}
+
+/// One route's metric handles, looked up once at load.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    upstream_duration: Histogram,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("porteiro");
+        let requests = Family::<RouteClass, Counter>::default();
+        let upstream_duration = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let connections_open = Gauge::default();
+        let connections = Counter::default();
+        registry.register(
+            names::REQUESTS,
+            "Answered requests by route and status class",
+            requests.clone(),
+        );
+        registry.register(
+            names::UPSTREAM_DURATION,
+            "Seconds from sending a request upstream to its response head",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            names::CONNECTIONS_OPEN,
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            names::CONNECTIONS,
+            "Client connections accepted",
+            connections.clone(),
+        );
+        registry.register(
+            names::REJECTED,
+            "Requests refused before routing or proxying, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            names::RELOADS,
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            upstream_duration,
+            rejected,
+            reloads,
+            connections_open,
+            connections,
+        }
+    }
+
+    /// Handles for one route (call at load, not per request).
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let by_class = CLASSES.map(|class| {
+            self.requests
+                .get_or_create(&RouteClass {
+                    route: route.to_string(),
+                    class,
+                })
+                .clone()
+        });
+        let upstream_duration = self
+            .upstream_duration
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .clone();
+        RouteMetrics {
+            by_class,
+            upstream_duration,
+        }
+    }
+
+    /// Counts a request refused for `reason` (a fixed, documented word).
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl RouteMetrics {
+    pub fn answered(&self, status: http::StatusCode) {
+        let i = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[i].inc();
+    }
+
+    pub fn upstream_duration(&self, seconds: f64) {
+        self.upstream_duration.observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_route_counters() {
+        let m = Metrics::new();
+        let r = m.route("kb/");
+        r.answered(http::StatusCode::OK);
+        r.answered(http::StatusCode::BAD_GATEWAY);
+        r.answered(http::StatusCode::BAD_GATEWAY);
+        m.rejected("bad_path");
+        let text = m.encode();
+        assert!(
+            text.contains("porteiro_requests_total{route=\"kb/\",class=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("porteiro_requests_total{route=\"kb/\",class=\"5xx\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("porteiro_rejected_requests_total{reason=\"bad_path\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! The upstream side: a pooled HTTP/1.1 client (plain or rustls), header
+//! hygiene on the way in and out, protocol upgrades, and the built-in
+//! `whoami` upstream.
+//!
+//! Bodies are streamed both ways: the client's request body goes upstream as
+//! hyper's `Incoming`, the upstream's answer comes back the same way.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::{debug, warn};
+
+use crate::body::Body;
+use crate::error::escape_html;
+
+/// Why an upstream could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream connection failed")]
+    Connect,
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream request failed")]
+    Request,
+}
+
+/// What the proxy needs to know about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    pub peer: IpAddr,
+    /// The client reached porteiro over TLS.
+    pub tls: bool,
+    /// The peer is a trusted proxy: its `X-Forwarded-*` headers are kept.
+    pub trusted: bool,
+}
+
+/// Header names porteiro sets itself, matched in every spelling an upstream
+/// framework might fold together: any case, `_` or `.` for `-`.
+#[derive(Debug, Clone)]
+pub struct StripSet {
+    names: Vec<Vec<u8>>,
+}
+
+/// Headers that describe a client's path through proxies; believed only from
+/// trusted proxies.
+pub const FORWARDING_HEADERS: [&str; 8] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-real-ip",
+    "forwarded",
+];
+
+impl StripSet {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> StripSet {
+        let mut names: Vec<Vec<u8>> = names.into_iter().map(|n| canonical(n.as_bytes())).collect();
+        names.sort();
+        names.dedup();
+        StripSet { names }
+    }
+
+    pub fn matches(&self, name: &[u8]) -> bool {
+        self.names.iter().any(|n| {
+            n.len() == name.len() && n.iter().zip(name).all(|(a, b)| *a == canonical_byte(*b))
+        })
+    }
+
+    /// Removes every header in the set (all values, all spellings).
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in headers.keys() {
+            if self.matches(name.as_str().as_bytes()) {
+                doomed.push(name.clone());
+            }
+        }
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+}
+
+fn canonical_byte(b: u8) -> u8 {
+    match b {
+        b'_' | b'.' => b'-',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
+fn canonical(name: &[u8]) -> Vec<u8> {
+    name.iter().map(|b| canonical_byte(*b)).collect()
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies drop.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`. Returns true
+/// when the message asks for a protocol upgrade, in which case `Connection:
+/// upgrade` and `Upgrade` are kept.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let mut upgrade = false;
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let listed: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| {
+                let t = t.trim();
+                if t.eq_ignore_ascii_case("upgrade") {
+                    upgrade = true;
+                    return None;
+                }
+                HeaderName::from_bytes(t.as_bytes()).ok()
+            })
+            .collect();
+        for name in listed {
+            if name != header::UPGRADE {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    upgrade &= headers.contains_key(header::UPGRADE);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    upgrade
+}
+
+/// Rewrites a client's request headers for the upstream: hop-by-hop gone,
+/// headers porteiro sets stripped (forwarding headers too, unless the peer is
+/// trusted), then `X-Forwarded-For/-Proto/-Host` set. Returns whether the
+/// request asks for an upgrade.
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    host: Option<&str>,
+    fwd: &Forwarding,
+    strip: &StripSet,
+) -> bool {
+    let upgrade = remove_hop_by_hop(headers);
+    let prior_for = if fwd.trusted {
+        joined(headers, "x-forwarded-for")
+    } else {
+        None
+    };
+    let prior_proto = if fwd.trusted {
+        headers.get("x-forwarded-proto").cloned()
+    } else {
+        None
+    };
+    let prior_host = if fwd.trusted {
+        headers.get("x-forwarded-host").cloned()
+    } else {
+        None
+    };
+    strip.strip(headers);
+
+    let mut xff = BytesMut::with_capacity(64);
+    if let Some(prior) = prior_for {
+        xff.extend_from_slice(prior.as_bytes());
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(fwd.peer.to_string().as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    let proto = prior_proto
+        .unwrap_or_else(|| HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
+    let fwd_host = prior_host.or_else(|| host.and_then(|h| HeaderValue::from_str(h).ok()));
+    if let Some(h) = fwd_host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+    }
+    upgrade
+}
+
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let s = v.to_str().ok()?;
+        match &mut out {
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(s);
+            }
+            None => out = Some(s.to_string()),
+        }
+    }
+    out
+}
+
+/// Where one route sends its traffic.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Http {
+        scheme: Scheme,
+        authority: Authority,
+    },
+    Whoami,
+}
+
+/// The upstream client, shared by every route.
+pub struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    timeout: Duration,
+}
+
+/// Upstream client settings.
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub tls: rustls::ClientConfig,
+}
+
+impl Proxy {
+    pub fn new(settings: ProxySettings) -> Proxy {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(settings.tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Proxy {
+            client,
+            timeout: settings.timeout,
+        }
+    }
+
+    /// Sends `req` (headers already prepared) to `scheme://authority` and
+    /// streams the answer back. `rewritten` is the normalised path when it
+    /// differs from the request's. Returns the response and how long the
+    /// upstream took to answer its head.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        scheme: &Scheme,
+        authority: &Authority,
+        rewritten: Option<String>,
+        upgrade: bool,
+    ) -> Result<(Response<Body>, Duration), UpstreamError> {
+        let path_and_query = match (rewritten, req.uri().path_and_query()) {
+            (None, Some(pq)) => pq.clone(),
+            (None, None) => PathAndQuery::from_static("/"),
+            (Some(mut path), pq) => {
+                if let Some(q) = pq.and_then(PathAndQuery::query) {
+                    path.push('?');
+                    path.push_str(q);
+                }
+                PathAndQuery::try_from(path).map_err(|_| UpstreamError::Request)?
+            }
+        };
+        let uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| UpstreamError::Request)?;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let started = Instant::now();
+        let mut resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Err(e)) if e.is_connect() => {
+                debug!(error = %e, "upstream connect failed");
+                return Err(UpstreamError::Connect);
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "upstream request failed");
+                return Err(UpstreamError::Request);
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let elapsed = started.elapsed();
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            match client_upgrade {
+                Some(client_side) => {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(client_side, upstream_side));
+                }
+                // An upstream may not switch protocols nobody asked for.
+                None => return Err(UpstreamError::Request),
+            }
+        } else {
+            remove_hop_by_hop(resp.headers_mut());
+        }
+        Ok((resp.map(Body::from), elapsed))
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and upstream.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+/// The rustls client config for `https` upstreams: system roots plus an
+/// optional CA file.
+pub fn upstream_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| {
+                format!(
+                    "server.upstream_ca_file: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(format!(
+                "server.upstream_ca_file: no certificates in {}",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "server.upstream_ca_file: bad certificate in {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+    } else if added == 0 {
+        warn!(
+            "no system CA certificates found: https upstreams will fail unless server.upstream_ca_file is set"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// The built-in `whoami` upstream: shows the request as an upstream would
+/// receive it. Identity headers (those in `identity`) are highlighted.
+pub fn whoami(req: &Request<Incoming>, path: &str, identity: &StripSet) -> Response<Body> {
+    let json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"));
+    let query = req.uri().query();
+    let headers: Vec<(&str, String, bool)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                identity.matches(k.as_str().as_bytes()),
+            )
+        })
+        .collect();
+    let mut resp = if json {
+        let list: Vec<serde_json::Value> = headers
+            .iter()
+            .map(|(k, v, _)| serde_json::json!([k, v]))
+            .collect();
+        let body = serde_json::json!({
+            "method": req.method().as_str(),
+            "path": path,
+            "query": query,
+            "version": format!("{:?}", req.version()),
+            "headers": list,
+        });
+        let mut r = Response::new(Body::full(body.to_string()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    } else {
+        let mut rows = String::new();
+        for (k, v, id) in &headers {
+            let class = if *id { " class=\"id\"" } else { "" };
+            rows.push_str(&format!(
+                "<tr{class}><th>{}</th><td>{}</td></tr>\n",
+                escape_html(k),
+                escape_html(v)
+            ));
+        }
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>porteiro whoami</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}\
+             th{{text-align:left;padding-right:1em;font-family:monospace}}td{{font-family:monospace;word-break:break-all}}\
+             tr.id{{background:#fff3bf}}</style></head><body>\
+             <h1>whoami</h1><p>What an upstream behind porteiro receives. Identity headers set by porteiro are highlighted.</p>\
+             <p><code>{} {}{}</code></p><table>\n{rows}</table></body></html>\n",
+            escape_html(req.method().as_str()),
+            escape_html(path),
+            query
+                .map(|q| format!("?{}", escape_html(q)))
+                .unwrap_or_default(),
+        );
+        let mut r = Response::new(Body::full(page));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(trusted: bool) -> Forwarding {
+        Forwarding {
+            peer: IpAddr::from([10, 0, 0, 7]),
+            tls: false,
+            trusted,
+        }
+    }
+
+    fn strip() -> StripSet {
+        StripSet::new(
+            FORWARDING_HEADERS
+                .iter()
+                .copied()
+                .chain(["x-forwarded-user", "x-forwarded-email"]),
+        )
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        assert!(!remove_hop_by_hop(&mut h));
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+    }
+
+    #[test]
+    fn upgrade_is_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(remove_hop_by_hop(&mut h));
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_forge_forwarding_or_identity() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x_forwarded_user", HeaderValue::from_static("admin"));
+        h.insert("X.Forwarded.Email", HeaderValue::from_static("admin@x"));
+        h.append("x-forwarded-user", HeaderValue::from_static("a"));
+        h.append("x-forwarded-user", HeaderValue::from_static("b"));
+        prepare_request_headers(&mut h, Some("app.test"), &fwd(false), &strip());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.test");
+        assert!(!h.contains_key("x_forwarded_user"));
+        assert!(!h.contains_key("x.forwarded.email"));
+        assert!(!h.contains_key("x-forwarded-user"));
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_extended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("public.example"),
+        );
+        prepare_request_headers(&mut h, Some("internal:8080"), &fwd(true), &strip());
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "public.example");
+    }
+}

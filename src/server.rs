@@ -1,0 +1,245 @@
+//! Listeners: accept, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful
+//! drain. Knows nothing of routes or authentication: it hands each request
+//! to a [`Handler`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::body::Body;
+use crate::config::TlsFiles;
+use crate::metrics::Metrics;
+
+/// What a handler learns about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The client connected over TLS.
+    pub tls: bool,
+}
+
+/// Answers requests; one per listener.
+pub trait Handler: Send + Sync + 'static {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// Per-listener limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Time for a request head (and the TLS handshake); on HTTP/1.1 it also
+    /// closes keep-alive connections that stay idle this long.
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// A TLS server config that a reload can replace (certificate rotation).
+pub type TlsSwap = Arc<ArcSwap<rustls::ServerConfig>>;
+
+/// Loads a PEM certificate chain and key into a rustls config with ALPN
+/// `h2` and `http/1.1`.
+pub fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("server.tls.cert: cannot read {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "server.tls.cert: no certificate in {}",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        format!(
+            "server.tls.key: cannot read a private key from {}: {e}",
+            files.key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!("server.tls: certificate and key do not match or are unusable: {e}")
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves `listener` until `shutdown` is cancelled, then stops accepting and
+/// lets in-flight requests finish within `limits.shutdown_grace`.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    tls: Option<TlsSwap>,
+    handler: Arc<H>,
+    limits: Limits,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: CancellationToken,
+) {
+    let builder = Arc::new(http_builder(&limits));
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let local = listener.local_addr().ok();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Connection {
+            builder: builder.clone(),
+            handler: handler.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            handshake_timeout: limits.header_read_timeout,
+        };
+        let tls = tls.as_ref().map(|t| t.load_full());
+        tracker.spawn(async move {
+            conn.run(stream, peer, tls).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    info!(listener = ?local, open = tracker.len(), "stopped accepting; draining connections");
+    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(listener = ?local, open = tracker.len(), "shutdown grace expired; closing remaining connections");
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+struct Connection<H> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: Arc<H>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: CancellationToken,
+    handshake_timeout: Duration,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn run(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) {
+        let _open = self.metrics.as_ref().map(|m| OpenGuard::new(m.clone()));
+        match tls {
+            None => {
+                self.serve(TokioIo::new(stream), ConnInfo { peer, tls: false })
+                    .await
+            }
+            Some(config) => {
+                let accept = TlsAcceptor::from(config).accept(stream);
+                match tokio::time::timeout(self.handshake_timeout, accept).await {
+                    Ok(Ok(tls_stream)) => {
+                        self.serve(TokioIo::new(tls_stream), ConnInfo { peer, tls: true })
+                            .await
+                    }
+                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve<I>(&self, io: TokioIo<I>, info: ConnInfo)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.call(req, info).await) }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            debug!(peer = %info.peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Keeps the open-connections gauge right however a connection ends.
+struct OpenGuard(Arc<Metrics>);
+
+impl OpenGuard {
+    fn new(metrics: Arc<Metrics>) -> OpenGuard {
+        metrics.connections.inc();
+        metrics.connections_open.inc();
+        OpenGuard(metrics)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}

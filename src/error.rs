@@ -9,27 +9,20 @@ use crate::body::Body;
 
 /// Does the client prefer HTML (a browser navigation)?
 pub fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+    headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
 }
 
 /// Headers every page of porteiro's own carries.
 pub fn harden(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
     );
 }
 
@@ -48,10 +41,7 @@ pub fn error(status: StatusCode, error: &str, description: &str, html: bool) -> 
         );
         page_response(status, page)
     } else {
-        json(
-            status,
-            &serde_json::json!({ "error": error, "error_description": description }),
-        )
+        json(status, &serde_json::json!({ "error": error, "error_description": description }))
     }
 }
 
@@ -59,10 +49,7 @@ pub fn error(status: StatusCode, error: &str, description: &str, html: bool) -> 
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Body::full(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     harden(resp.headers_mut());
     resp
 }
@@ -71,10 +58,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 pub fn page_response(status: StatusCode, html: String) -> Response<Body> {
     let mut resp = Response::new(Body::full(html));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     harden(resp.headers_mut());
     resp
 }
@@ -102,32 +86,18 @@ mod tests {
     #[test]
     fn browser_gets_escaped_html_api_gets_json() {
         let resp = error(StatusCode::BAD_GATEWAY, "bad_gateway", "<script>", true);
-        assert_eq!(
-            resp.headers()[header::CONTENT_TYPE],
-            "text/html; charset=utf-8"
-        );
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(resp.headers()[header::X_FRAME_OPTIONS], "DENY");
-        let resp = error(
-            StatusCode::BAD_GATEWAY,
-            "bad_gateway",
-            "upstream down",
-            false,
-        );
+        let resp = error(StatusCode::BAD_GATEWAY, "bad_gateway", "upstream down", false);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
-        assert_eq!(
-            escape_html("<a href=\"x\">'&"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
-        );
+        assert_eq!(escape_html("<a href=\"x\">'&"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
     }
 
     #[test]
     fn accept_decides() {
         let mut h = HeaderMap::new();
         assert!(!wants_html(&h));
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("text/html,application/xhtml+xml"),
-        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml"));
         assert!(wants_html(&h));
     }
 }

@@ -20,14 +20,18 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::header;
-use http::{Request, Response, StatusCode};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 use tracing::{info, warn};
 
+use crate::auth::jwks::JwksRegistry;
+use crate::auth::session::{SessionCookies, strip_cookies};
+use crate::auth::store::Store;
+use crate::auth::{self, Identity, Provider};
 use crate::body::Body;
-use crate::config::{Access, Config, RouteConfig, Upstream};
+use crate::config::{Access, AllowRules, Config, RouteConfig, Upstream};
 use crate::error;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::path;
@@ -37,137 +41,207 @@ use crate::server::ConnInfo;
 
 /// Identity headers porteiro sets for upstreams (oauth2-proxy compatible) and
 /// answers to forward-auth callers; always stripped from clients' requests.
-pub const IDENTITY_HEADERS: [&str; 7] = [
+pub const IDENTITY_HEADERS: [&str; 8] = [
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",
     "x-forwarded-groups",
     "x-auth-request-user",
     "x-auth-request-email",
+    "x-auth-request-preferred-username",
     "x-auth-request-groups",
 ];
+
+/// What outlives a configuration reload.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub draining: Arc<AtomicBool>,
+    /// Replay ids, revocations, login state: must survive reloads.
+    pub store: Arc<dyn Store>,
+    pub jwks: JwksRegistry,
+}
 
 /// One compiled route.
 pub struct Route {
     pub id: String,
     target: Target,
     access: Access,
+    /// The browser login provider, when the route has one.
+    pub(crate) login: Option<Arc<Provider>>,
     public_paths: Vec<String>,
+    allow: Allow,
     /// Headers removed from a client's request before anything is added:
     /// identity and forwarding headers from untrusted peers...
     strip_untrusted: StripSet,
     /// ...identity headers alone from trusted proxies (also what whoami highlights).
     identity: StripSet,
+    /// Route-specific identity headers: header -> claim.
+    claim_headers: Vec<(HeaderName, String)>,
     preserve_host: bool,
     allow_encoded_slashes: bool,
     metrics: RouteMetrics,
 }
 
+/// A route's `allow` rules, normalised once.
+struct Allow {
+    emails: Vec<String>,
+    domains: Vec<String>,
+    groups: Vec<String>,
+    claims: Vec<(String, Vec<String>)>,
+}
+
+impl Allow {
+    fn new(rules: &AllowRules) -> Allow {
+        Allow {
+            emails: rules.emails.clone(),
+            domains: rules.email_domains.clone(),
+            groups: rules.groups.clone(),
+            claims: rules.claims.clone(),
+        }
+    }
+
+    /// Email rules (an address or its domain) AND group rules AND every
+    /// claim rule; a kind of rule not configured does not restrict.
+    fn permits(&self, id: &Identity) -> bool {
+        let email = id.email.as_deref().map(str::to_ascii_lowercase);
+        let email_ok = (self.emails.is_empty() && self.domains.is_empty())
+            || email.as_deref().is_some_and(|e| {
+                self.emails.iter().any(|a| a == e)
+                    || e.rsplit_once('@').is_some_and(|(_, d)| self.domains.iter().any(|a| a == d))
+            });
+        let groups_ok = self.groups.is_empty() || id.groups.iter().any(|g| self.groups.contains(g));
+        let claims_ok = self
+            .claims
+            .iter()
+            .all(|(name, allowed)| id.claims.get(name).is_some_and(|vs| vs.iter().any(|v| allowed.contains(v))));
+        email_ok && groups_ok && claims_ok
+    }
+}
+
+/// The outcome of the authenticate phase: go on (with an identity, or
+/// none on a public path), or answer now (redirect to login, 401, 403).
+pub(crate) enum Outcome {
+    Pass(Option<Identity>),
+    Respond(Response<Body>),
+}
+
 /// Everything one configuration needs to answer requests. Replaced whole on
-/// reload; what must outlive a reload (metrics, drain flag) is shared.
+/// reload; what must outlive a reload is in [`Shared`].
 pub struct Gateway {
     routes: RouteTable<Route>,
     proxy: Proxy,
-    metrics: Arc<Metrics>,
-    auth_prefix: String,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) auth_prefix: String,
+    pub(crate) public_url: String,
     trusted_proxies: Vec<IpNet>,
-    draining: Arc<AtomicBool>,
+    pub(crate) providers: Vec<Arc<Provider>>,
+    pub(crate) sessions: Option<SessionCookies>,
+    pub(crate) demo: Option<crate::sso::DemoLogin>,
+    pub(crate) admin_token: Option<crate::config::Secret>,
 }
 
 impl Gateway {
     /// Compiles a gateway from a validated config.
-    pub fn new(
-        config: &Config,
-        metrics: Arc<Metrics>,
-        draining: Arc<AtomicBool>,
-    ) -> Result<Gateway, String> {
+    pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Gateway, String> {
         let tls = proxy::upstream_tls(config.server.upstream_ca_file.as_deref())?;
+        let fetcher = auth::fetch::Fetcher::new(tls.clone());
         let proxy = Proxy::new(proxy::ProxySettings {
             connect_timeout: config.server.upstream_connect_timeout,
             timeout: config.server.upstream_timeout,
             tls,
         });
+        // Claims a session must carry for route headers and allow rules.
+        let mut keep: Vec<String> = Vec::new();
+        for r in &config.routes {
+            keep.extend(r.headers.iter().map(|(_, c)| c.clone()));
+            keep.extend(r.allow.claims.iter().map(|(c, _)| c.clone()));
+        }
+        keep.sort();
+        keep.dedup();
+        let mut providers = Vec::new();
+        for p in &config.providers {
+            let built = crate::sso::build_provider(p, config, &keep, &fetcher, &shared.jwks)?;
+            providers.push(Arc::new(built));
+        }
+        let demo = crate::sso::DemoLogin::from_config(config);
+        if let Some(d) = &demo {
+            warn!(
+                provider = %d.provider,
+                "INSECURE demo login page enabled at {}/demo-login: anyone reaching this listener can sign in as anyone. Never use it in production.",
+                config.server.auth_prefix
+            );
+        }
+        let find = |id: &str| providers.iter().find(|p| p.id() == id).cloned();
         let routes = RouteTable::new(config.routes.iter().map(|r| {
-            (
-                r.host.clone(),
-                r.path_prefix.clone(),
-                compile_route(r, &metrics),
-            )
+            let login = match &r.access {
+                Access::Protected { login: Some(l), .. } => find(l),
+                _ => None,
+            };
+            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, &shared.metrics))
         }));
         Ok(Gateway {
             routes,
             proxy,
-            metrics,
             auth_prefix: config.server.auth_prefix.clone(),
+            public_url: config.server.public_url.clone(),
             trusted_proxies: config.server.trusted_proxies.clone(),
-            draining,
+            sessions: SessionCookies::new(&config.session, config.server.public_https),
+            providers,
+            demo,
+            admin_token: config.server.admin_token.clone(),
+            shared,
         })
     }
 
-    /// Whether this gateway can serve: not draining, (later) keys loaded.
+    /// Ready to take traffic: not draining and every provider has its keys.
     pub fn ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed)
+        !self.shared.draining.load(Ordering::Relaxed) && self.providers.iter().all(|p| p.ready())
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.shared.metrics
+    }
+
+    pub(crate) fn provider(&self, id: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.id() == id)
+    }
+
+    pub(crate) fn find_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes.find(host, path)
     }
 
     /// Answers one request (see the module docs for the phases).
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         // Phase 1: drain.
-        if self.draining.load(Ordering::Relaxed) {
+        if self.shared.draining.load(Ordering::Relaxed) {
             let mut resp = error::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "draining",
                 "The gateway is shutting down; try again.",
                 error::wants_html(req.headers()),
             );
-            resp.headers_mut()
-                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
         }
 
         // Phase 2: normalise.
         let (rewritten, encoded_slash) = match path::normalize(req.uri().path()) {
-            Ok(path::Normalized {
-                path: Cow::Owned(p),
-                encoded_slash,
-            }) => (Some(p), encoded_slash),
-            Ok(path::Normalized {
-                path: Cow::Borrowed(_),
-                encoded_slash,
-            }) => (None, encoded_slash),
-            Err(_) => {
-                return self.reject(
-                    &req,
-                    StatusCode::BAD_REQUEST,
-                    "bad_path",
-                    "The request path is malformed.",
-                );
-            }
+            Ok(path::Normalized { path: Cow::Owned(p), encoded_slash }) => (Some(p), encoded_slash),
+            Ok(path::Normalized { path: Cow::Borrowed(_), encoded_slash }) => (None, encoded_slash),
+            Err(_) => return self.reject(&req, StatusCode::BAD_REQUEST, "bad_path", "The request path is malformed."),
         };
         let path = rewritten.as_deref().unwrap_or(req.uri().path());
 
         // Phase 3: internal endpoints.
         if prefix_matches(&self.auth_prefix, path) {
-            return self.reject(
-                &req,
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such endpoint.",
-            );
+            let endpoint = path[self.auth_prefix.len()..].to_string();
+            return self.internal(req, &endpoint, conn).await;
         }
 
         // Phase 4: match.
         let host = request_host(&req);
         let Some(route) = self.routes.find(host, path) else {
-            return self.reject(
-                &req,
-                StatusCode::NOT_FOUND,
-                "no_route",
-                "No application is served at this address.",
-            );
+            return self.reject(&req, StatusCode::NOT_FOUND, "no_route", "No application is served at this address.");
         };
         if encoded_slash && !route.allow_encoded_slashes {
             return self.reject(
@@ -179,24 +253,69 @@ impl Gateway {
         }
 
         // Phase 5: authenticate.
-        let open = route.access == Access::Public
-            || route.public_paths.iter().any(|p| prefix_matches(p, path));
-        if !open {
-            // No login method can be configured yet, so nobody is signed in.
-            let resp = error::error(
+        let identity = match self.authenticate(&req, route, path).await {
+            Outcome::Pass(identity) => identity,
+            Outcome::Respond(resp) => {
+                route.metrics.answered(resp.status());
+                return resp;
+            }
+        };
+
+        // Phase 6: proxy.
+        let resp = self.proxy(req, route, rewritten, identity.as_ref(), conn).await;
+        route.metrics.answered(resp.status());
+        resp
+    }
+
+    /// Phase 5. Public routes and `public_paths` pass without a session; a
+    /// protected route needs a valid session from its login provider that
+    /// its `allow` rules accept.
+    pub(crate) async fn authenticate<B>(&self, req: &Request<B>, route: &Route, path: &str) -> Outcome {
+        if route.access == Access::Public || route.public_paths.iter().any(|p| prefix_matches(p, path)) {
+            return Outcome::Pass(None);
+        }
+        match self.session(req.headers(), route) {
+            Some(identity) if route.allow.permits(&identity) => Outcome::Pass(Some(identity)),
+            Some(identity) => {
+                info!(route = %route.id, user = %identity.sub, "signed in but not allowed");
+                Outcome::Respond(error::error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "You are signed in, but not allowed to use this application.",
+                    error::wants_html(req.headers()),
+                ))
+            }
+            None => Outcome::Respond(self.sign_in_required(req, route, &return_path(path, req.uri().query()))),
+        }
+    }
+
+    /// The session in the request's cookies, valid for `route`'s provider
+    /// and not revoked.
+    pub(crate) fn session(&self, headers: &http::HeaderMap, route: &Route) -> Option<Identity> {
+        let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
+        let provider = route.login.as_ref()?;
+        if identity.provider != provider.id() {
+            return None;
+        }
+        let revoked =
+            self.shared.store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat);
+        (!revoked).then_some(identity)
+    }
+
+    /// Not signed in: a browser navigation goes to the login page, anything
+    /// else gets a 401 it can act on.
+    pub(crate) fn sign_in_required<B>(&self, req: &Request<B>, route: &Route, return_to: &str) -> Response<Body> {
+        match &route.login {
+            Some(provider) if is_navigation(req.method(), req.headers()) => {
+                redirect(&provider.login_location(return_to))
+            }
+            _ => error::error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Sign-in is required.",
-                error::wants_html(req.headers()),
-            );
-            route.metrics.answered(resp.status());
-            return resp;
+                error::wants_html(req.headers()) && is_navigation(req.method(), req.headers()),
+            ),
         }
-
-        // Phase 6: proxy.
-        let resp = self.proxy(req, route, rewritten, conn).await;
-        route.metrics.answered(resp.status());
-        resp
     }
 
     /// Phase 6: rewrite headers and send upstream (or answer as whoami).
@@ -206,31 +325,25 @@ impl Gateway {
         mut req: Request<Incoming>,
         route: &Route,
         rewritten: Option<String>,
+        identity: Option<&Identity>,
         conn: ConnInfo,
     ) -> Response<Body> {
-        let trusted = self
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&conn.peer.ip()));
-        let fwd = Forwarding {
-            peer: conn.peer.ip(),
-            tls: conn.tls,
-            trusted,
-        };
+        let trusted = self.trusted_proxies.iter().any(|n| n.contains(&conn.peer.ip()));
+        let fwd = Forwarding { peer: conn.peer.ip(), tls: conn.tls, trusted };
         let host = request_host(&req).map(str::to_owned);
-        let strip = if trusted {
-            &route.identity
-        } else {
-            &route.strip_untrusted
-        };
-        let upgrade =
-            proxy::prepare_request_headers(req.headers_mut(), host.as_deref(), &fwd, strip);
+        let strip = if trusted { &route.identity } else { &route.strip_untrusted };
+        let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_deref(), &fwd, strip);
+        if let Some(sessions) = &self.sessions {
+            strip_cookies(req.headers_mut(), |name| sessions.owns(name));
+        }
+        if let Some(identity) = identity {
+            for (name, value) in identity_headers(identity, route, Audience::Upstream) {
+                req.headers_mut().insert(name, value);
+            }
+        }
         // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
         if !req.headers().contains_key(header::HOST) {
-            if let Some(h) = host
-                .as_deref()
-                .and_then(|h| http::HeaderValue::from_str(h).ok())
-            {
+            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
                 req.headers_mut().insert(header::HOST, h);
             }
         }
@@ -241,16 +354,12 @@ impl Gateway {
             }
             Target::Http { scheme, authority } => {
                 if !route.preserve_host {
-                    if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
+                    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
                         req.headers_mut().insert(header::HOST, v);
                     }
                 }
                 let html = error::wants_html(req.headers());
-                match self
-                    .proxy
-                    .forward(req, scheme, authority, rewritten, upgrade)
-                    .await
-                {
+                match self.proxy.forward(req, scheme, authority, rewritten, upgrade).await {
                     Ok((resp, took)) => {
                         route.metrics.upstream_duration(took.as_secs_f64());
                         resp
@@ -263,11 +372,7 @@ impl Gateway {
                                 "upstream_timeout",
                                 "The application did not answer in time.",
                             ),
-                            _ => (
-                                StatusCode::BAD_GATEWAY,
-                                "bad_gateway",
-                                "The application is unreachable.",
-                            ),
+                            _ => (StatusCode::BAD_GATEWAY, "bad_gateway", "The application is unreachable."),
                         };
                         error::error(status, code, text, html)
                     }
@@ -277,48 +382,85 @@ impl Gateway {
     }
 
     /// An answer refused before a route is known; logged and counted.
-    fn reject(
+    pub(crate) fn reject<B>(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<B>,
         status: StatusCode,
         reason: &'static str,
         text: &str,
     ) -> Response<Body> {
         info!(reason, method = %req.method(), status = status.as_u16(), "request refused");
-        self.metrics.rejected(reason);
+        self.shared.metrics.rejected(reason);
         error::error(status, reason, text, error::wants_html(req.headers()))
     }
 }
 
-fn compile_route(r: &RouteConfig, metrics: &Metrics) -> Route {
+/// Who identity headers are for: the upstream (`X-Forwarded-*`) or a
+/// forward-auth caller (`X-Auth-Request-*`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    Upstream,
+    ForwardAuth,
+}
+
+/// The identity headers for `route`. Values were checked for control
+/// characters at login; anything still unrepresentable is left out.
+pub(crate) fn identity_headers(id: &Identity, route: &Route, to: Audience) -> Vec<(HeaderName, HeaderValue)> {
+    let names: [&'static str; 4] = match to {
+        Audience::Upstream => {
+            ["x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username", "x-forwarded-groups"]
+        }
+        Audience::ForwardAuth => [
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-auth-request-preferred-username",
+            "x-auth-request-groups",
+        ],
+    };
+    let groups = (!id.groups.is_empty()).then(|| id.groups.join(","));
+    let values = [Some(id.sub.as_str()), id.email.as_deref(), id.username.as_deref(), groups.as_deref()];
+    let mut out = Vec::with_capacity(4 + route.claim_headers.len());
+    for (name, value) in names.iter().zip(values) {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+            out.push((HeaderName::from_static(name), v));
+        }
+    }
+    for (name, claim) in &route.claim_headers {
+        let value = match claim.as_str() {
+            "sub" => Some(id.sub.clone()),
+            "name" => id.name.clone(),
+            "email" => id.email.clone(),
+            "preferred_username" => id.username.clone(),
+            "groups" => groups.clone(),
+            other => id.claims.get(other).map(|v| v.join(",")),
+        };
+        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+            out.push((name.clone(), v));
+        }
+    }
+    out
+}
+
+fn compile_route(r: &RouteConfig, login: Option<Arc<Provider>>, metrics: &Metrics) -> Route {
     let custom: Vec<&str> = r.headers.iter().map(|(h, _)| h.as_str()).collect();
-    let identity = StripSet::new(
-        IDENTITY_HEADERS
-            .iter()
-            .copied()
-            .chain(custom.iter().copied()),
-    );
+    let identity = StripSet::new(IDENTITY_HEADERS.iter().copied().chain(custom.iter().copied()));
     let strip_untrusted = StripSet::new(
-        IDENTITY_HEADERS
-            .iter()
-            .chain(proxy::FORWARDING_HEADERS.iter())
-            .copied()
-            .chain(custom.iter().copied()),
+        IDENTITY_HEADERS.iter().chain(proxy::FORWARDING_HEADERS.iter()).copied().chain(custom.iter().copied()),
     );
     let target = match &r.upstream {
-        Upstream::Http { scheme, authority } => Target::Http {
-            scheme: scheme.clone(),
-            authority: authority.clone(),
-        },
+        Upstream::Http { scheme, authority } => Target::Http { scheme: scheme.clone(), authority: authority.clone() },
         Upstream::Whoami => Target::Whoami,
     };
     Route {
         id: r.id.clone(),
         target,
         access: r.access.clone(),
+        login,
         public_paths: r.public_paths.clone(),
+        allow: Allow::new(&r.allow),
         strip_untrusted,
         identity,
+        claim_headers: r.headers.clone(),
         preserve_host: r.preserve_host,
         allow_encoded_slashes: r.allow_encoded_slashes,
         metrics: metrics.route(&r.id),
@@ -327,10 +469,34 @@ fn compile_route(r: &RouteConfig, metrics: &Metrics) -> Route {
 
 /// The host a request was sent to: the URI's authority (HTTP/2, absolute
 /// form) or the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// A browser navigation (as opposed to an API call or XHR): GET/HEAD that
+/// accepts HTML and is not marked as a script's request.
+pub(crate) fn is_navigation(method: &Method, h: &http::HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && error::wants_html(h)
+        && !h.contains_key("x-requested-with")
+        && h.get("sec-fetch-mode").is_none_or(|m| m == "navigate")
+}
+
+/// `path?query` to come back to after login.
+pub(crate) fn return_path(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+/// A `302` of porteiro's own (never cached, never leaks a Referer).
+pub(crate) fn redirect(location: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    error::harden(resp.headers_mut());
+    resp
 }

@@ -4,6 +4,8 @@
 //! until [`Running::shutdown`]; the binary (`main.rs`) adds the CLI, logging
 //! and signals. Tests and benches use this library directly.
 
+pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod devcert;
@@ -14,6 +16,7 @@ pub mod path;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod sso;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +30,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::jwks::JwksRegistry;
+use crate::auth::store::MemoryStore;
 use crate::body::Body;
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Shared};
 use crate::metrics::Metrics;
 use crate::server::{ConnInfo, Handler, Limits, TlsSwap};
 
@@ -37,11 +42,7 @@ use crate::server::{ConnInfo, Handler, Limits, TlsSwap};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr} ({key}): {source}")]
-    Bind {
-        key: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Setup(String),
 }
@@ -51,31 +52,25 @@ pub enum StartError {
 pub struct App {
     gateway: ArcSwap<Gateway>,
     config: ArcSwap<Config>,
-    metrics: Arc<Metrics>,
-    draining: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     tls: Option<TlsSwap>,
 }
 
 impl App {
     /// Compiles `config` into a gateway.
     pub fn new(config: Config) -> Result<App, StartError> {
-        let metrics = Arc::new(Metrics::new());
-        let draining = Arc::new(AtomicBool::new(false));
-        let gateway =
-            Gateway::new(&config, metrics.clone(), draining.clone()).map_err(StartError::Setup)?;
+        let shared = Arc::new(Shared {
+            metrics: Arc::new(Metrics::new()),
+            draining: Arc::new(AtomicBool::new(false)),
+            store: Arc::new(MemoryStore::new(1_000_000)),
+            jwks: JwksRegistry::default(),
+        });
+        let gateway = Gateway::new(&config, shared.clone()).map_err(StartError::Setup)?;
         let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(ArcSwap::from_pointee(
-                server::tls_config(files).map_err(StartError::Setup)?,
-            ))),
+            Some(files) => Some(Arc::new(ArcSwap::from_pointee(server::tls_config(files).map_err(StartError::Setup)?))),
             None => None,
         };
-        Ok(App {
-            gateway: ArcSwap::from_pointee(gateway),
-            config: ArcSwap::from_pointee(config),
-            metrics,
-            draining,
-            tls,
-        })
+        Ok(App { gateway: ArcSwap::from_pointee(gateway), config: ArcSwap::from_pointee(config), shared, tls })
     }
 
     /// Replaces the configuration atomically. In-flight requests finish on
@@ -83,7 +78,7 @@ impl App {
     /// turning TLS on or off need a restart; certificates are re-read.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
         let result = self.try_reload(config);
-        self.metrics.reload(result.is_ok());
+        self.shared.metrics.reload(result.is_ok());
         result
     }
 
@@ -93,19 +88,12 @@ impl App {
             (Some(files), Some(_)) => Some(server::tls_config(files).map_err(StartError::Setup)?),
             (None, None) => None,
             _ => {
-                return Err(StartError::Setup(
-                    "server.tls: turning TLS on or off needs a restart".into(),
-                ));
+                return Err(StartError::Setup("server.tls: turning TLS on or off needs a restart".into()));
             }
         };
-        let gateway = Gateway::new(&config, self.metrics.clone(), self.draining.clone())
-            .map_err(StartError::Setup)?;
-        if old.server.listen != config.server.listen
-            || old.server.admin_listen != config.server.admin_listen
-        {
-            warn!(
-                "server.listen / server.admin_listen changed: the new addresses take effect after a restart"
-            );
+        let gateway = Gateway::new(&config, self.shared.clone()).map_err(StartError::Setup)?;
+        if old.server.listen != config.server.listen || old.server.admin_listen != config.server.admin_listen {
+            warn!("server.listen / server.admin_listen changed: the new addresses take effect after a restart");
         }
         if let (Some(swap), Some(tls)) = (&self.tls, new_tls) {
             swap.store(Arc::new(tls));
@@ -116,7 +104,7 @@ impl App {
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.shared.metrics
     }
 
     /// Ready to take traffic: not draining and every provider has its keys.
@@ -134,29 +122,30 @@ impl Handler for MainHandler {
     }
 }
 
-/// The admin listener: health, readiness, metrics.
+/// The admin listener: health, readiness, metrics, revocation.
 struct AdminHandler(Arc<App>);
 
 impl Handler for AdminHandler {
     async fn call(&self, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
         let app = &self.0;
+        if req.uri().path() == "/admin/revoke" {
+            return admin::revoke(&app.gateway.load_full(), req).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if app.draining.load(Ordering::Relaxed) => {
+            "/readyz" if app.shared.draining.load(Ordering::Relaxed) => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
             "/readyz" if !app.ready() => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/readyz" => text(StatusCode::OK, "ready\n"),
             "/metrics" => {
-                let mut resp = Response::new(Body::full(app.metrics.encode()));
+                let mut resp = Response::new(Body::full(app.shared.metrics.encode()));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    http::HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
+                    http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
                 );
                 resp
             }
@@ -168,10 +157,7 @@ impl Handler for AdminHandler {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -189,7 +175,7 @@ impl Running {
     /// Begins a graceful shutdown: `/readyz` turns 503, listeners stop
     /// accepting, in-flight requests get `server.shutdown_grace_seconds`.
     pub fn shutdown(&self) {
-        self.app.draining.store(true, Ordering::Relaxed);
+        self.app.shared.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
     }
 
@@ -213,18 +199,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown_grace: server_cfg.shutdown_grace,
     };
     let bind = |key, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { key, addr, source })
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
     };
     let main = bind("server.listen", server_cfg.listen).await?;
     let admin = match server_cfg.admin_listen {
         Some(a) => Some(bind("server.admin_listen", a).await?),
         None => None,
     };
-    let addr = main
-        .local_addr()
-        .map_err(|e| StartError::Setup(e.to_string()))?;
+    let addr = main.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
     let mut tasks = vec![tokio::spawn(server::serve(
@@ -232,14 +214,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         app.tls.clone(),
         Arc::new(MainHandler(app.clone())),
         limits,
-        Some(app.metrics.clone()),
+        Some(app.shared.metrics.clone()),
         shutdown.clone(),
     ))];
     if let Some(admin) = admin {
-        let admin_limits = Limits {
-            max_connections: 64,
-            ..limits
-        };
+        let admin_limits = Limits { max_connections: 64, ..limits };
         tasks.push(tokio::spawn(server::serve(
             admin,
             None,
@@ -251,11 +230,5 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let scheme = if app.tls.is_some() { "https" } else { "http" };
     info!(%addr, %scheme, admin = ?admin_addr, "porteiro listening");
-    Ok(Running {
-        addr,
-        admin_addr,
-        app,
-        shutdown,
-        tasks,
-    })
+    Ok(Running { addr, admin_addr, app, shutdown, tasks })
 }

@@ -9,11 +9,7 @@ use porteiro::config::{Access, Config, LogFormat, Upstream};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(
-    name = "porteiro",
-    version,
-    about = "Single sign-on gateway in front of web apps and APIs"
-)]
+#[command(name = "porteiro", version, about = "Single sign-on gateway in front of web apps and APIs")]
 struct Cli {
     /// Configuration file [default: $PORTEIRO_CONFIG, else ./gateway.toml]
     #[arg(long, global = true, env = "PORTEIRO_CONFIG")]
@@ -39,10 +35,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("gateway.toml"));
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("gateway.toml"));
     match cli.command {
         Some(Command::DevCert { out, hosts }) => match porteiro::devcert::write(&out, &hosts) {
             Ok((crt, key)) => {
@@ -87,9 +80,7 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -103,16 +94,9 @@ fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     let runtime = match config.server.worker_threads {
         // One worker: a current-thread runtime avoids cross-thread hand-offs.
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
     }
     .context("cannot start the async runtime")?;
     runtime.block_on(run(path, config))
@@ -163,16 +147,10 @@ fn print_summary(path: &std::path::Path, config: &Config) {
         "listen     {} ({}){}",
         s.listen,
         if s.tls.is_some() { "https" } else { "http" },
-        s.admin_listen
-            .map(|a| format!(", admin {a}"))
-            .unwrap_or_default()
+        s.admin_listen.map(|a| format!(", admin {a}")).unwrap_or_default()
     );
     println!("public_url {}", s.public_url);
-    println!(
-        "session    {} min, cookie {}",
-        config.session.validity.as_secs() / 60,
-        config.session.cookie_name
-    );
+    println!("session    {} min, cookie {}", config.session.validity.as_secs() / 60, config.session.cookie_name);
     println!("routes     {}", config.routes.len());
     for r in &config.routes {
         let upstream = match &r.upstream {

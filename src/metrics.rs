@@ -22,6 +22,10 @@ pub mod names {
     pub const REJECTED: &str = "rejected_requests";
     /// Counter: configuration reloads by `result` (`ok`, `error`).
     pub const RELOADS: &str = "config_reloads";
+    /// Counter: sessions started, by `provider`.
+    pub const LOGINS: &str = "logins";
+    /// Counter: refused logins and credentials, by `provider` and `reason`.
+    pub const AUTH_FAILURES: &str = "auth_failures";
 }
 
 /// Label used for requests that matched no route.
@@ -44,6 +48,17 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabel {
+    provider: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -55,6 +70,8 @@ pub struct Metrics {
     upstream_duration: Family<RouteLabel, Histogram>,
     rejected: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    logins: Family<ProviderLabel, Counter>,
+    auth_failures: Family<FailureLabel, Counter>,
     pub connections_open: Gauge,
     pub connections: Counter,
 }
@@ -77,37 +94,25 @@ impl Metrics {
         });
         let rejected = Family::<ReasonLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
+        let logins = Family::<ProviderLabel, Counter>::default();
+        let auth_failures = Family::<FailureLabel, Counter>::default();
         let connections_open = Gauge::default();
         let connections = Counter::default();
-        registry.register(
-            names::REQUESTS,
-            "Answered requests by route and status class",
-            requests.clone(),
-        );
+        registry.register(names::REQUESTS, "Answered requests by route and status class", requests.clone());
         registry.register(
             names::UPSTREAM_DURATION,
             "Seconds from sending a request upstream to its response head",
             upstream_duration.clone(),
         );
+        registry.register(names::CONNECTIONS_OPEN, "Client connections open now", connections_open.clone());
+        registry.register(names::CONNECTIONS, "Client connections accepted", connections.clone());
+        registry.register(names::REJECTED, "Requests refused before routing or proxying, by reason", rejected.clone());
+        registry.register(names::RELOADS, "Configuration reloads by result", reloads.clone());
+        registry.register(names::LOGINS, "Sessions started, by provider", logins.clone());
         registry.register(
-            names::CONNECTIONS_OPEN,
-            "Client connections open now",
-            connections_open.clone(),
-        );
-        registry.register(
-            names::CONNECTIONS,
-            "Client connections accepted",
-            connections.clone(),
-        );
-        registry.register(
-            names::REJECTED,
-            "Requests refused before routing or proxying, by reason",
-            rejected.clone(),
-        );
-        registry.register(
-            names::RELOADS,
-            "Configuration reloads by result",
-            reloads.clone(),
+            names::AUTH_FAILURES,
+            "Refused logins and credentials, by provider and reason",
+            auth_failures.clone(),
         );
         Metrics {
             registry,
@@ -115,6 +120,8 @@ impl Metrics {
             upstream_duration,
             rejected,
             reloads,
+            logins,
+            auth_failures,
             connections_open,
             connections,
         }
@@ -122,24 +129,10 @@ impl Metrics {
 
     /// Handles for one route (call at load, not per request).
     pub fn route(&self, route: &str) -> RouteMetrics {
-        let by_class = CLASSES.map(|class| {
-            self.requests
-                .get_or_create(&RouteClass {
-                    route: route.to_string(),
-                    class,
-                })
-                .clone()
-        });
-        let upstream_duration = self
-            .upstream_duration
-            .get_or_create(&RouteLabel {
-                route: route.to_string(),
-            })
-            .clone();
-        RouteMetrics {
-            by_class,
-            upstream_duration,
-        }
+        let by_class =
+            CLASSES.map(|class| self.requests.get_or_create(&RouteClass { route: route.to_string(), class }).clone());
+        let upstream_duration = self.upstream_duration.get_or_create(&RouteLabel { route: route.to_string() }).clone();
+        RouteMetrics { by_class, upstream_duration }
     }
 
     /// Counts a request refused for `reason` (a fixed, documented word).
@@ -147,12 +140,17 @@ impl Metrics {
         self.rejected.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    pub fn login(&self, provider: &str) {
+        self.logins.get_or_create(&ProviderLabel { provider: provider.to_string() }).inc();
+    }
+
+    /// Counts a refused login or credential; `reason` is a fixed word.
+    pub fn auth_failure(&self, provider: &str, reason: &'static str) {
+        self.auth_failures.get_or_create(&FailureLabel { provider: provider.to_string(), reason }).inc();
+    }
+
     pub fn reload(&self, ok: bool) {
-        self.reloads
-            .get_or_create(&ResultLabel {
-                result: if ok { "ok" } else { "error" },
-            })
-            .inc();
+        self.reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
     }
 
     /// Prometheus text exposition format.
@@ -194,17 +192,8 @@ mod tests {
         r.answered(http::StatusCode::BAD_GATEWAY);
         m.rejected("bad_path");
         let text = m.encode();
-        assert!(
-            text.contains("porteiro_requests_total{route=\"kb/\",class=\"2xx\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("porteiro_requests_total{route=\"kb/\",class=\"5xx\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("porteiro_rejected_requests_total{reason=\"bad_path\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("porteiro_requests_total{route=\"kb/\",class=\"2xx\"} 1"), "{text}");
+        assert!(text.contains("porteiro_requests_total{route=\"kb/\",class=\"5xx\"} 2"), "{text}");
+        assert!(text.contains("porteiro_rejected_requests_total{reason=\"bad_path\"} 1"), "{text}");
     }
 }

@@ -28,10 +28,7 @@ pub fn normalize(path: &str) -> Result<Normalized<'_>, PathError> {
     }
     // Fast path: nothing encoded and no segment that starts with a dot.
     if !bytes.contains(&b'%') && !bytes.windows(2).any(|w| w == b"/.") {
-        return Ok(Normalized {
-            path: Cow::Borrowed(path),
-            encoded_slash: false,
-        });
+        return Ok(Normalized { path: Cow::Borrowed(path), encoded_slash: false });
     }
     let mut decoded = String::with_capacity(path.len());
     let mut encoded_slash = false;
@@ -43,10 +40,7 @@ pub fn normalize(path: &str) -> Result<Normalized<'_>, PathError> {
             i += 1;
             continue;
         }
-        let (Some(h), Some(l)) = (
-            bytes.get(i + 1).and_then(hex),
-            bytes.get(i + 2).and_then(hex),
-        ) else {
+        let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex)) else {
             return Err(PathError::Malformed);
         };
         let c = h << 4 | l;
@@ -61,10 +55,7 @@ pub fn normalize(path: &str) -> Result<Normalized<'_>, PathError> {
         }
         i += 3;
     }
-    Ok(Normalized {
-        path: Cow::Owned(remove_dot_segments(&decoded)),
-        encoded_slash,
-    })
+    Ok(Normalized { path: Cow::Owned(remove_dot_segments(&decoded)), encoded_slash })
 }
 
 fn hex(b: &u8) -> Option<u8> {
@@ -115,9 +106,7 @@ mod tests {
     use super::*;
 
     fn n(p: &str) -> String {
-        normalize(p)
-            .map(|n| n.path.into_owned())
-            .unwrap_or_else(|_| "ERR".into())
+        normalize(p).map(|n| n.path.into_owned()).unwrap_or_else(|_| "ERR".into())
     }
 
     #[test]

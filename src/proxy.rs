@@ -73,9 +73,7 @@ impl StripSet {
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {
-        self.names.iter().any(|n| {
-            n.len() == name.len() && n.iter().zip(name).all(|(a, b)| *a == canonical_byte(*b))
-        })
+        self.names.iter().any(|n| n.len() == name.len() && n.iter().zip(name).all(|(a, b)| *a == canonical_byte(*b)))
     }
 
     /// Removes every header in the set (all values, all spellings).
@@ -163,21 +161,9 @@ pub fn prepare_request_headers(
     strip: &StripSet,
 ) -> bool {
     let upgrade = remove_hop_by_hop(headers);
-    let prior_for = if fwd.trusted {
-        joined(headers, "x-forwarded-for")
-    } else {
-        None
-    };
-    let prior_proto = if fwd.trusted {
-        headers.get("x-forwarded-proto").cloned()
-    } else {
-        None
-    };
-    let prior_host = if fwd.trusted {
-        headers.get("x-forwarded-host").cloned()
-    } else {
-        None
-    };
+    let prior_for = if fwd.trusted { joined(headers, "x-forwarded-for") } else { None };
+    let prior_proto = if fwd.trusted { headers.get("x-forwarded-proto").cloned() } else { None };
+    let prior_host = if fwd.trusted { headers.get("x-forwarded-host").cloned() } else { None };
     strip.strip(headers);
 
     let mut xff = BytesMut::with_capacity(64);
@@ -189,8 +175,7 @@ pub fn prepare_request_headers(
     if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    let proto = prior_proto
-        .unwrap_or_else(|| HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
+    let proto = prior_proto.unwrap_or_else(|| HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
     headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
     let fwd_host = prior_host.or_else(|| host.and_then(|h| HeaderValue::from_str(h).ok()));
     if let Some(h) = fwd_host {
@@ -217,10 +202,7 @@ fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Where one route sends its traffic.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Http {
-        scheme: Scheme,
-        authority: Authority,
-    },
+    Http { scheme: Scheme, authority: Authority },
     Whoami,
 }
 
@@ -255,10 +237,7 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
-        Proxy {
-            client,
-            timeout: settings.timeout,
-        }
+        Proxy { client, timeout: settings.timeout }
     }
 
     /// Sends `req` (headers already prepared) to `scheme://authority` and
@@ -353,30 +332,17 @@ pub fn upstream_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientC
     if let Some(path) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| {
-                format!(
-                    "server.upstream_ca_file: cannot read {}: {e}",
-                    path.display()
-                )
-            })?;
+            .map_err(|e| format!("server.upstream_ca_file: cannot read {}: {e}", path.display()))?;
         if certs.is_empty() {
-            return Err(format!(
-                "server.upstream_ca_file: no certificates in {}",
-                path.display()
-            ));
+            return Err(format!("server.upstream_ca_file: no certificates in {}", path.display()));
         }
         for cert in certs {
-            roots.add(cert).map_err(|e| {
-                format!(
-                    "server.upstream_ca_file: bad certificate in {}: {e}",
-                    path.display()
-                )
-            })?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("server.upstream_ca_file: bad certificate in {}: {e}", path.display()))?;
         }
     } else if added == 0 {
-        warn!(
-            "no system CA certificates found: https upstreams will fail unless server.upstream_ca_file is set"
-        );
+        warn!("no system CA certificates found: https upstreams will fail unless server.upstream_ca_file is set");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -400,18 +366,11 @@ pub fn whoami(req: &Request<Incoming>, path: &str, identity: &StripSet) -> Respo
         .headers()
         .iter()
         .map(|(k, v)| {
-            (
-                k.as_str(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                identity.matches(k.as_str().as_bytes()),
-            )
+            (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned(), identity.matches(k.as_str().as_bytes()))
         })
         .collect();
     let mut resp = if json {
-        let list: Vec<serde_json::Value> = headers
-            .iter()
-            .map(|(k, v, _)| serde_json::json!([k, v]))
-            .collect();
+        let list: Vec<serde_json::Value> = headers.iter().map(|(k, v, _)| serde_json::json!([k, v])).collect();
         let body = serde_json::json!({
             "method": req.method().as_str(),
             "path": path,
@@ -420,20 +379,13 @@ pub fn whoami(req: &Request<Incoming>, path: &str, identity: &StripSet) -> Respo
             "headers": list,
         });
         let mut r = Response::new(Body::full(body.to_string()));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     } else {
         let mut rows = String::new();
         for (k, v, id) in &headers {
             let class = if *id { " class=\"id\"" } else { "" };
-            rows.push_str(&format!(
-                "<tr{class}><th>{}</th><td>{}</td></tr>\n",
-                escape_html(k),
-                escape_html(v)
-            ));
+            rows.push_str(&format!("<tr{class}><th>{}</th><td>{}</td></tr>\n", escape_html(k), escape_html(v)));
         }
         let page = format!(
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>porteiro whoami</title>\
@@ -444,19 +396,13 @@ pub fn whoami(req: &Request<Incoming>, path: &str, identity: &StripSet) -> Respo
              <p><code>{} {}{}</code></p><table>\n{rows}</table></body></html>\n",
             escape_html(req.method().as_str()),
             escape_html(path),
-            query
-                .map(|q| format!("?{}", escape_html(q)))
-                .unwrap_or_default(),
+            query.map(|q| format!("?{}", escape_html(q))).unwrap_or_default(),
         );
         let mut r = Response::new(Body::full(page));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         r
     };
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -465,29 +411,17 @@ mod tests {
     use super::*;
 
     fn fwd(trusted: bool) -> Forwarding {
-        Forwarding {
-            peer: IpAddr::from([10, 0, 0, 7]),
-            tls: false,
-            trusted,
-        }
+        Forwarding { peer: IpAddr::from([10, 0, 0, 7]), tls: false, trusted }
     }
 
     fn strip() -> StripSet {
-        StripSet::new(
-            FORWARDING_HEADERS
-                .iter()
-                .copied()
-                .chain(["x-forwarded-user", "x-forwarded-email"]),
-        )
+        StripSet::new(FORWARDING_HEADERS.iter().copied().chain(["x-forwarded-user", "x-forwarded-email"]))
     }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_removed() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -532,10 +466,7 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        h.insert(
-            "x-forwarded-host",
-            HeaderValue::from_static("public.example"),
-        );
+        h.insert("x-forwarded-host", HeaderValue::from_static("public.example"));
         prepare_request_headers(&mut h, Some("internal:8080"), &fwd(true), &strip());
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -20,9 +20,7 @@ pub struct RouteTable<R> {
 impl<R> RouteTable<R> {
     /// Builds the table; entries keep their relative order among equal prefixes
     /// (the first configured wins).
-    pub fn new(
-        entries: impl IntoIterator<Item = (Option<HostPattern>, String, R)>,
-    ) -> RouteTable<R> {
+    pub fn new(entries: impl IntoIterator<Item = (Option<HostPattern>, String, R)>) -> RouteTable<R> {
         let mut exact: HashMap<String, Vec<(String, R)>> = HashMap::new();
         let mut suffix: Vec<(String, Vec<(String, R)>)> = Vec::new();
         let mut any = Vec::new();
@@ -36,8 +34,7 @@ impl<R> RouteTable<R> {
                 },
             }
         }
-        let by_prefix_len =
-            |g: &mut Vec<(String, R)>| g.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
+        let by_prefix_len = |g: &mut Vec<(String, R)>| g.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         exact.values_mut().for_each(by_prefix_len);
         suffix.iter_mut().for_each(|(_, g)| by_prefix_len(g));
         suffix.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
@@ -49,11 +46,7 @@ impl<R> RouteTable<R> {
     /// or without port, any case.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&R> {
         if let Some(host) = host.map(normalize_host) {
-            if let Some(r) = self
-                .exact
-                .get(host.as_ref())
-                .and_then(|g| in_group(g, path))
-            {
+            if let Some(r) = self.exact.get(host.as_ref()).and_then(|g| in_group(g, path)) {
                 return Some(r);
             }
             for (suffix, group) in &self.suffix {
@@ -69,18 +62,13 @@ impl<R> RouteTable<R> {
 }
 
 fn in_group<'a, R>(group: &'a [(String, R)], path: &str) -> Option<&'a R> {
-    group
-        .iter()
-        .find(|(prefix, _)| prefix_matches(prefix, path))
-        .map(|(_, r)| r)
+    group.iter().find(|(prefix, _)| prefix_matches(prefix, path)).map(|(_, r)| r)
 }
 
 /// Segment-aware prefix match (see the module docs).
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
-        && (prefix.ends_with('/')
-            || path.len() == prefix.len()
-            || path.as_bytes()[prefix.len()] == b'/')
+        && (prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
 }
 
 /// Lower-case host without port or trailing dot; borrows when already clean.
@@ -91,11 +79,7 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
     let h = without_port.strip_suffix('.').unwrap_or(without_port);
-    if h.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(h.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(h)
-    }
+    if h.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) }
 }
 
 #[cfg(test)]
@@ -107,31 +91,11 @@ mod tests {
             (None, "/".to_string(), "default"),
             (None, "/status/".to_string(), "status"),
             (None, "/api".to_string(), "api"),
-            (
-                Some(HostPattern::Exact("kb.example.com".into())),
-                "/".to_string(),
-                "kb",
-            ),
-            (
-                Some(HostPattern::Exact("kb.example.com".into())),
-                "/admin".to_string(),
-                "kb-admin",
-            ),
-            (
-                Some(HostPattern::Suffix(".example.com".into())),
-                "/".to_string(),
-                "wild",
-            ),
-            (
-                Some(HostPattern::Suffix(".eu.example.com".into())),
-                "/".to_string(),
-                "eu",
-            ),
-            (
-                Some(HostPattern::Exact("only-api.test".into())),
-                "/v1".to_string(),
-                "only-api",
-            ),
+            (Some(HostPattern::Exact("kb.example.com".into())), "/".to_string(), "kb"),
+            (Some(HostPattern::Exact("kb.example.com".into())), "/admin".to_string(), "kb-admin"),
+            (Some(HostPattern::Suffix(".example.com".into())), "/".to_string(), "wild"),
+            (Some(HostPattern::Suffix(".eu.example.com".into())), "/".to_string(), "eu"),
+            (Some(HostPattern::Exact("only-api.test".into())), "/v1".to_string(), "only-api"),
         ])
     }
 
@@ -148,10 +112,7 @@ mod tests {
     #[test]
     fn host_before_path() {
         let t = table();
-        assert_eq!(
-            t.find(Some("KB.example.com:443"), "/admin/x"),
-            Some(&"kb-admin")
-        );
+        assert_eq!(t.find(Some("KB.example.com:443"), "/admin/x"), Some(&"kb-admin"));
         assert_eq!(t.find(Some("kb.example.com."), "/status/x"), Some(&"kb"));
         assert_eq!(t.find(Some("x.example.com"), "/"), Some(&"wild"));
         assert_eq!(t.find(Some("a.b.eu.example.com"), "/"), Some(&"eu"));

@@ -36,11 +36,7 @@ pub struct ConnInfo {
 
 /// Answers requests; one per listener.
 pub trait Handler: Send + Sync + 'static {
-    fn call(
-        &self,
-        req: Request<Incoming>,
-        conn: ConnInfo,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send;
 }
 
 /// Per-listener limits.
@@ -69,26 +65,17 @@ pub fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| format!("server.tls.cert: cannot read {}: {e}", files.cert.display()))?;
     if certs.is_empty() {
-        return Err(format!(
-            "server.tls.cert: no certificate in {}",
-            files.cert.display()
-        ));
+        return Err(format!("server.tls.cert: no certificate in {}", files.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        format!(
-            "server.tls.key: cannot read a private key from {}: {e}",
-            files.key.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("server.tls.key: cannot read a private key from {}: {e}", files.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!("server.tls: certificate and key do not match or are unusable: {e}")
-        })?;
+        .map_err(|e| format!("server.tls: certificate and key do not match or are unusable: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -141,10 +128,7 @@ pub async fn serve<H: Handler>(
     drop(listener);
     tracker.close();
     info!(listener = ?local, open = tracker.len(), "stopped accepting; draining connections");
-    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(limits.shutdown_grace, tracker.wait()).await.is_err() {
         warn!(listener = ?local, open = tracker.len(), "shutdown grace expired; closing remaining connections");
     }
 }
@@ -177,25 +161,14 @@ struct Connection<H> {
 }
 
 impl<H: Handler> Connection<H> {
-    async fn run(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) {
+    async fn run(self, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
         let _open = self.metrics.as_ref().map(|m| OpenGuard::new(m.clone()));
         match tls {
-            None => {
-                self.serve(TokioIo::new(stream), ConnInfo { peer, tls: false })
-                    .await
-            }
+            None => self.serve(TokioIo::new(stream), ConnInfo { peer, tls: false }).await,
             Some(config) => {
                 let accept = TlsAcceptor::from(config).accept(stream);
                 match tokio::time::timeout(self.handshake_timeout, accept).await {
-                    Ok(Ok(tls_stream)) => {
-                        self.serve(TokioIo::new(tls_stream), ConnInfo { peer, tls: true })
-                            .await
-                    }
+                    Ok(Ok(tls_stream)) => self.serve(TokioIo::new(tls_stream), ConnInfo { peer, tls: true }).await,
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(%peer, "TLS handshake timed out"),
                 }

@@ -29,6 +29,7 @@ pub const VALIDITY_MINUTES: std::ops::RangeInclusive<i64> = 5..=1440;
 pub struct Config {
     pub server: ServerConfig,
     pub session: SessionConfig,
+    pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
     /// Things that load but deserve attention (clamped values, literal secrets).
     pub warnings: Vec<String>,
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub public_url: String,
     pub public_https: bool,
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token for `POST /admin/revoke`; the endpoint is off without it.
+    pub admin_token: Option<Secret>,
     /// Prefix of porteiro's own endpoints; default `/sso`. No trailing slash.
     pub auth_prefix: String,
     pub tls: Option<TlsFiles>,
@@ -93,6 +96,67 @@ pub enum StoreKind {
     Redis { url: String },
 }
 
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub id: String,
+    pub kind: ProviderKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderKind {
+    Jwt(JwtConfig),
+}
+
+impl ProviderKind {
+    /// Can browsers sign in with it (may a route name it as `login`)?
+    pub fn is_login(&self) -> bool {
+        matches!(self, ProviderKind::Jwt(_))
+    }
+}
+
+/// `kind = "jwt"`: tokens minted by the customer's login page.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// Absolute URL of the "authentication address".
+    pub login_url: String,
+    /// Query parameter that carries the return path; default `redirectUrl`.
+    pub return_param: String,
+    pub logout_url: Option<String>,
+    pub token: TokenConfig,
+    pub groups_claim: String,
+    /// Serve the insecure built-in login page at `{auth_prefix}/demo-login`.
+    pub demo_login: bool,
+}
+
+/// How tokens of one issuer are verified.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audience: Option<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub keys: KeyConfig,
+    pub leeway_seconds: u64,
+    /// Oldest accepted `iat`; `None` when set to 0.
+    pub max_token_age_seconds: Option<u64>,
+    pub require_exp: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeyConfig {
+    Secret(Secret),
+    /// PEM public key, already read and parsed at load.
+    PublicKey {
+        path: PathBuf,
+        pem: Vec<u8>,
+    },
+    Jwks {
+        url: String,
+        min_refresh: Duration,
+        max_refresh: Duration,
+    },
+}
+
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -115,10 +179,7 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     Public,
-    Protected {
-        login: Option<String>,
-        bearer: Vec<String>,
-    },
+    Protected { login: Option<String>, bearer: Vec<String> },
 }
 
 #[derive(Debug, Clone, Default)]

@@ -27,6 +27,7 @@ pub struct RawServer {
     pub listen: Spanned<String>,
     pub public_url: Option<Spanned<String>>,
     pub admin_listen: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
     pub auth_prefix: Option<Spanned<String>>,
     pub tls: Option<RawTls>,
     #[serde(default)]
@@ -68,6 +69,22 @@ pub struct RawSession {
 pub struct RawProvider {
     pub id: Spanned<String>,
     pub kind: Spanned<String>,
+    pub login_url: Option<Spanned<String>>,
+    pub return_param: Option<Spanned<String>>,
+    pub logout_url: Option<Spanned<String>>,
+    pub issuer: Option<Spanned<String>>,
+    pub audience: Option<Spanned<String>>,
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub secret: Option<Spanned<String>>,
+    pub public_key_file: Option<Spanned<String>>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub jwks_min_refresh_seconds: Option<Spanned<u64>>,
+    pub jwks_max_refresh_seconds: Option<Spanned<u64>>,
+    pub leeway_seconds: Option<Spanned<u64>>,
+    pub max_token_age_seconds: Option<Spanned<u64>>,
+    pub require_exp: Option<bool>,
+    pub groups_claim: Option<Spanned<String>>,
+    pub demo_login: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

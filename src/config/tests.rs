@@ -38,10 +38,7 @@ fn unknown_key_names_key_and_line() {
 fn bad_upstream_names_key_and_line() {
     let text = MINIMAL.replace("http://127.0.0.1:3000", "ftp://x");
     let e = load(&text).err().map(|e| e.to_string()).unwrap_or_default();
-    assert_eq!(
-        e,
-        "test.toml:7:12: routes[0].upstream: \"ftp://x\": scheme must be http, https, or builtin:whoami"
-    );
+    assert_eq!(e, "test.toml:7:12: routes[0].upstream: \"ftp://x\": scheme must be http, https, or builtin:whoami");
 }
 
 #[test]
@@ -71,11 +68,7 @@ fn short_session_secret_refused_literal_warned() {
     assert!(load(&text).is_err());
     let text = format!("{MINIMAL}\n[session]\nsecret = \"{}\"\n", "k".repeat(32));
     let c = load(&text).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        c.warnings.iter().any(|w| w.contains("literally")),
-        "{:?}",
-        c.warnings
-    );
+    assert!(c.warnings.iter().any(|w| w.contains("literally")), "{:?}", c.warnings);
 }
 
 #[test]
@@ -83,25 +76,14 @@ fn validity_is_clamped_with_a_warning() {
     for (given, minutes) in [(1, 5), (15, 15), (5000, 1440), (-3, 5)] {
         let text = format!("{MINIMAL}\n[session]\nvalidity_minutes = {given}\n");
         let c = load(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            c.session.validity,
-            Duration::from_secs(minutes * 60),
-            "{given}"
-        );
-        assert_eq!(
-            c.warnings.iter().any(|w| w.contains("validity_minutes")),
-            given != 15,
-            "{given}"
-        );
+        assert_eq!(c.session.validity, Duration::from_secs(minutes * 60), "{given}");
+        assert_eq!(c.warnings.iter().any(|w| w.contains("validity_minutes")), given != 15, "{given}");
     }
 }
 
 #[test]
 fn https_public_url_gets_host_prefixed_cookie() {
-    let text = MINIMAL.replace(
-        "[server]\n",
-        "[server]\npublic_url = \"https://Help.Example.com/\"\n",
-    );
+    let text = MINIMAL.replace("[server]\n", "[server]\npublic_url = \"https://Help.Example.com/\"\n");
     let c = load(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.server.public_url, "https://help.example.com");
     assert_eq!(c.session.cookie_name, "__Host-porteiro_session");
@@ -110,29 +92,17 @@ fn https_public_url_gets_host_prefixed_cookie() {
 #[test]
 fn hosts_and_trusted_proxies_parse() {
     let text = MINIMAL
-        .replace(
-            "[server]\n",
-            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
-        )
-        .replace(
-            "path_prefix = \"/\"",
-            "host = \"*.Example.com\"\npath_prefix = \"/kb\"",
-        );
+        .replace("[server]\n", "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n")
+        .replace("path_prefix = \"/\"", "host = \"*.Example.com\"\npath_prefix = \"/kb\"");
     let c = load(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.server.trusted_proxies.len(), 2);
-    assert_eq!(
-        c.routes[0].host,
-        Some(HostPattern::Suffix(".example.com".into()))
-    );
+    assert_eq!(c.routes[0].host, Some(HostPattern::Suffix(".example.com".into())));
     let bad = MINIMAL.replace("[server]\n", "[server]\ntrusted_proxies = [\"nope\"]\n");
     assert!(load(&bad).is_err());
 }
 
 #[test]
 fn syntax_error_has_position() {
-    let e = load("[server\nlisten = 1")
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let e = load("[server\nlisten = 1").err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.starts_with("test.toml:1:"), "{e}");
 }

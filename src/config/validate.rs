@@ -11,11 +11,12 @@ use http::uri::{Scheme, Uri};
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::raw::{RawAllow, RawConfig, RawRoute, RawServer, RawSession};
+use super::raw::{RawAllow, RawConfig, RawProvider, RawRoute, RawServer, RawSession};
 use super::secret::{self, Resolved, Secret};
 use super::{
-    Access, AllowRules, Config, ConfigError, HostPattern, LogFormat, RouteConfig, ServerConfig,
-    SessionConfig, StoreKind, TlsFiles, Upstream, VALIDITY_MINUTES,
+    Access, AllowRules, Config, ConfigError, HostPattern, JwtConfig, KeyConfig, LogFormat, ProviderConfig,
+    ProviderKind, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, TokenConfig, Upstream,
+    VALIDITY_MINUTES,
 };
 
 /// Where errors point: the text (for line numbers) and its name.
@@ -26,12 +27,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn error(
-        &self,
-        key: impl Into<String>,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> ConfigError {
+    fn error(&self, key: impl Into<String>, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             origin: self.origin.to_string(),
             position: span.map(|s| line_col(self.text, s.start)),
@@ -40,22 +36,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn at<T>(
-        &self,
-        key: impl Into<String>,
-        value: &Spanned<T>,
-        message: impl Into<String>,
-    ) -> ConfigError {
+    fn at<T>(&self, key: impl Into<String>, value: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         self.error(key, Some(value.span()), message)
     }
 
     fn warn(&mut self, key: &str, value_span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, value_span.start);
-        self.warnings.push(format!(
-            "{}:{line}:{col}: {key}: {}",
-            self.origin,
-            message.into()
-        ));
+        self.warnings.push(format!("{}:{line}:{col}: {key}: {}", self.origin, message.into()));
     }
 
     fn secret(&mut self, key: &str, value: &Spanned<String>) -> Result<Secret, ConfigError> {
@@ -83,39 +70,32 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let mut ctx = Ctx {
-        text,
-        origin,
-        warnings: Vec::new(),
-    };
+    let mut ctx = Ctx { text, origin, warnings: Vec::new() };
     let de = toml::Deserializer::new(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        ctx.error(
-            if key == "." { String::new() } else { key },
-            inner.span(),
-            inner.message().to_string(),
-        )
+        ctx.error(if key == "." { String::new() } else { key }, inner.span(), inner.message().to_string())
     })?;
 
     let server = server(&mut ctx, &raw.server)?;
     let session = session(&mut ctx, raw.session.as_ref(), server.public_https)?;
-    if let Some(p) = raw.providers.first() {
-        return Err(ctx.at(
-            "providers[0].kind",
-            &p.kind,
-            format!(
-                "provider {:?}: unknown kind {:?}; this build supports none yet",
-                p.id.get_ref(),
-                p.kind.get_ref()
-            ),
-        ));
+    let mut providers: Vec<ProviderConfig> = Vec::with_capacity(raw.providers.len());
+    for (i, p) in raw.providers.iter().enumerate() {
+        let provider = provider(&mut ctx, i, p, &server)?;
+        if providers.iter().any(|q| q.id == provider.id) {
+            return Err(ctx.at(
+                format!("providers[{i}].id"),
+                &p.id,
+                format!("duplicate provider id {:?}", provider.id),
+            ));
+        }
+        providers.push(provider);
     }
     let mut routes = Vec::with_capacity(raw.routes.len());
     let mut route_ids = HashSet::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        let route = route(&mut ctx, i, r)?;
+        let route = route(&mut ctx, i, r, &providers)?;
         if !route_ids.insert(route.id.clone()) {
             return Err(ctx.error(
                 format!("routes[{i}].id"),
@@ -126,37 +106,27 @@ pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
         routes.push(route);
     }
     if routes.is_empty() {
-        ctx.warnings.push(format!(
-            "{origin}: no [[routes]]: every request will get 404"
-        ));
+        ctx.warnings.push(format!("{origin}: no [[routes]]: every request will get 404"));
     }
-    Ok(Config {
-        server,
-        session,
-        routes,
-        warnings: ctx.warnings,
-    })
+    if let Some(i) = providers.iter().position(|p| p.kind.is_login()) {
+        if session.secret.is_none() {
+            return Err(ctx.at(
+                "session.secret",
+                &raw.providers[i].kind,
+                "required when a browser login provider is configured (at least 32 bytes, e.g. \"env:PORTEIRO_SESSION_SECRET\")",
+            ));
+        }
+    }
+    Ok(Config { server, session, providers, routes, warnings: ctx.warnings })
 }
 
 fn socket_addr(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
-    v.get_ref().parse().map_err(|_| {
-        ctx.at(
-            key,
-            v,
-            format!(
-                "{:?} is not an address:port such as 127.0.0.1:8080",
-                v.get_ref()
-            ),
-        )
-    })
+    v.get_ref()
+        .parse()
+        .map_err(|_| ctx.at(key, v, format!("{:?} is not an address:port such as 127.0.0.1:8080", v.get_ref())))
 }
 
-fn seconds(
-    ctx: &Ctx,
-    key: &str,
-    v: Option<&Spanned<u64>>,
-    default: u64,
-) -> Result<Duration, ConfigError> {
+fn seconds(ctx: &Ctx, key: &str, v: Option<&Spanned<u64>>, default: u64) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(Duration::from_secs(default)),
         Some(s) if *s.get_ref() == 0 => Err(ctx.at(key, s, "must be at least 1")),
@@ -173,22 +143,16 @@ fn count(
 ) -> Result<usize, ConfigError> {
     match v {
         None => Ok(default),
-        Some(s) if !range.contains(s.get_ref()) => Err(ctx.at(
-            key,
-            s,
-            format!("must be between {} and {}", range.start, range.end - 1),
-        )),
+        Some(s) if !range.contains(s.get_ref()) => {
+            Err(ctx.at(key, s, format!("must be between {} and {}", range.start, range.end - 1)))
+        }
         Some(s) => usize::try_from(*s.get_ref()).map_err(|_| ctx.at(key, s, "too large")),
     }
 }
 
 fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
     let listen = socket_addr(ctx, "server.listen", &raw.listen)?;
-    let admin_listen = raw
-        .admin_listen
-        .as_ref()
-        .map(|a| socket_addr(ctx, "server.admin_listen", a))
-        .transpose()?;
+    let admin_listen = raw.admin_listen.as_ref().map(|a| socket_addr(ctx, "server.admin_listen", a)).transpose()?;
     if admin_listen.is_some_and(|a| a == listen && a.port() != 0) {
         return Err(ctx.at(
             "server.admin_listen",
@@ -196,10 +160,20 @@ fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
             "must differ from server.listen",
         ));
     }
-    let tls = raw.tls.as_ref().map(|t| TlsFiles {
-        cert: PathBuf::from(t.cert.get_ref()),
-        key: PathBuf::from(t.key.get_ref()),
-    });
+    let admin_token = match &raw.admin_token {
+        None => None,
+        Some(t) => {
+            let token = ctx.secret("server.admin_token", t)?;
+            if token.expose().len() < 16 {
+                return Err(ctx.at("server.admin_token", t, "must be at least 16 bytes"));
+            }
+            Some(token)
+        }
+    };
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|t| TlsFiles { cert: PathBuf::from(t.cert.get_ref()), key: PathBuf::from(t.key.get_ref()) });
     let (public_url, public_https) = match &raw.public_url {
         Some(v) => public_url(ctx, v)?,
         None => {
@@ -213,9 +187,7 @@ fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
             let s = p.get_ref().trim_end_matches('/');
             if !s.starts_with('/')
                 || s.len() < 2
-                || !s[1..]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                || !s[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
             {
                 return Err(ctx.at("server.auth_prefix", p, "must be a path such as /sso"));
             }
@@ -225,64 +197,32 @@ fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
     let mut trusted_proxies = Vec::new();
     for (i, t) in raw.trusted_proxies.iter().enumerate() {
         let s = t.get_ref();
-        let net = s
-            .parse::<IpNet>()
-            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                ctx.at(
-                    format!("server.trusted_proxies[{i}]"),
-                    t,
-                    format!("{s:?} is not an IP address or CIDR range"),
-                )
-            })?;
+        let net = s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+            ctx.at(format!("server.trusted_proxies[{i}]"), t, format!("{s:?} is not an IP address or CIDR range"))
+        })?;
         trusted_proxies.push(net);
     }
     let log_format = match raw.log_format.as_ref().map(|v| (v, v.get_ref().as_str())) {
         None | Some((_, "text")) => LogFormat::Text,
         Some((_, "json")) => LogFormat::Json,
         Some((v, other)) => {
-            return Err(ctx.at(
-                "server.log_format",
-                v,
-                format!("{other:?}: expected \"text\" or \"json\""),
-            ));
+            return Err(ctx.at("server.log_format", v, format!("{other:?}: expected \"text\" or \"json\"")));
         }
     };
-    let max_header_bytes = count(
-        ctx,
-        "server.max_header_bytes",
-        raw.max_header_bytes.as_ref(),
-        64 * 1024,
-        8192..16 * 1024 * 1024 + 1,
-    )?;
+    let max_header_bytes =
+        count(ctx, "server.max_header_bytes", raw.max_header_bytes.as_ref(), 64 * 1024, 8192..16 * 1024 * 1024 + 1)?;
     Ok(ServerConfig {
         listen,
         public_url,
         public_https,
         admin_listen,
+        admin_token,
         auth_prefix,
         tls,
         trusted_proxies,
-        worker_threads: count(
-            ctx,
-            "server.worker_threads",
-            raw.worker_threads.as_ref(),
-            0,
-            0..1025,
-        )?,
-        shutdown_grace: seconds(
-            ctx,
-            "server.shutdown_grace_seconds",
-            raw.shutdown_grace_seconds.as_ref(),
-            30,
-        )?,
-        max_connections: count(
-            ctx,
-            "server.max_connections",
-            raw.max_connections.as_ref(),
-            10_000,
-            1..10_000_001,
-        )?,
+        worker_threads: count(ctx, "server.worker_threads", raw.worker_threads.as_ref(), 0, 0..1025)?,
+        shutdown_grace: seconds(ctx, "server.shutdown_grace_seconds", raw.shutdown_grace_seconds.as_ref(), 30)?,
+        max_connections: count(ctx, "server.max_connections", raw.max_connections.as_ref(), 10_000, 1..10_000_001)?,
         header_read_timeout: seconds(
             ctx,
             "server.header_read_timeout_seconds",
@@ -290,29 +230,15 @@ fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
             10,
         )?,
         max_header_bytes,
-        max_headers: count(
-            ctx,
-            "server.max_headers",
-            raw.max_headers.as_ref(),
-            100,
-            1..10_001,
-        )?,
+        max_headers: count(ctx, "server.max_headers", raw.max_headers.as_ref(), 100, 1..10_001)?,
         upstream_connect_timeout: seconds(
             ctx,
             "server.upstream_connect_timeout_seconds",
             raw.upstream_connect_timeout_seconds.as_ref(),
             5,
         )?,
-        upstream_timeout: seconds(
-            ctx,
-            "server.upstream_timeout_seconds",
-            raw.upstream_timeout_seconds.as_ref(),
-            60,
-        )?,
-        upstream_ca_file: raw
-            .upstream_ca_file
-            .as_ref()
-            .map(|v| PathBuf::from(v.get_ref())),
+        upstream_timeout: seconds(ctx, "server.upstream_timeout_seconds", raw.upstream_timeout_seconds.as_ref(), 60)?,
+        upstream_ca_file: raw.upstream_ca_file.as_ref().map(|v| PathBuf::from(v.get_ref())),
         log_format,
     })
 }
@@ -332,17 +258,10 @@ fn public_url(ctx: &Ctx, v: &Spanned<String>) -> Result<(String, bool), ConfigEr
         return Err(bad("must be scheme://host[:port] only, without a path"));
     }
     let scheme = if https { "https" } else { "http" };
-    Ok((
-        format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()),
-        https,
-    ))
+    Ok((format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()), https))
 }
 
-fn session(
-    ctx: &mut Ctx,
-    raw: Option<&RawSession>,
-    https: bool,
-) -> Result<SessionConfig, ConfigError> {
+fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<SessionConfig, ConfigError> {
     let Some(raw) = raw else {
         return Ok(SessionConfig {
             secret: None,
@@ -353,18 +272,10 @@ fn session(
             store: StoreKind::Memory,
         });
     };
-    let secret = raw
-        .secret
-        .as_ref()
-        .map(|s| session_secret(ctx, "session.secret", s))
-        .transpose()?;
+    let secret = raw.secret.as_ref().map(|s| session_secret(ctx, "session.secret", s)).transpose()?;
     let mut previous_secrets = Vec::new();
     for (i, s) in raw.previous_secrets.iter().enumerate() {
-        previous_secrets.push(session_secret(
-            ctx,
-            &format!("session.previous_secrets[{i}]"),
-            s,
-        )?);
+        previous_secrets.push(session_secret(ctx, &format!("session.previous_secrets[{i}]"), s)?);
     }
     let validity_minutes = match &raw.validity_minutes {
         None => 15,
@@ -381,24 +292,13 @@ fn session(
             clamped
         }
     };
-    let cookie_domain = raw
-        .cookie_domain
-        .as_ref()
-        .map(|d| d.get_ref().trim_start_matches('.').to_ascii_lowercase());
+    let cookie_domain = raw.cookie_domain.as_ref().map(|d| d.get_ref().trim_start_matches('.').to_ascii_lowercase());
     let cookie_name = match &raw.cookie_name {
         None => default_cookie_name(https, cookie_domain.is_some()),
         Some(n) => {
             let name = n.get_ref();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-            {
-                return Err(ctx.at(
-                    "session.cookie_name",
-                    n,
-                    "use letters, digits, - and _ only",
-                ));
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+                return Err(ctx.at("session.cookie_name", n, "use letters, digits, - and _ only"));
             }
             name.clone()
         }
@@ -406,28 +306,16 @@ fn session(
     let store = match raw.store.as_ref().map(|s| (s, s.get_ref().as_str())) {
         None | Some((_, "memory")) => StoreKind::Memory,
         Some((s, "redis")) => match &raw.redis_url {
-            Some(u)
-                if u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://") =>
-            {
-                StoreKind::Redis {
-                    url: u.get_ref().clone(),
-                }
+            Some(u) if u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://") => {
+                StoreKind::Redis { url: u.get_ref().clone() }
             }
             Some(u) => {
-                return Err(ctx.at(
-                    "session.redis_url",
-                    u,
-                    "must start with redis:// or rediss://",
-                ));
+                return Err(ctx.at("session.redis_url", u, "must start with redis:// or rediss://"));
             }
             None => return Err(ctx.at("session.store", s, "\"redis\" needs session.redis_url")),
         },
         Some((s, other)) => {
-            return Err(ctx.at(
-                "session.store",
-                s,
-                format!("{other:?}: expected \"memory\" or \"redis\""),
-            ));
+            return Err(ctx.at("session.store", s, format!("{other:?}: expected \"memory\" or \"redis\"")));
         }
     };
     Ok(SessionConfig {
@@ -442,37 +330,26 @@ fn session(
 
 /// `porteiro_session`, or `__Host-porteiro_session` under HTTPS without a domain.
 fn default_cookie_name(https: bool, has_domain: bool) -> String {
-    if https && !has_domain {
-        "__Host-porteiro_session".to_string()
-    } else {
-        "porteiro_session".to_string()
-    }
+    if https && !has_domain { "__Host-porteiro_session".to_string() } else { "porteiro_session".to_string() }
 }
 
 fn session_secret(ctx: &mut Ctx, key: &str, v: &Spanned<String>) -> Result<Secret, ConfigError> {
     let s = ctx.secret(key, v)?;
     if s.expose().len() < 32 {
-        return Err(ctx.at(
-            key,
-            v,
-            format!("must be at least 32 bytes (it has {})", s.expose().len()),
-        ));
+        return Err(ctx.at(key, v, format!("must be at least 32 bytes (it has {})", s.expose().len())));
     }
     Ok(s)
 }
 
-fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigError> {
+fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute, providers: &[ProviderConfig]) -> Result<RouteConfig, ConfigError> {
     let key = |k: &str| format!("routes[{i}].{k}");
-    let host = match &raw.host {
-        None => None,
-        Some(h) => Some(host_pattern(h.get_ref()).ok_or_else(|| {
-            ctx.at(
-                key("host"),
-                h,
-                "must be a host name such as app.example.com or *.example.com",
-            )
-        })?),
-    };
+    let host =
+        match &raw.host {
+            None => None,
+            Some(h) => Some(host_pattern(h.get_ref()).ok_or_else(|| {
+                ctx.at(key("host"), h, "must be a host name such as app.example.com or *.example.com")
+            })?),
+        };
     let path_prefix = match &raw.path_prefix {
         None => "/".to_string(),
         Some(p) => path(ctx, &key("path_prefix"), p)?,
@@ -482,16 +359,8 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigE
     let access = match (public, &raw.login, raw.bearer.is_empty()) {
         (true, None, true) => Access::Public,
         (true, _, _) => {
-            let span = raw
-                .login
-                .as_ref()
-                .map(Spanned::span)
-                .or_else(|| raw.bearer.first().map(Spanned::span));
-            return Err(ctx.error(
-                key("public"),
-                span,
-                "a public route names no login or bearer providers",
-            ));
+            let span = raw.login.as_ref().map(Spanned::span).or_else(|| raw.bearer.first().map(Spanned::span));
+            return Err(ctx.error(key("public"), span, "a public route names no login or bearer providers"));
         }
         (false, None, true) => {
             return Err(ctx.error(
@@ -501,22 +370,29 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigE
             ));
         }
         (false, login, _) => {
-            // Provider references are checked against the provider table; this
-            // build has no provider kinds, so any reference is unknown.
-            let span = login
-                .as_ref()
-                .map(Spanned::span)
-                .or_else(|| raw.bearer.first().map(Spanned::span));
-            let name = login
-                .as_ref()
-                .map(|l| l.get_ref().clone())
-                .or_else(|| raw.bearer.first().map(|b| b.get_ref().clone()))
-                .unwrap_or_default();
-            return Err(ctx.error(
-                key(if login.is_some() { "login" } else { "bearer" }),
-                span,
-                format!("unknown provider {name:?}"),
-            ));
+            let find = |v: &Spanned<String>, k: &str| {
+                providers
+                    .iter()
+                    .find(|p| p.id == *v.get_ref())
+                    .ok_or_else(|| ctx.at(key(k), v, format!("unknown provider {:?}", v.get_ref())))
+            };
+            if let Some(l) = login {
+                if !find(l, "login")?.kind.is_login() {
+                    return Err(ctx.at(
+                        key("login"),
+                        l,
+                        format!("provider {:?} is not a browser login provider", l.get_ref()),
+                    ));
+                }
+            }
+            if let Some(b) = raw.bearer.first() {
+                find(b, "bearer")?;
+                return Err(ctx.at(key("bearer"), b, format!("provider {:?} is not a bearer provider", b.get_ref())));
+            }
+            Access::Protected {
+                login: login.as_ref().map(|l| l.get_ref().clone()),
+                bearer: raw.bearer.iter().map(|b| b.get_ref().clone()).collect(),
+            }
         }
     };
     let mut public_paths = Vec::new();
@@ -526,22 +402,13 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigE
     let allow = allow(ctx, i, raw.allow.as_ref())?;
     let mut headers = Vec::new();
     for (name, claim) in &raw.headers {
-        let h = HeaderName::try_from(name.as_str()).map_err(|_| {
-            ctx.at(
-                key("headers"),
-                claim,
-                format!("{name:?} is not a valid header name"),
-            )
-        })?;
+        let h = HeaderName::try_from(name.as_str())
+            .map_err(|_| ctx.at(key("headers"), claim, format!("{name:?} is not a valid header name")))?;
         headers.push((h, claim.get_ref().clone()));
     }
     let id = match &raw.id {
         Some(id) => id.get_ref().clone(),
-        None => format!(
-            "{}{}",
-            raw.host.as_ref().map_or("*", |h| h.get_ref().as_str()),
-            path_prefix
-        ),
+        None => format!("{}{}", raw.host.as_ref().map_or("*", |h| h.get_ref().as_str()), path_prefix),
     };
     Ok(RouteConfig {
         id,
@@ -557,13 +424,177 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute) -> Result<RouteConfig, ConfigE
     })
 }
 
+fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -> Result<ProviderConfig, ConfigError> {
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let id = raw.id.get_ref();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ctx.at(key("id"), &raw.id, "use letters, digits, -, _ and . only"));
+    }
+    let kind = match raw.kind.get_ref().as_str() {
+        "jwt" => ProviderKind::Jwt(jwt_provider(ctx, i, raw, server)?),
+        other => {
+            return Err(ctx.at(key("kind"), &raw.kind, format!("unknown kind {other:?}; expected \"jwt\"")));
+        }
+    };
+    Ok(ProviderConfig { id: id.clone(), kind })
+}
+
+fn jwt_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -> Result<JwtConfig, ConfigError> {
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let demo_login = raw.demo_login.as_ref().is_some_and(|d| *d.get_ref());
+    if demo_login {
+        let span = raw.demo_login.as_ref().map(Spanned::span);
+        if !server.listen.ip().is_loopback() {
+            return Err(ctx.error(
+                key("demo_login"),
+                span,
+                "the demo login page is insecure and only runs on a loopback server.listen",
+            ));
+        }
+        if raw.secret.is_none() {
+            return Err(ctx.error(key("demo_login"), span, "the demo login page signs HS256 tokens: set `secret`"));
+        }
+    }
+    let login_url = match (&raw.login_url, demo_login) {
+        (Some(u), _) => absolute_url(ctx, &key("login_url"), u)?,
+        (None, true) => format!("{}{}/demo-login", server.public_url, server.auth_prefix),
+        (None, false) => {
+            return Err(ctx.at(key("kind"), &raw.kind, "a jwt provider needs login_url (the page that mints tokens)"));
+        }
+    };
+    let logout_url = raw.logout_url.as_ref().map(|u| absolute_url(ctx, &key("logout_url"), u)).transpose()?;
+    let return_param = match &raw.return_param {
+        None => "redirectUrl".to_string(),
+        Some(p)
+            if !p.get_ref().is_empty()
+                && p.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            p.get_ref().clone()
+        }
+        Some(p) => return Err(ctx.at(key("return_param"), p, "must be a plain query parameter name")),
+    };
+    let groups_claim = raw.groups_claim.as_ref().map_or_else(|| "groups".to_string(), |g| g.get_ref().clone());
+    Ok(JwtConfig { login_url, return_param, logout_url, token: token_config(ctx, i, raw)?, groups_claim, demo_login })
+}
+
+/// Issuer, keys, algorithms and time rules shared by token-based kinds.
+fn token_config(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<TokenConfig, ConfigError> {
+    use jsonwebtoken::{Algorithm, DecodingKey};
+
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let Some(issuer) = &raw.issuer else {
+        return Err(ctx.at(key("kind"), &raw.kind, "issuer is required (the token's iss must equal it)"));
+    };
+    let sources = [raw.secret.as_ref(), raw.public_key_file.as_ref(), raw.jwks_url.as_ref()];
+    let keys = match sources {
+        [Some(s), None, None] => {
+            let secret = ctx.secret(&key("secret"), s)?;
+            if secret.expose().len() < 32 {
+                ctx.warn(
+                    &key("secret"),
+                    s.span(),
+                    "HMAC secrets shorter than 32 bytes are guessable; use a longer one",
+                );
+            }
+            KeyConfig::Secret(secret)
+        }
+        [None, Some(p), None] => {
+            let pem = std::fs::read(p.get_ref())
+                .map_err(|e| ctx.at(key("public_key_file"), p, format!("cannot read {}: {e}", p.get_ref())))?;
+            KeyConfig::PublicKey { path: PathBuf::from(p.get_ref()), pem }
+        }
+        [None, None, Some(u)] => {
+            crate::auth::fetch::url_allowed(u.get_ref()).map_err(|m| ctx.at(key("jwks_url"), u, m))?;
+            let min_refresh =
+                seconds(ctx, &key("jwks_min_refresh_seconds"), raw.jwks_min_refresh_seconds.as_ref(), 30)?;
+            let max_refresh =
+                seconds(ctx, &key("jwks_max_refresh_seconds"), raw.jwks_max_refresh_seconds.as_ref(), 86_400)?;
+            if max_refresh < min_refresh {
+                let span = raw.jwks_max_refresh_seconds.as_ref().map_or_else(|| u.span(), Spanned::span);
+                return Err(ctx.error(
+                    key("jwks_max_refresh_seconds"),
+                    Some(span),
+                    "must not be below jwks_min_refresh_seconds",
+                ));
+            }
+            KeyConfig::Jwks { url: u.get_ref().clone(), min_refresh, max_refresh }
+        }
+        _ => {
+            return Err(ctx.at(key("kind"), &raw.kind, "set exactly one of secret, public_key_file or jwks_url"));
+        }
+    };
+    // Which algorithm families the key can verify, and the default list.
+    let (families, default): (&[&str], &str) = match &keys {
+        KeyConfig::Secret(_) => (&["HS"], "HS256"),
+        KeyConfig::PublicKey { pem, .. } => {
+            if DecodingKey::from_rsa_pem(pem).is_ok() {
+                (&["RS", "PS"], "RS256")
+            } else if DecodingKey::from_ec_pem(pem).is_ok() {
+                (&["ES"], "ES256")
+            } else if DecodingKey::from_ed_pem(pem).is_ok() {
+                (&["EdDSA"], "EdDSA")
+            } else {
+                let p = raw.public_key_file.as_ref().unwrap_or(&raw.kind);
+                return Err(ctx.at(key("public_key_file"), p, "not a PEM RSA, EC or Ed25519 public key"));
+            }
+        }
+        KeyConfig::Jwks { .. } => (&["RS", "PS", "ES", "EdDSA"], "RS256"),
+    };
+    let algorithms = match &raw.algorithms {
+        None => vec![
+            default
+                .parse::<Algorithm>()
+                .map_err(|_| ctx.at(key("kind"), &raw.kind, "internal: bad default algorithm"))?,
+        ],
+        Some(list) if list.is_empty() => return Err(ctx.at(key("kind"), &raw.kind, "algorithms must not be empty")),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (j, a) in list.iter().enumerate() {
+                let k = format!("providers[{i}].algorithms[{j}]");
+                let name = a.get_ref().as_str();
+                if name.eq_ignore_ascii_case("none") {
+                    return Err(ctx.at(k, a, "\"none\" means unsigned tokens and is never accepted"));
+                }
+                let alg = name
+                    .parse::<Algorithm>()
+                    .map_err(|_| ctx.at(k.clone(), a, format!("unknown algorithm {name:?}")))?;
+                if !families.iter().any(|f| name.starts_with(f)) {
+                    return Err(ctx.at(
+                        k,
+                        a,
+                        format!(
+                            "{name} cannot be verified with the configured key (it takes {})",
+                            families.join("*, ") + "*"
+                        ),
+                    ));
+                }
+                out.push(alg);
+            }
+            out
+        }
+    };
+    let max_age = raw.max_token_age_seconds.as_ref().map_or(300, |v| *v.get_ref());
+    Ok(TokenConfig {
+        issuer: issuer.get_ref().clone(),
+        audience: raw.audience.as_ref().map(|a| a.get_ref().clone()),
+        algorithms,
+        keys,
+        leeway_seconds: raw.leeway_seconds.as_ref().map_or(60, |v| *v.get_ref()),
+        max_token_age_seconds: (max_age > 0).then_some(max_age),
+        require_exp: raw.require_exp.unwrap_or(true),
+    })
+}
+
+fn absolute_url(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<String, ConfigError> {
+    match url::Url::parse(v.get_ref()) {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => Ok(v.get_ref().clone()),
+        _ => Err(ctx.at(key, v, format!("{:?} must be an absolute http(s) URL", v.get_ref()))),
+    }
+}
+
 fn host_pattern(h: &str) -> Option<HostPattern> {
     let h = h.to_ascii_lowercase();
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    };
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     match h.strip_prefix("*.") {
         Some(rest) if valid(rest) => Some(HostPattern::Suffix(format!(".{rest}"))),
         Some(_) => None,
@@ -575,15 +606,9 @@ fn host_pattern(h: &str) -> Option<HostPattern> {
 fn path(ctx: &Ctx, key: &str, p: &Spanned<String>) -> Result<String, ConfigError> {
     let s = p.get_ref();
     if !s.starts_with('/')
-        || s.bytes().any(|b| {
-            b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#' || b == b'\\' || b == b'%'
-        })
+        || s.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#' || b == b'\\' || b == b'%')
     {
-        return Err(ctx.at(
-            key,
-            p,
-            format!("{s:?} must be a plain path starting with /"),
-        ));
+        return Err(ctx.at(key, p, format!("{s:?} must be a plain path starting with /")));
     }
     if s.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(ctx.at(key, p, format!("{s:?} must not contain . or .. segments")));
@@ -610,9 +635,7 @@ fn upstream(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<Upstream, Confi
         return Err(bad("must not carry credentials"));
     }
     if (uri.path() != "/" && !uri.path().is_empty()) || uri.query().is_some() {
-        return Err(bad(
-            "must be scheme://host[:port] only; the request path is passed through unchanged",
-        ));
+        return Err(bad("must be scheme://host[:port] only; the request path is passed through unchanged"));
     }
     Ok(Upstream::Http { scheme, authority })
 }
@@ -624,30 +647,18 @@ fn allow(ctx: &Ctx, i: usize, raw: Option<&RawAllow>) -> Result<AllowRules, Conf
     let mut rules = AllowRules::default();
     for (j, e) in raw.emails.iter().enumerate() {
         if !e.get_ref().contains('@') {
-            return Err(ctx.at(
-                format!("routes[{i}].allow.emails[{j}]"),
-                e,
-                "not an email address",
-            ));
+            return Err(ctx.at(format!("routes[{i}].allow.emails[{j}]"), e, "not an email address"));
         }
         rules.emails.push(e.get_ref().to_ascii_lowercase());
     }
     for (j, d) in raw.email_domains.iter().enumerate() {
         let domain = d.get_ref().trim_start_matches('@').to_ascii_lowercase();
         if domain.is_empty() || domain.contains('@') {
-            return Err(ctx.at(
-                format!("routes[{i}].allow.email_domains[{j}]"),
-                d,
-                "not a domain",
-            ));
+            return Err(ctx.at(format!("routes[{i}].allow.email_domains[{j}]"), d, "not a domain"));
         }
         rules.email_domains.push(domain);
     }
     rules.groups = raw.groups.iter().map(|g| g.get_ref().clone()).collect();
-    rules.claims = raw
-        .claims
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    rules.claims = raw.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(rules)
 }

@@ -1,0 +1,333 @@
+//! The browser session: an [`Identity`] sealed into a cookie.
+//!
+//! A sealed identity too large for one cookie (big group lists) is split
+//! into `name_0`, `name_1`, ... up to [`MAX_CHUNKS`]; an identity that does
+//! not fit even then fails the login with a clear error rather than
+//! producing cookies browsers would drop.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cookie::{Cookie, SameSite};
+use http::HeaderValue;
+use http::header::{self, HeaderMap};
+use serde::{Deserialize, Serialize};
+
+use super::seal::{Purpose, Sealer};
+use crate::config::SessionConfig;
+
+/// Longest cookie value porteiro writes; browsers keep at least 4096 bytes
+/// per cookie including name and attributes.
+const CHUNK_BYTES: usize = 3800;
+/// Most cookies one session may span.
+pub const MAX_CHUNKS: usize = 5;
+
+/// Who a signed-in user is, as porteiro carries it in the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Random session id, the handle for revocation.
+    pub sid: String,
+    /// Provider id that signed the user in.
+    pub provider: String,
+    /// Stable user id (the token's `userid`/`sub`, else the email).
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Claims kept for header mapping and `allow.claims` (arrays as lists).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, Vec<String>>,
+    /// Unix seconds.
+    pub iat: u64,
+    pub exp: u64,
+}
+
+impl Identity {
+    /// Every value that may become an upstream header must be a clean header
+    /// value: no CR, LF, NUL or other control characters.
+    pub fn check_header_safe(&self) -> Result<(), &'static str> {
+        let clean = |s: &str| !s.bytes().any(|b| b < 0x20 || b == 0x7f);
+        let fields = [Some(self.sub.as_str()), self.name.as_deref(), self.email.as_deref(), self.username.as_deref()];
+        if !fields.iter().flatten().all(|s| clean(s)) {
+            return Err("identity contains control characters");
+        }
+        if !self.groups.iter().all(|g| clean(g) && !g.contains(',')) {
+            return Err("group names contain control characters or commas");
+        }
+        if !self.claims.values().flatten().all(|v| clean(v)) {
+            return Err("claim values contain control characters");
+        }
+        Ok(())
+    }
+}
+
+/// Reads and writes the session cookie(s).
+pub struct SessionCookies {
+    name: String,
+    domain: Option<String>,
+    secure: bool,
+    validity: Duration,
+    sealer: Sealer,
+}
+
+impl SessionCookies {
+    /// `None` when no `session.secret` is configured.
+    pub fn new(config: &SessionConfig, secure: bool) -> Option<SessionCookies> {
+        let secret = config.secret.as_ref()?;
+        Some(SessionCookies {
+            name: config.cookie_name.clone(),
+            domain: config.cookie_domain.clone(),
+            secure,
+            validity: config.validity,
+            sealer: Sealer::new(secret, &config.previous_secrets, Purpose::Session),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn validity(&self) -> Duration {
+        self.validity
+    }
+
+    /// Is `cookie` one of ours (the session or one of its chunks)?
+    pub fn owns(&self, cookie: &str) -> bool {
+        match cookie.strip_prefix(self.name.as_str()) {
+            Some("") => true,
+            Some(rest) => rest.strip_prefix('_').is_some_and(|n| n.len() == 1 && n.as_bytes()[0].is_ascii_digit()),
+            None => false,
+        }
+    }
+
+    /// The identity in the request's cookies, if any, still valid at `now`.
+    /// Tampered, truncated, foreign or expired cookies are "no session".
+    pub fn read(&self, headers: &HeaderMap, now: u64) -> Option<Identity> {
+        let mut whole: Option<&str> = None;
+        let mut chunks: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+        for (name, value) in cookie_pairs(headers) {
+            if name == self.name {
+                whole = Some(value);
+            } else if let Some(i) = name
+                .strip_prefix(self.name.as_str())
+                .and_then(|r| r.strip_prefix('_'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|i| *i < MAX_CHUNKS)
+            {
+                chunks[i] = Some(value);
+            }
+        }
+        let sealed = match whole {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => {
+                let mut joined = String::new();
+                for chunk in chunks.iter().map_while(|c| *c) {
+                    joined.push_str(chunk);
+                }
+                if joined.is_empty() {
+                    return None;
+                }
+                std::borrow::Cow::Owned(joined)
+            }
+        };
+        let plain = self.sealer.open(self.name.as_bytes(), &sealed)?;
+        let identity: Identity = serde_json::from_slice(&plain).ok()?;
+        (identity.exp > now).then_some(identity)
+    }
+
+    /// `Set-Cookie` values that store `identity`, and clear chunks the
+    /// browser holds that the new session does not use.
+    pub fn write(&self, identity: &Identity, request: &HeaderMap) -> Result<Vec<HeaderValue>, &'static str> {
+        let plain = serde_json::to_vec(identity).map_err(|_| "cannot encode the session")?;
+        let sealed = self.sealer.seal(self.name.as_bytes(), &plain).ok_or("cannot seal the session")?;
+        let max_age = identity.exp.saturating_sub(identity.iat);
+        let mut out = Vec::new();
+        let held: Vec<String> =
+            cookie_pairs(request).filter(|(n, _)| self.owns(n)).map(|(n, _)| n.to_string()).collect();
+        let mut written: Vec<String> = Vec::new();
+        if sealed.len() <= CHUNK_BYTES {
+            out.push(self.set_cookie(&self.name, &sealed, max_age)?);
+            written.push(self.name.clone());
+        } else {
+            let pieces: Vec<&str> =
+                sealed.as_bytes().chunks(CHUNK_BYTES).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+            if pieces.len() > MAX_CHUNKS {
+                return Err("the identity is too large for a session cookie (too many groups or claims)");
+            }
+            for (i, piece) in pieces.iter().enumerate() {
+                let name = format!("{}_{i}", self.name);
+                out.push(self.set_cookie(&name, piece, max_age)?);
+                written.push(name);
+            }
+        }
+        for name in held.iter().filter(|n| !written.contains(n)) {
+            out.push(self.set_cookie(name, "", 0)?);
+        }
+        Ok(out)
+    }
+
+    /// `Set-Cookie` values that delete every session cookie the browser sent
+    /// (or the plain name when it sent none).
+    pub fn clear(&self, request: &HeaderMap) -> Vec<HeaderValue> {
+        let mut names: Vec<String> =
+            cookie_pairs(request).filter(|(n, _)| self.owns(n)).map(|(n, _)| n.to_string()).collect();
+        if names.is_empty() {
+            names.push(self.name.clone());
+        }
+        names.iter().filter_map(|n| self.set_cookie(n, "", 0).ok()).collect()
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> Result<HeaderValue, &'static str> {
+        let mut c = Cookie::new(name, value);
+        c.set_path("/");
+        c.set_http_only(true);
+        c.set_secure(self.secure);
+        c.set_same_site(SameSite::Lax);
+        c.set_max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
+        if let Some(d) = &self.domain {
+            c.set_domain(d.clone());
+        }
+        HeaderValue::from_str(&c.to_string()).map_err(|_| "cannot encode the session cookie")
+    }
+}
+
+/// `(name, value)` of every cookie in every `Cookie` header.
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).filter_map(
+        |pair| {
+            let (n, v) = pair.split_once('=')?;
+            Some((n.trim(), v.trim()))
+        },
+    )
+}
+
+/// Removes the cookies `owned` says are porteiro's from the request's
+/// `Cookie` header(s), keeping the others in order.
+pub fn strip_cookies(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
+    if !cookie_pairs(headers).any(|(n, _)| owned(n)) {
+        return;
+    }
+    let kept: Vec<String> = cookie_pairs(headers).filter(|(n, _)| !owned(n)).map(|(n, v)| format!("{n}={v}")).collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, StoreKind};
+
+    fn cookies(name: &str) -> SessionCookies {
+        let cfg = SessionConfig {
+            secret: Some(Secret::new(vec![7u8; 32])),
+            previous_secrets: vec![],
+            validity: Duration::from_secs(900),
+            cookie_name: name.into(),
+            cookie_domain: None,
+            store: StoreKind::Memory,
+        };
+        SessionCookies::new(&cfg, true).unwrap()
+    }
+
+    fn identity(groups: usize) -> Identity {
+        Identity {
+            sid: "sid".into(),
+            provider: "p".into(),
+            sub: "u1".into(),
+            name: Some("Ana".into()),
+            email: Some("ana@example.com".into()),
+            username: None,
+            groups: (0..groups).map(|i| format!("group-number-{i:05}")).collect(),
+            claims: BTreeMap::new(),
+            iat: 1000,
+            exp: 1900,
+        }
+    }
+
+    /// Turns Set-Cookie values into a Cookie request header.
+    fn as_request(set: &[HeaderValue]) -> HeaderMap {
+        let pairs: Vec<String> = set
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .filter(|p| !p.ends_with('='))
+            .collect();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        h
+    }
+
+    #[test]
+    fn round_trip_with_flags() {
+        let c = cookies("__Host-porteiro_session");
+        let set = c.write(&identity(2), &HeaderMap::new()).unwrap();
+        assert_eq!(set.len(), 1);
+        let s = set[0].to_str().unwrap();
+        for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=900"] {
+            assert!(s.contains(flag), "{s} lacks {flag}");
+        }
+        assert_eq!(c.read(&as_request(&set), 1500), Some(identity(2)));
+        assert_eq!(c.read(&as_request(&set), 1900), None, "expired");
+    }
+
+    #[test]
+    fn large_identities_are_chunked_and_bounded() {
+        let c = cookies("s");
+        let set = c.write(&identity(300), &HeaderMap::new()).unwrap();
+        assert!(set.len() > 1 && set.len() <= MAX_CHUNKS, "{}", set.len());
+        assert!(set.iter().all(|v| v.len() < 4096));
+        assert_eq!(c.read(&as_request(&set), 1500), Some(identity(300)));
+        // A smaller session later clears the chunks the browser still has.
+        let small = c.write(&identity(1), &as_request(&set)).unwrap();
+        assert_eq!(small.len(), 1 + set.len());
+        assert!(small[1..].iter().all(|v| v.to_str().unwrap().contains("Max-Age=0")));
+        assert!(c.write(&identity(5000), &HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn tampered_and_foreign_cookies_are_no_session() {
+        let c = cookies("s");
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("s=garbage; other=1"));
+        assert_eq!(c.read(&h, 1500), None);
+        let set = c.write(&identity(1), &HeaderMap::new()).unwrap();
+        let foreign = cookies("t");
+        let mut req = as_request(&set);
+        assert_eq!(foreign.read(&req, 1500), None);
+        // A value sealed under another cookie name does not open under this one.
+        let v = req.remove(header::COOKIE).unwrap();
+        let moved = v.to_str().unwrap().replacen("s=", "t=", 1);
+        req.insert(header::COOKIE, HeaderValue::from_str(&moved).unwrap());
+        assert_eq!(foreign.read(&req, 1500), None);
+    }
+
+    #[test]
+    fn strip_keeps_other_cookies() {
+        let c = cookies("s");
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; s=x; s_0=y"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_cookies(&mut h, |n| c.owns(n));
+        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        let mut only = HeaderMap::new();
+        only.insert(header::COOKIE, HeaderValue::from_static("s=x"));
+        strip_cookies(&mut only, |n| c.owns(n));
+        assert!(!only.contains_key(header::COOKIE));
+    }
+
+    #[test]
+    fn control_characters_fail() {
+        let mut id = identity(1);
+        assert!(id.check_header_safe().is_ok());
+        id.name = Some("Ana\r\nX-Forwarded-User: admin".into());
+        assert!(id.check_header_safe().is_err());
+    }
+}

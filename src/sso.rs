@@ -1,0 +1,513 @@
+//! porteiro's own endpoints under `server.auth_prefix` (`/sso`): login
+//! callback, explicit start, logout, userinfo, forward-auth and the demo
+//! login page. They never reach an upstream.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::auth::fetch::Fetcher;
+use crate::auth::jwks::{JwksRegistry, JwksSettings};
+use crate::auth::jwt::JwtLogin;
+use crate::auth::store::Revocation;
+use crate::auth::token::{KeySource, Rules, TokenError, Verifier};
+use crate::auth::{self, Identity, Provider, claims, redirect as sanitize};
+use crate::body::Body;
+use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind};
+use crate::error::{self, escape_html};
+use crate::gateway::{self, Audience, Gateway, Outcome, identity_headers, is_navigation, redirect, request_host};
+use crate::path;
+use crate::server::ConnInfo;
+
+/// Largest form or JSON body porteiro's own endpoints read.
+const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// Builds the runtime provider for one configured provider.
+pub(crate) fn build_provider(
+    p: &ProviderConfig,
+    config: &Config,
+    keep: &[String],
+    fetcher: &Fetcher,
+    jwks: &JwksRegistry,
+) -> Result<Provider, String> {
+    match &p.kind {
+        ProviderKind::Jwt(j) => {
+            let t = &j.token;
+            let keys = match &t.keys {
+                KeyConfig::Secret(s) => KeySource::Secret(DecodingKey::from_secret(s.expose())),
+                KeyConfig::PublicKey { pem, path } => KeySource::Public(
+                    DecodingKey::from_rsa_pem(pem)
+                        .or_else(|_| DecodingKey::from_ec_pem(pem))
+                        .or_else(|_| DecodingKey::from_ed_pem(pem))
+                        .map_err(|e| format!("provider {}: {}: {e}", p.id, path.display()))?,
+                ),
+                KeyConfig::Jwks { url, min_refresh, max_refresh } => {
+                    let settings = JwksSettings {
+                        min_refresh: *min_refresh,
+                        max_refresh: *max_refresh,
+                        ..JwksSettings::default()
+                    };
+                    KeySource::Jwks(jwks.get(url, settings, fetcher))
+                }
+            };
+            let rules = Rules {
+                issuer: t.issuer.clone(),
+                audience: t.audience.clone(),
+                algorithms: t.algorithms.clone(),
+                leeway: t.leeway_seconds,
+                max_age: t.max_token_age_seconds,
+                require_exp: t.require_exp,
+            };
+            Ok(Provider::Jwt(JwtLogin {
+                id: p.id.clone(),
+                login_url: url::Url::parse(&j.login_url).map_err(|e| format!("provider {}: login_url: {e}", p.id))?,
+                return_param: j.return_param.clone(),
+                logout_url: j.logout_url.clone(),
+                verifier: Verifier::new(keys, rules),
+                claims: claims::ClaimMap { groups_claim: j.groups_claim.clone(), keep: keep.to_vec() },
+                validity: config.session.validity.as_secs(),
+            }))
+        }
+    }
+}
+
+/// The insecure built-in login page that stands in for a customer's
+/// "authentication address" in the demo.
+pub(crate) struct DemoLogin {
+    pub provider: String,
+    issuer: String,
+    key: EncodingKey,
+}
+
+impl DemoLogin {
+    pub(crate) fn from_config(config: &Config) -> Option<DemoLogin> {
+        config.providers.iter().find_map(|p| match &p.kind {
+            ProviderKind::Jwt(j) if j.demo_login => match &j.token.keys {
+                KeyConfig::Secret(s) => Some(DemoLogin {
+                    provider: p.id.clone(),
+                    issuer: j.token.issuer.clone(),
+                    key: EncodingKey::from_secret(s.expose()),
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+}
+
+/// Query parameters, decoded.
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Reads a small body of porteiro's own endpoints, or `None` if too large.
+async fn small_body(req: Request<Incoming>) -> Option<Bytes> {
+    Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await.ok().map(|b| b.to_bytes())
+}
+
+/// The `iss` of a token, read without verifying anything: it only picks
+/// which provider's keys will verify the token.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    claims.get("iss")?.as_str().map(str::to_string)
+}
+
+impl Gateway {
+    /// Phase 3: porteiro's own endpoints. `endpoint` is the path below the prefix.
+    pub(crate) async fn internal(&self, req: Request<Incoming>, endpoint: &str, _conn: ConnInfo) -> Response<Body> {
+        let get = req.method() == Method::GET || req.method() == Method::HEAD;
+        let post = req.method() == Method::POST;
+        match endpoint {
+            "/callback" if get => self.callback(req).await,
+            "/start" if get => self.start(&req),
+            "/logout" if get || post => self.logout(&req).await,
+            "/userinfo" if get => self.userinfo(&req),
+            "/auth" if get => self.forward_auth(&req).await,
+            "/demo-login" if self.demo.is_some() && get => {
+                let q = query(&req);
+                self.demo_form(&sanitize::sanitize(param(&q, "redirectUrl"), &self.public_url), None)
+            }
+            "/demo-login" if self.demo.is_some() && post => self.demo_submit(req).await,
+            "/callback" | "/start" | "/logout" | "/userinfo" | "/auth" => {
+                let mut resp =
+                    error::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.", false);
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+                resp
+            }
+            _ => self.reject(&req, StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
+        }
+    }
+
+    /// The session in the request, from any provider, not revoked.
+    fn any_session(&self, headers: &http::HeaderMap) -> Option<Identity> {
+        let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
+        let store = &self.shared.store;
+        (!store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)).then_some(identity)
+    }
+
+    /// `GET /sso/callback?jwt=...&redirectUrl=...`: a login token comes back.
+    async fn callback(&self, req: Request<Incoming>) -> Response<Body> {
+        let q = query(&req);
+        let html = error::wants_html(req.headers());
+        let Some(token) = param(&q, "jwt") else {
+            return self.login_failed(
+                &req,
+                "-",
+                StatusCode::BAD_REQUEST,
+                "missing_token",
+                "The login answer carries no token.",
+            );
+        };
+        // Which provider: named explicitly, else the one whose issuer the token claims.
+        let candidates: Vec<&JwtLogin> = match param(&q, "provider") {
+            Some(id) => self.provider(id).and_then(|p| p.as_jwt()).into_iter().collect(),
+            None => {
+                let iss = unverified_issuer(token);
+                self.providers
+                    .iter()
+                    .filter_map(|p| p.as_jwt())
+                    .filter(|p| iss.as_deref() == Some(p.verifier.rules().issuer.as_str()))
+                    .collect()
+            }
+        };
+        if candidates.is_empty() {
+            return self.login_failed(
+                &req,
+                "-",
+                StatusCode::UNAUTHORIZED,
+                "unknown_issuer",
+                "No login provider accepts this token.",
+            );
+        }
+        let now = auth::now();
+        let mut last = TokenError::Malformed;
+        let mut chosen = None;
+        for provider in &candidates {
+            match provider.login(token, now, self.shared.store.as_ref()).await {
+                Ok(identity) => {
+                    chosen = Some((provider, identity));
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let Some((provider, identity)) = chosen else {
+            let id = candidates.first().map_or("-", |p| p.id.as_str());
+            let status = match last {
+                TokenError::KeysUnavailable | TokenError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            return self.login_failed(&req, id, status, last.reason(), &last.description());
+        };
+        if let Err(why) = identity.check_header_safe() {
+            return self.login_failed(&req, &provider.id, StatusCode::UNAUTHORIZED, "unsafe_claims", why);
+        }
+        let return_to = param(&q, "redirectUrl").or_else(|| param(&q, &provider.return_param));
+        let location = sanitize::sanitize(return_to, &self.public_url);
+        self.start_session(&req, &provider.id, identity, &location, html)
+    }
+
+    /// Sets the session cookie(s) and sends the browser on to `location`.
+    fn start_session<B>(
+        &self,
+        req: &Request<B>,
+        provider: &str,
+        identity: Identity,
+        location: &str,
+        html: bool,
+    ) -> Response<Body> {
+        let Some(sessions) = &self.sessions else {
+            return error::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_session_secret",
+                "Sessions are not configured.",
+                html,
+            );
+        };
+        let cookies = match sessions.write(&identity, req.headers()) {
+            Ok(c) => c,
+            Err(why) => return self.login_failed(req, provider, StatusCode::UNAUTHORIZED, "identity_too_large", why),
+        };
+        info!(provider, user = %identity.sub, "signed in");
+        self.shared.metrics.login(provider);
+        let mut resp = redirect(location);
+        for c in cookies {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp
+    }
+
+    /// A refused login: logged (never the token) and counted, then a short
+    /// page for browsers or JSON for scripts.
+    fn login_failed<B>(
+        &self,
+        req: &Request<B>,
+        provider: &str,
+        status: StatusCode,
+        reason: &'static str,
+        text: &str,
+    ) -> Response<Body> {
+        warn!(provider, reason, status = status.as_u16(), "login refused");
+        self.shared.metrics.auth_failure(provider, reason);
+        if error::wants_html(req.headers()) {
+            let page = format!(
+                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
+                 <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}</style></head>\
+                 <body><h1>Sign-in failed</h1><p>{}.</p><p><a href=\"/\">Try again</a></p></body></html>\n",
+                escape_html(text)
+            );
+            error::page_response(status, page)
+        } else {
+            error::json(status, &json!({ "error": reason, "error_description": text }))
+        }
+    }
+
+    /// `GET /sso/start?provider=&redirectUrl=`: begin a login explicitly
+    /// (also the target of nginx's `error_page 401` for forward-auth).
+    fn start(&self, req: &Request<Incoming>) -> Response<Body> {
+        let q = query(req);
+        let return_to = sanitize::sanitize(param(&q, "redirectUrl").or_else(|| param(&q, "rd")), &self.public_url);
+        let provider = match param(&q, "provider") {
+            Some(id) => self.provider(id).filter(|p| p.is_login()),
+            None => {
+                let path = return_to.split('?').next().unwrap_or("/");
+                let by_route = path::normalize(path)
+                    .ok()
+                    .and_then(|n| self.find_route(request_host(req), &n.path).and_then(|r| r.login.clone()));
+                let mut logins = self.providers.iter().filter(|p| p.is_login());
+                by_route
+                    .or_else(|| match (logins.next(), logins.next()) {
+                        (Some(only), None) => Some(only.clone()),
+                        _ => None,
+                    })
+                    .and_then(|p| self.provider(p.id()))
+            }
+        };
+        match provider {
+            Some(p) => redirect(&p.login_location(&return_to)),
+            None => error::error(
+                StatusCode::BAD_REQUEST,
+                "unknown_provider",
+                "Name a login provider with ?provider=.",
+                error::wants_html(req.headers()),
+            ),
+        }
+    }
+
+    /// `GET|POST /sso/logout`: revoke the session, clear the cookies, then
+    /// the provider's `logout_url` or a signed-out page.
+    async fn logout<B>(&self, req: &Request<B>) -> Response<Body> {
+        let identity = self.any_session(req.headers());
+        if let Some(id) = &identity {
+            let now = auth::now();
+            let ttl = Duration::from_secs(id.exp.saturating_sub(now).max(1));
+            if let Err(e) = self.shared.store.revoke(Revocation::Session(id.sid.clone()), now, ttl).await {
+                warn!(error = %e, "could not record the logout; the cookie is cleared anyway");
+            }
+            info!(provider = %id.provider, user = %id.sub, "signed out");
+        }
+        let next = identity.as_ref().and_then(|id| self.provider(&id.provider)).and_then(|p| p.logout_url());
+        let mut resp = match next {
+            Some(url) => redirect(url),
+            None if error::wants_html(req.headers()) => error::page_response(
+                StatusCode::OK,
+                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title>\
+                 <style>body{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}</style></head>\
+                 <body><h1>Signed out</h1><p>You have been signed out.</p><p><a href=\"/\">Sign in again</a></p></body></html>\n"
+                    .to_string(),
+            ),
+            None => error::json(StatusCode::OK, &json!({ "signed_out": true })),
+        };
+        if let Some(sessions) = &self.sessions {
+            for c in sessions.clear(req.headers()) {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+        }
+        resp
+    }
+
+    /// `GET /sso/userinfo`: the current identity as JSON, or 401.
+    fn userinfo<B>(&self, req: &Request<B>) -> Response<Body> {
+        match self.any_session(req.headers()) {
+            Some(id) => error::json(
+                StatusCode::OK,
+                &json!({
+                    "user": id.sub,
+                    "email": id.email,
+                    "name": id.name,
+                    "preferred_username": id.username,
+                    "groups": id.groups,
+                    "provider": id.provider,
+                    "expires_at": id.exp,
+                }),
+            ),
+            None => error::json(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "error": "unauthorized", "error_description": "not signed in" }),
+            ),
+        }
+    }
+
+    /// `GET /sso/auth`: forward-auth for nginx `auth_request`, ingress-nginx
+    /// `auth-url`, Traefik ForwardAuth and Envoy `ext_authz`. The original
+    /// URL comes from `X-Original-URL`, or `X-Forwarded-Proto/-Host/-Uri`.
+    async fn forward_auth(&self, req: &Request<Incoming>) -> Response<Body> {
+        let Some((host, path_and_query)) = original_url(req) else {
+            return self.reject(
+                req,
+                StatusCode::BAD_REQUEST,
+                "no_original_url",
+                "Send X-Original-URL or X-Forwarded-Uri.",
+            );
+        };
+        let (raw_path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query.as_str(), None),
+        };
+        let Ok(normalized) = path::normalize(raw_path) else {
+            return self.reject(req, StatusCode::BAD_REQUEST, "bad_path", "The original path is malformed.");
+        };
+        let path = normalized.path.as_ref();
+        let Some(route) = self.find_route(host.as_deref(), path) else {
+            // Nothing to protect here under this config: deny rather than open.
+            return self.reject(req, StatusCode::FORBIDDEN, "no_route", "No route covers this address.");
+        };
+        let redirect_mode = query_flag(req, "redirect");
+        match self.authenticate(req, route, path).await {
+            Outcome::Pass(identity) => {
+                let mut resp = Response::new(Body::empty());
+                if let Some(id) = identity {
+                    for (name, value) in identity_headers(&id, route, Audience::ForwardAuth) {
+                        resp.headers_mut().insert(name, value);
+                    }
+                }
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                resp
+            }
+            Outcome::Respond(resp) if resp.status() == StatusCode::FORBIDDEN => resp,
+            Outcome::Respond(_) => {
+                let return_to = gateway::return_path(path, query);
+                match &route.login {
+                    Some(p) if redirect_mode && is_original_navigation(req) => redirect(&p.login_location(&return_to)),
+                    _ => error::json(
+                        StatusCode::UNAUTHORIZED,
+                        &json!({ "error": "unauthorized", "error_description": "Sign-in is required." }),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn demo_form(&self, return_to: &str, problem: Option<&str>) -> Response<Body> {
+        let problem = problem.map(|p| format!("<p class=\"problem\">{}</p>", escape_html(p))).unwrap_or_default();
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Demo login</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:30em;margin:4em auto;padding:0 1em}}\
+             label{{display:block;margin:.8em 0 .2em}}input{{width:100%;padding:.4em}}button{{margin-top:1em;padding:.5em 1.5em}}\
+             .warn{{background:#fff3bf;padding:.6em}}.problem{{color:#b00}}</style></head><body>\
+             <h1>Demo login</h1><p class=\"warn\">This page stands in for your company's login page. It is insecure \
+             and for local demos only.</p>{problem}\
+             <form method=\"post\" action=\"{prefix}/demo-login\">\
+             <input type=\"hidden\" name=\"redirectUrl\" value=\"{ret}\">\
+             <label for=\"name\">Name</label><input id=\"name\" name=\"name\" value=\"Ana Souza\" required>\
+             <label for=\"email\">Email</label><input id=\"email\" name=\"email\" value=\"ana@example.com\" required>\
+             <label for=\"groups\">Groups (comma-separated)</label><input id=\"groups\" name=\"groups\" value=\"support\">\
+             <button type=\"submit\">Sign in</button></form></body></html>\n",
+            prefix = escape_html(&self.auth_prefix),
+            ret = escape_html(return_to),
+        );
+        let status = if problem.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+        error::page_response(status, page)
+    }
+
+    /// Mints a short-lived HS256 token as the customer's login page would,
+    /// and sends the browser to the callback with it.
+    async fn demo_submit(&self, req: Request<Incoming>) -> Response<Body> {
+        let Some(demo) = &self.demo else {
+            return self.reject(&req, StatusCode::NOT_FOUND, "not_found", "No such endpoint.");
+        };
+        let Some(body) = small_body(req).await else {
+            return error::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Form too large.", true);
+        };
+        let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let field = |n: &str| param(&form, n).map(str::trim).unwrap_or("");
+        let (name, email) = (field("name"), field("email"));
+        let return_to = sanitize::sanitize(Some(field("redirectUrl")), &self.public_url);
+        if name.is_empty() || !claims::valid_email(email) {
+            return self.demo_form(&return_to, Some("Enter a name and a valid email address."));
+        }
+        let groups: Vec<&str> = field("groups").split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
+        let now = auth::now();
+        let claims = json!({
+            "iss": demo.issuer, "name": name, "email": email, "groups": groups,
+            "iat": now, "exp": now + 60, "jti": auth::seal::random_id(16),
+        });
+        let Ok(token) = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &demo.key) else {
+            return error::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Could not sign the demo token.", true);
+        };
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("jwt", &token)
+            .append_pair("redirectUrl", &return_to)
+            .append_pair("provider", &demo.provider)
+            .finish();
+        redirect(&format!("{}/callback?{query}", self.auth_prefix))
+    }
+}
+
+/// `?name=true` (or `1`) on the request.
+fn query_flag<B>(req: &Request<B>, name: &str) -> bool {
+    req.uri()
+        .query()
+        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == name && (v == "true" || v == "1")))
+}
+
+/// Host and path-with-query of the request a forward-auth caller is asking about.
+fn original_url<B>(req: &Request<B>) -> Option<(Option<String>, String)> {
+    let h = req.headers();
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty());
+    let fallback_host = get("x-forwarded-host").map(str::to_string).or_else(|| get("host").map(str::to_string));
+    if let Some(original) = get("x-original-url") {
+        if original.starts_with('/') {
+            return Some((fallback_host, original.to_string()));
+        }
+        let url = url::Url::parse(original).ok()?;
+        let host = url.host_str().map(|h| match url.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_string(),
+        });
+        let pq = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        return Some((host, pq));
+    }
+    if let Some(uri) = get("x-forwarded-uri").or_else(|| get("x-original-uri")) {
+        return Some((fallback_host, uri.to_string()));
+    }
+    None
+}
+
+/// Is the original request (as described by the forward-auth caller) a
+/// browser navigation?
+fn is_original_navigation<B>(req: &Request<B>) -> bool {
+    let method = req
+        .headers()
+        .get("x-forwarded-method")
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(Method::GET);
+    is_navigation(&method, req.headers())
+}

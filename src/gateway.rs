@@ -59,6 +59,8 @@ pub struct Shared {
     /// Replay ids, revocations, login state: must survive reloads.
     pub store: Arc<dyn Store>,
     pub jwks: JwksRegistry,
+    /// Identifier mappings, when `server.state_dir` is set.
+    pub identifiers: Option<crate::auth::identifiers::Identifiers>,
 }
 
 /// One compiled route.
@@ -68,6 +70,8 @@ pub struct Route {
     access: Access,
     /// The browser login provider, when the route has one.
     pub(crate) login: Option<Arc<Provider>>,
+    /// Bearer providers tried in order for API clients.
+    bearer: Vec<Arc<Provider>>,
     public_paths: Vec<String>,
     allow: Allow,
     /// Headers removed from a client's request before anything is added:
@@ -121,7 +125,7 @@ impl Allow {
 /// The outcome of the authenticate phase: go on (with an identity, or
 /// none on a public path), or answer now (redirect to login, 401, 403).
 pub(crate) enum Outcome {
-    Pass(Option<Identity>),
+    Pass(Option<Arc<Identity>>),
     Respond(Response<Body>),
 }
 
@@ -173,11 +177,13 @@ impl Gateway {
         }
         let find = |id: &str| providers.iter().find(|p| p.id() == id).cloned();
         let routes = RouteTable::new(config.routes.iter().map(|r| {
-            let login = match &r.access {
-                Access::Protected { login: Some(l), .. } => find(l),
-                _ => None,
+            let (login, bearer) = match &r.access {
+                Access::Protected { login, bearer } => {
+                    (login.as_deref().and_then(find), bearer.iter().filter_map(|b| find(b)).collect())
+                }
+                Access::Public => (None, Vec::new()),
             };
-            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, &shared.metrics))
+            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, bearer, &shared.metrics))
         }));
         Ok(Gateway {
             routes,
@@ -262,31 +268,87 @@ impl Gateway {
         };
 
         // Phase 6: proxy.
-        let resp = self.proxy(req, route, rewritten, identity.as_ref(), conn).await;
+        let resp = self.proxy(req, route, rewritten, identity.as_deref(), conn).await;
         route.metrics.answered(resp.status());
         resp
     }
 
-    /// Phase 5. Public routes and `public_paths` pass without a session; a
-    /// protected route needs a valid session from its login provider that
-    /// its `allow` rules accept.
+    /// Phase 5. Public routes and `public_paths` pass without a session. A
+    /// request with a bearer token on a route that takes them (or any
+    /// request to a bearer-only route) is judged as an API call; otherwise
+    /// it needs a valid session from the route's login provider. Either way
+    /// the route's `allow` rules decide.
     pub(crate) async fn authenticate<B>(&self, req: &Request<B>, route: &Route, path: &str) -> Outcome {
         if route.access == Access::Public || route.public_paths.iter().any(|p| prefix_matches(p, path)) {
             return Outcome::Pass(None);
         }
+        let bearer = auth::bearer::bearer_token(req.headers());
+        if !route.bearer.is_empty() && (bearer.is_some() || route.login.is_none()) {
+            return self.authenticate_bearer(req, route, bearer).await;
+        }
         match self.session(req.headers(), route) {
-            Some(identity) if route.allow.permits(&identity) => Outcome::Pass(Some(identity)),
-            Some(identity) => {
-                info!(route = %route.id, user = %identity.sub, "signed in but not allowed");
-                Outcome::Respond(error::error(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "You are signed in, but not allowed to use this application.",
-                    error::wants_html(req.headers()),
-                ))
-            }
+            Some(identity) => self.allowed(req, route, Arc::new(identity)),
             None => Outcome::Respond(self.sign_in_required(req, route, &return_path(path, req.uri().query()))),
         }
+    }
+
+    /// The route's `allow` rules on an identity.
+    fn allowed<B>(&self, req: &Request<B>, route: &Route, identity: Arc<Identity>) -> Outcome {
+        if route.allow.permits(&identity) {
+            return Outcome::Pass(Some(identity));
+        }
+        info!(route = %route.id, user = %identity.sub, "signed in but not allowed");
+        let navigation = is_navigation(req.method(), req.headers());
+        Outcome::Respond(error::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "You are signed in, but not allowed to use this application.",
+            navigation,
+        ))
+    }
+
+    /// An API call: `Authorization: Bearer <JWT>` checked against the
+    /// route's bearer providers (RFC 6750 answers, never a redirect).
+    async fn authenticate_bearer<B>(&self, req: &Request<B>, route: &Route, token: Option<&str>) -> Outcome {
+        let Some(token) = token else {
+            return Outcome::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
+        };
+        let now = auth::now();
+        let mut refused = None;
+        for provider in &route.bearer {
+            let Some(b) = provider.as_bearer() else { continue };
+            match b.check(token, now).await {
+                Ok(accepted) => {
+                    let missing = b.missing_scopes(&accepted);
+                    if !missing.is_empty() {
+                        self.shared.metrics.auth_failure(&b.id, "insufficient_scope");
+                        let mut resp = bearer_challenge(
+                            StatusCode::FORBIDDEN,
+                            Some("insufficient_scope"),
+                            "token lacks a required scope",
+                        );
+                        let scope = format!(
+                            "Bearer realm=\"porteiro\", error=\"insufficient_scope\", scope=\"{}\"",
+                            b.required_scopes.join(" ")
+                        );
+                        if let Ok(v) = HeaderValue::from_str(&scope) {
+                            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                        }
+                        return Outcome::Respond(resp);
+                    }
+                    return self.allowed(req, route, accepted.identity);
+                }
+                Err(e) => refused = Some((b.id.as_str(), e)),
+            }
+        }
+        let (provider, e) = refused.unwrap_or(("-", auth::token::TokenError::Malformed));
+        info!(route = %route.id, provider, reason = e.reason(), "bearer token refused");
+        self.shared.metrics.auth_failure(provider, e.reason());
+        let status = match e {
+            auth::token::TokenError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        Outcome::Respond(bearer_challenge(status, Some("invalid_token"), &e.description()))
     }
 
     /// The session in the request's cookies, valid for `route`'s provider
@@ -306,9 +368,10 @@ impl Gateway {
     /// else gets a 401 it can act on.
     pub(crate) fn sign_in_required<B>(&self, req: &Request<B>, route: &Route, return_to: &str) -> Response<Body> {
         match &route.login {
-            Some(provider) if is_navigation(req.method(), req.headers()) => {
-                redirect(&provider.login_location(return_to))
-            }
+            Some(provider) if is_navigation(req.method(), req.headers()) => match provider.login_location(return_to) {
+                Some(location) => redirect(&location),
+                None => error::error(StatusCode::UNAUTHORIZED, "unauthorized", "Sign-in is required.", true),
+            },
             _ => error::error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -441,7 +504,12 @@ pub(crate) fn identity_headers(id: &Identity, route: &Route, to: Audience) -> Ve
     out
 }
 
-fn compile_route(r: &RouteConfig, login: Option<Arc<Provider>>, metrics: &Metrics) -> Route {
+fn compile_route(
+    r: &RouteConfig,
+    login: Option<Arc<Provider>>,
+    bearer: Vec<Arc<Provider>>,
+    metrics: &Metrics,
+) -> Route {
     let custom: Vec<&str> = r.headers.iter().map(|(h, _)| h.as_str()).collect();
     let identity = StripSet::new(IDENTITY_HEADERS.iter().copied().chain(custom.iter().copied()));
     let strip_untrusted = StripSet::new(
@@ -456,6 +524,7 @@ fn compile_route(r: &RouteConfig, login: Option<Arc<Provider>>, metrics: &Metric
         target,
         access: r.access.clone(),
         login,
+        bearer,
         public_paths: r.public_paths.clone(),
         allow: Allow::new(&r.allow),
         strip_untrusted,
@@ -488,6 +557,24 @@ pub(crate) fn return_path(path: &str, query: Option<&str>) -> String {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     }
+}
+
+/// An RFC 6750 answer: `WWW-Authenticate: Bearer realm="porteiro"[, error=...]`
+/// and a JSON body `{"error", "error_description"}`. Without an `error` (no
+/// token at all) the challenge carries no error code, as the RFC asks.
+pub(crate) fn bearer_challenge(status: StatusCode, error: Option<&str>, description: &str) -> Response<Body> {
+    let challenge = match error {
+        Some(e) => format!("Bearer realm=\"porteiro\", error=\"{e}\", error_description=\"{description}\""),
+        None => "Bearer realm=\"porteiro\"".to_string(),
+    };
+    let mut resp = error::json(
+        status,
+        &serde_json::json!({ "error": error.unwrap_or("unauthorized"), "error_description": description }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 /// A `302` of porteiro's own (never cached, never leaks a Referer).

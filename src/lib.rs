@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::identifiers::Identifiers;
 use crate::auth::jwks::JwksRegistry;
 use crate::auth::store::MemoryStore;
 use crate::body::Body;
@@ -64,6 +65,10 @@ impl App {
             draining: Arc::new(AtomicBool::new(false)),
             store: Arc::new(MemoryStore::new(1_000_000)),
             jwks: JwksRegistry::default(),
+            identifiers: match &config.server.state_dir {
+                Some(dir) => Some(Identifiers::open(dir).map_err(StartError::Setup)?),
+                None => None,
+            },
         });
         let gateway = Gateway::new(&config, shared.clone()).map_err(StartError::Setup)?;
         let tls = match &config.server.tls {
@@ -94,6 +99,9 @@ impl App {
         let gateway = Gateway::new(&config, self.shared.clone()).map_err(StartError::Setup)?;
         if old.server.listen != config.server.listen || old.server.admin_listen != config.server.admin_listen {
             warn!("server.listen / server.admin_listen changed: the new addresses take effect after a restart");
+        }
+        if old.server.state_dir != config.server.state_dir {
+            warn!("server.state_dir changed: the new directory takes effect after a restart");
         }
         if let (Some(swap), Some(tls)) = (&self.tls, new_tls) {
             swap.store(Arc::new(tls));

@@ -13,14 +13,17 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::auth::bearer::BearerAuth;
+use crate::auth::code::{self, CodeError, CodeLogin};
 use crate::auth::fetch::Fetcher;
+use crate::auth::identifiers::{Identifiers, Mapping, MappingError};
 use crate::auth::jwks::{JwksRegistry, JwksSettings};
 use crate::auth::jwt::JwtLogin;
 use crate::auth::store::Revocation;
 use crate::auth::token::{KeySource, Rules, TokenError, Verifier};
 use crate::auth::{self, Identity, Provider, claims, redirect as sanitize};
 use crate::body::Body;
-use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind};
+use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, TokenConfig};
 use crate::error::{self, escape_html};
 use crate::gateway::{self, Audience, Gateway, Outcome, identity_headers, is_navigation, redirect, request_host};
 use crate::path;
@@ -37,45 +40,59 @@ pub(crate) fn build_provider(
     fetcher: &Fetcher,
     jwks: &JwksRegistry,
 ) -> Result<Provider, String> {
-    match &p.kind {
-        ProviderKind::Jwt(j) => {
-            let t = &j.token;
-            let keys = match &t.keys {
-                KeyConfig::Secret(s) => KeySource::Secret(DecodingKey::from_secret(s.expose())),
-                KeyConfig::PublicKey { pem, path } => KeySource::Public(
-                    DecodingKey::from_rsa_pem(pem)
-                        .or_else(|_| DecodingKey::from_ec_pem(pem))
-                        .or_else(|_| DecodingKey::from_ed_pem(pem))
-                        .map_err(|e| format!("provider {}: {}: {e}", p.id, path.display()))?,
-                ),
-                KeyConfig::Jwks { url, min_refresh, max_refresh } => {
-                    let settings = JwksSettings {
-                        min_refresh: *min_refresh,
-                        max_refresh: *max_refresh,
-                        ..JwksSettings::default()
-                    };
-                    KeySource::Jwks(jwks.get(url, settings, fetcher))
-                }
-            };
-            let rules = Rules {
-                issuer: t.issuer.clone(),
-                audience: t.audience.clone(),
-                algorithms: t.algorithms.clone(),
-                leeway: t.leeway_seconds,
-                max_age: t.max_token_age_seconds,
-                require_exp: t.require_exp,
-            };
-            Ok(Provider::Jwt(JwtLogin {
-                id: p.id.clone(),
-                login_url: url::Url::parse(&j.login_url).map_err(|e| format!("provider {}: login_url: {e}", p.id))?,
-                return_param: j.return_param.clone(),
-                logout_url: j.logout_url.clone(),
-                verifier: Verifier::new(keys, rules),
-                claims: claims::ClaimMap { groups_claim: j.groups_claim.clone(), keep: keep.to_vec() },
-                validity: config.session.validity.as_secs(),
-            }))
+    let validity = config.session.validity.as_secs();
+    Ok(match &p.kind {
+        ProviderKind::Jwt(j) => Provider::Jwt(JwtLogin {
+            id: p.id.clone(),
+            login_url: url::Url::parse(&j.login_url).map_err(|e| format!("provider {}: login_url: {e}", p.id))?,
+            return_param: j.return_param.clone(),
+            logout_url: j.logout_url.clone(),
+            verifier: verifier(&p.id, &j.token, fetcher, jwks)?,
+            claims: claims::ClaimMap { groups_claim: j.groups_claim.clone(), keep: keep.to_vec() },
+            validity,
+        }),
+        ProviderKind::Code(c) => Provider::Code(CodeLogin {
+            id: p.id.clone(),
+            login_url: url::Url::parse(&c.login_url).map_err(|e| format!("provider {}: login_url: {e}", p.id))?,
+            return_param: c.return_param.clone(),
+            logout_url: c.logout_url.clone(),
+            clients: c.clients.clone(),
+            code_ttl: c.code_ttl,
+            default_validity_minutes: (validity / 60) as i64,
+        }),
+        ProviderKind::Bearer(b) => Provider::Bearer(BearerAuth::new(
+            p.id.clone(),
+            verifier(&p.id, &b.token, fetcher, jwks)?,
+            claims::ClaimMap { groups_claim: b.groups_claim.clone(), keep: keep.to_vec() },
+            b.required_scopes.clone(),
+        )),
+    })
+}
+
+fn verifier(id: &str, t: &TokenConfig, fetcher: &Fetcher, jwks: &JwksRegistry) -> Result<Verifier, String> {
+    let keys = match &t.keys {
+        KeyConfig::Secret(s) => KeySource::Secret(DecodingKey::from_secret(s.expose())),
+        KeyConfig::PublicKey { pem, path } => KeySource::Public(
+            DecodingKey::from_rsa_pem(pem)
+                .or_else(|_| DecodingKey::from_ec_pem(pem))
+                .or_else(|_| DecodingKey::from_ed_pem(pem))
+                .map_err(|e| format!("provider {id}: {}: {e}", path.display()))?,
+        ),
+        KeyConfig::Jwks { url, min_refresh, max_refresh } => {
+            let settings =
+                JwksSettings { min_refresh: *min_refresh, max_refresh: *max_refresh, ..JwksSettings::default() };
+            KeySource::Jwks(jwks.get(url, settings, fetcher))
         }
-    }
+    };
+    let rules = Rules {
+        issuer: t.issuer.clone(),
+        audience: t.audience.clone(),
+        algorithms: t.algorithms.clone(),
+        leeway: t.leeway_seconds,
+        max_age: t.max_token_age_seconds,
+        require_exp: t.require_exp,
+    };
+    Ok(Verifier::new(keys, rules))
 }
 
 /// The insecure built-in login page that stands in for a customer's
@@ -142,7 +159,10 @@ impl Gateway {
                 self.demo_form(&sanitize::sanitize(param(&q, "redirectUrl"), &self.public_url), None)
             }
             "/demo-login" if self.demo.is_some() && post => self.demo_submit(req).await,
-            "/callback" | "/start" | "/logout" | "/userinfo" | "/auth" => {
+            "/authorize" if get => self.authorize(req).await,
+            "/code" if post => self.mint_code(req).await,
+            "/identifiers" if post || get || req.method() == Method::DELETE => self.identifiers(req).await,
+            "/callback" | "/start" | "/logout" | "/userinfo" | "/auth" | "/authorize" | "/code" | "/identifiers" => {
                 let mut resp =
                     error::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.", false);
                 resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
@@ -276,6 +296,151 @@ impl Gateway {
         }
     }
 
+    /// `GET /sso/authorize?code=&redirectUrl=`: a browser redeems a single-use code.
+    async fn authorize(&self, req: Request<Incoming>) -> Response<Body> {
+        let q = query(&req);
+        let html = error::wants_html(req.headers());
+        let Some(code) = param(&q, "code") else {
+            return self.login_failed(
+                &req,
+                "-",
+                StatusCode::BAD_REQUEST,
+                "missing_code",
+                "The login link carries no code.",
+            );
+        };
+        let pending = match code::redeem(code, self.shared.store.as_ref()).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return self.login_failed(
+                    &req,
+                    "-",
+                    StatusCode::BAD_REQUEST,
+                    "invalid_code",
+                    "The login code is invalid, expired or already used.",
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "state store unavailable");
+                return self.login_failed(
+                    &req,
+                    "-",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "Login state is unavailable.",
+                );
+            }
+        };
+        let Some(provider) = self.provider(&pending.provider).and_then(|p| p.as_code()) else {
+            return self.login_failed(
+                &req,
+                "-",
+                StatusCode::BAD_REQUEST,
+                "invalid_code",
+                "The login code's provider is gone.",
+            );
+        };
+        let identity = pending.into_identity(auth::now());
+        if let Err(why) = identity.check_header_safe() {
+            return self.login_failed(&req, &provider.id, StatusCode::BAD_REQUEST, "unsafe_claims", why);
+        }
+        let return_to = param(&q, "redirectUrl").or_else(|| param(&q, &provider.return_param));
+        let location = sanitize::sanitize(return_to, &self.public_url);
+        self.start_session(&req, &provider.id, identity, &location, html)
+    }
+
+    /// The code provider and client id of a request's HTTP Basic credentials.
+    #[expect(clippy::result_large_err, reason = "the answer is built once and returned as is")]
+    fn code_client<B>(&self, req: &Request<B>) -> Result<(&CodeLogin, String), Response<Body>> {
+        let found = code::basic_credentials(req.headers()).and_then(|(id, secret)| {
+            self.providers.iter().filter_map(|p| p.as_code()).find(|p| p.client_matches(&id, &secret)).map(|p| (p, id))
+        });
+        found.ok_or_else(|| {
+            warn!("back-channel call with a bad or missing client credential");
+            self.shared.metrics.auth_failure("-", "invalid_client");
+            let mut resp = error::json(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "error": "invalid_client", "error_description": "unknown client or wrong secret" }),
+            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"porteiro\""));
+            resp
+        })
+    }
+
+    /// `POST /sso/code`: a trusted backend mints a single-use login code.
+    async fn mint_code(&self, req: Request<Incoming>) -> Response<Body> {
+        let (provider, client) = match self.code_client(&req) {
+            Ok(c) => c,
+            Err(resp) => return resp,
+        };
+        let body = match json_body(req).await {
+            Ok(v) => v,
+            Err(resp) => return resp,
+        };
+        let pending = match provider.pending(&body, &client, self.shared.identifiers.as_ref()) {
+            Ok(p) => p,
+            Err(CodeError::Bad(code::BadRequest(why))) => return invalid_request(&why),
+            Err(CodeError::UnknownIdentifier) => {
+                return error::json(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "error": "unknown_identifier", "error_description": "no user is mapped to this user_identifier" }),
+                );
+            }
+            Err(CodeError::Unavailable(e)) => return unavailable(&e),
+        };
+        match provider.mint(&pending, self.shared.store.as_ref()).await {
+            Ok(code) => {
+                info!(provider = %provider.id, client = %client, user = %pending.sub, "login code minted");
+                error::json(StatusCode::OK, &json!({ "code": code, "expires_in": provider.code_ttl.as_secs() }))
+            }
+            Err(CodeError::Unavailable(e)) | Err(CodeError::Bad(code::BadRequest(e))) => unavailable(&e),
+            Err(CodeError::UnknownIdentifier) => unavailable("unexpected"),
+        }
+    }
+
+    /// `POST|GET|DELETE /sso/identifiers`: a client's identifier mappings
+    /// (Engage "De-Para").
+    async fn identifiers(&self, req: Request<Incoming>) -> Response<Body> {
+        let (_, client) = match self.code_client(&req) {
+            Ok(c) => c,
+            Err(resp) => return resp,
+        };
+        let Some(ids) = self.shared.identifiers.clone() else {
+            return error::json(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": "not_configured", "error_description": "identifier mappings need server.state_dir" }),
+            );
+        };
+        let method = req.method().clone();
+        let identifier = query(&req).into_iter().find(|(k, _)| k == "identifier").map(|(_, v)| v);
+        let body = if method == Method::POST {
+            match json_body(req).await {
+                Ok(v) => Some(v),
+                Err(resp) => return resp,
+            }
+        } else {
+            None
+        };
+        // redb writes are durable (fsync): keep them off the async workers.
+        let task = tokio::task::spawn_blocking(move || match (method, body, identifier) {
+            (Method::POST, Some(body), _) => add_mappings(&ids, &client, body),
+            (Method::GET, _, _) => match ids.list(&client) {
+                Ok(list) => error::json(StatusCode::OK, &json!(list)),
+                Err(e) => unavailable(&e.to_string()),
+            },
+            (_, _, Some(identifier)) => match ids.remove(&client, &identifier) {
+                Ok(true) => error::json(StatusCode::OK, &json!({ "removed": identifier })),
+                Ok(false) => error::json(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "error": "unknown_identifier", "error_description": "no such mapping" }),
+                ),
+                Err(e) => unavailable(&e.to_string()),
+            },
+            _ => invalid_request("identifier is required (?identifier=...)"),
+        });
+        task.await.unwrap_or_else(|_| unavailable("identifier store task failed"))
+    }
+
     /// `GET /sso/start?provider=&redirectUrl=`: begin a login explicitly
     /// (also the target of nginx's `error_page 401` for forward-auth).
     fn start(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -298,7 +463,12 @@ impl Gateway {
             }
         };
         match provider {
-            Some(p) => redirect(&p.login_location(&return_to)),
+            Some(p) => match p.login_location(&return_to) {
+                Some(location) => redirect(&location),
+                None => {
+                    error::error(StatusCode::BAD_REQUEST, "unknown_provider", "Not a browser login provider.", false)
+                }
+            },
             None => error::error(
                 StatusCode::BAD_REQUEST,
                 "unknown_provider",
@@ -402,7 +572,9 @@ impl Gateway {
             Outcome::Respond(_) => {
                 let return_to = gateway::return_path(path, query);
                 match &route.login {
-                    Some(p) if redirect_mode && is_original_navigation(req) => redirect(&p.login_location(&return_to)),
+                    Some(p) if redirect_mode && is_original_navigation(req) => {
+                        redirect(&p.login_location(&return_to).unwrap_or_else(|| "/".to_string()))
+                    }
                     _ => error::json(
                         StatusCode::UNAUTHORIZED,
                         &json!({ "error": "unauthorized", "error_description": "Sign-in is required." }),
@@ -465,6 +637,69 @@ impl Gateway {
             .append_pair("provider", &demo.provider)
             .finish();
         redirect(&format!("{}/callback?{query}", self.auth_prefix))
+    }
+}
+
+/// Reads a JSON body of at most 16 KiB.
+async fn json_body(req: Request<Incoming>) -> Result<serde_json::Value, Response<Body>> {
+    let bytes = Limited::new(req.into_body(), 16 * 1024).collect().await.map_err(|_| {
+        error::json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({ "error": "invalid_request", "error_description": "body larger than 16 KiB" }),
+        )
+    })?;
+    serde_json::from_slice(&bytes.to_bytes()).map_err(|_| invalid_request("the body is not valid JSON"))
+}
+
+fn invalid_request(why: &str) -> Response<Body> {
+    error::json(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_request", "error_description": why }))
+}
+
+fn unavailable(why: &str) -> Response<Body> {
+    warn!(error = why, "state unavailable");
+    error::json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({ "error": "temporarily_unavailable", "error_description": "login state is unavailable" }),
+    )
+}
+
+/// Validates an Engage identifiers array and stores it, all or nothing.
+fn add_mappings(ids: &Identifiers, client: &str, body: serde_json::Value) -> Response<Body> {
+    let serde_json::Value::Array(items) = body else {
+        return invalid_request("the body must be an array of {user_login, client_application_id, identifier}");
+    };
+    if items.is_empty() || items.len() > 1000 {
+        return invalid_request("send between 1 and 1000 mappings");
+    }
+    let mut mappings = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = |name: &str| match item.get(name) {
+            Some(serde_json::Value::String(s))
+                if !s.trim().is_empty() && s.len() <= 512 && !s.bytes().any(|b| b < 0x20) =>
+            {
+                Some(s.trim().to_string())
+            }
+            _ => None,
+        };
+        let mut fields = ["user_login", "client_application_id", "identifier"].map(|n| (n, field(n)));
+        if let Some((name, _)) = fields.iter().find(|(_, v)| v.is_none()) {
+            return invalid_request(&format!("[{i}].{name} must be a non-empty string"));
+        }
+        let [user_login, client_application_id, identifier] =
+            fields.each_mut().map(|(_, v)| v.take().unwrap_or_default());
+        let mapping = Mapping { user_login, client_application_id, identifier };
+        if mapping.client_application_id != client {
+            return invalid_request(&format!("[{i}].client_application_id must be your client_id"));
+        }
+        mappings.push(mapping);
+    }
+    match ids.add(client, &mappings) {
+        Ok(added) => error::json(StatusCode::OK, &json!({ "added": added, "total": mappings.len() })),
+        Err(MappingError::Conflict(identifier)) => error::json(
+            StatusCode::CONFLICT,
+            &json!({ "error": "conflict", "error_description": format!("identifier {identifier:?} is already mapped to another user") }),
+        ),
+        Err(MappingError::Storage(e)) => unavailable(&e),
     }
 }
 

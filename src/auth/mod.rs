@@ -1,8 +1,11 @@
 //! Authentication: login methods ("providers"), the session cookie, keys and
 //! shared state. One module per login method behind the [`Provider`] enum.
 
+pub mod bearer;
 pub mod claims;
+pub mod code;
 pub mod fetch;
+pub mod identifiers;
 pub mod jwks;
 pub mod jwt;
 pub mod redirect;
@@ -16,25 +19,42 @@ pub use session::Identity;
 /// One configured login method.
 pub enum Provider {
     Jwt(jwt::JwtLogin),
+    Code(code::CodeLogin),
+    Bearer(bearer::BearerAuth),
 }
 
 impl Provider {
     pub fn id(&self) -> &str {
         match self {
             Provider::Jwt(p) => &p.id,
+            Provider::Code(p) => &p.id,
+            Provider::Bearer(p) => &p.id,
         }
     }
 
     /// Can browsers sign in with it?
     pub fn is_login(&self) -> bool {
-        match self {
-            Provider::Jwt(_) => true,
-        }
+        matches!(self, Provider::Jwt(_) | Provider::Code(_))
     }
 
     pub fn as_jwt(&self) -> Option<&jwt::JwtLogin> {
         match self {
             Provider::Jwt(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn as_code(&self) -> Option<&code::CodeLogin> {
+        match self {
+            Provider::Code(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn as_bearer(&self) -> Option<&bearer::BearerAuth> {
+        match self {
+            Provider::Bearer(p) => Some(p),
+            _ => None,
         }
     }
 
@@ -42,13 +62,18 @@ impl Provider {
     pub fn ready(&self) -> bool {
         match self {
             Provider::Jwt(p) => p.verifier.ready(),
+            Provider::Code(_) => true,
+            Provider::Bearer(p) => p.verifier.ready(),
         }
     }
 
     /// Where a browser goes to sign in, coming back to `return_to` (a path).
-    pub fn login_location(&self, return_to: &str) -> String {
+    /// `None` for API-only providers.
+    pub fn login_location(&self, return_to: &str) -> Option<String> {
         match self {
-            Provider::Jwt(p) => p.login_location(return_to),
+            Provider::Jwt(p) => Some(p.login_location(return_to)),
+            Provider::Code(p) => Some(p.login_location(return_to)),
+            Provider::Bearer(_) => None,
         }
     }
 
@@ -56,6 +81,8 @@ impl Provider {
     pub fn logout_url(&self) -> Option<&str> {
         match self {
             Provider::Jwt(p) => p.logout_url.as_deref(),
+            Provider::Code(p) => p.logout_url.as_deref(),
+            Provider::Bearer(_) => None,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token for `POST /admin/revoke`; the endpoint is off without it.
     pub admin_token: Option<Secret>,
+    /// Where durable state lives (identifier mappings).
+    pub state_dir: Option<PathBuf>,
     /// Prefix of porteiro's own endpoints; default `/sso`. No trailing slash.
     pub auth_prefix: String,
     pub tls: Option<TlsFiles>,
@@ -106,13 +108,35 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone)]
 pub enum ProviderKind {
     Jwt(JwtConfig),
+    Code(CodeConfig),
+    Bearer(BearerConfig),
 }
 
 impl ProviderKind {
     /// Can browsers sign in with it (may a route name it as `login`)?
     pub fn is_login(&self) -> bool {
-        matches!(self, ProviderKind::Jwt(_))
+        matches!(self, ProviderKind::Jwt(_) | ProviderKind::Code(_))
     }
+}
+
+/// `kind = "code"`: single-use codes minted by a trusted backend.
+#[derive(Debug, Clone)]
+pub struct CodeConfig {
+    /// The backend page that mints a code and redirects to `/sso/authorize`.
+    pub login_url: String,
+    pub return_param: String,
+    pub logout_url: Option<String>,
+    /// `(client_id, client_secret)`; client ids are unique across providers.
+    pub clients: Vec<(String, Secret)>,
+    pub code_ttl: Duration,
+}
+
+/// `kind = "bearer"`: `Authorization: Bearer <JWT>` from API clients.
+#[derive(Debug, Clone)]
+pub struct BearerConfig {
+    pub token: TokenConfig,
+    pub groups_claim: String,
+    pub required_scopes: Vec<String>,
 }
 
 /// `kind = "jwt"`: tokens minted by the customer's login page.

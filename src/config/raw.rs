@@ -28,6 +28,7 @@ pub struct RawServer {
     pub public_url: Option<Spanned<String>>,
     pub admin_listen: Option<Spanned<String>>,
     pub admin_token: Option<Spanned<String>>,
+    pub state_dir: Option<Spanned<String>>,
     pub auth_prefix: Option<Spanned<String>>,
     pub tls: Option<RawTls>,
     #[serde(default)]
@@ -85,6 +86,17 @@ pub struct RawProvider {
     pub require_exp: Option<bool>,
     pub groups_claim: Option<Spanned<String>>,
     pub demo_login: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+    pub code_ttl_seconds: Option<Spanned<u64>>,
+    pub required_scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub client_id: Spanned<String>,
+    pub client_secret: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

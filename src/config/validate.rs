@@ -14,8 +14,8 @@ use toml::Spanned;
 use super::raw::{RawAllow, RawConfig, RawProvider, RawRoute, RawServer, RawSession};
 use super::secret::{self, Resolved, Secret};
 use super::{
-    Access, AllowRules, Config, ConfigError, HostPattern, JwtConfig, KeyConfig, LogFormat, ProviderConfig,
-    ProviderKind, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, TokenConfig, Upstream,
+    Access, AllowRules, BearerConfig, CodeConfig, Config, ConfigError, HostPattern, JwtConfig, KeyConfig, LogFormat,
+    ProviderConfig, ProviderKind, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, TokenConfig, Upstream,
     VALIDITY_MINUTES,
 };
 
@@ -91,6 +91,18 @@ pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
             ));
         }
         providers.push(provider);
+    }
+    let mut client_ids = HashSet::new();
+    for (i, p) in raw.providers.iter().enumerate() {
+        for (j, c) in p.clients.iter().enumerate() {
+            if !client_ids.insert(c.client_id.get_ref().clone()) {
+                return Err(ctx.at(
+                    format!("providers[{i}].clients[{j}].client_id"),
+                    &c.client_id,
+                    "duplicate client_id",
+                ));
+            }
+        }
     }
     let mut routes = Vec::with_capacity(raw.routes.len());
     let mut route_ids = HashSet::new();
@@ -217,6 +229,7 @@ fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         public_https,
         admin_listen,
         admin_token,
+        state_dir: raw.state_dir.as_ref().map(|d| PathBuf::from(d.get_ref())),
         auth_prefix,
         tls,
         trusted_proxies,
@@ -385,9 +398,14 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute, providers: &[ProviderConfig]) 
                     ));
                 }
             }
-            if let Some(b) = raw.bearer.first() {
-                find(b, "bearer")?;
-                return Err(ctx.at(key("bearer"), b, format!("provider {:?} is not a bearer provider", b.get_ref())));
+            for b in &raw.bearer {
+                if !matches!(find(b, "bearer")?.kind, ProviderKind::Bearer(_)) {
+                    return Err(ctx.at(
+                        key("bearer"),
+                        b,
+                        format!("provider {:?} is not a bearer provider", b.get_ref()),
+                    ));
+                }
             }
             Access::Protected {
                 login: login.as_ref().map(|l| l.get_ref().clone()),
@@ -432,11 +450,104 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
     }
     let kind = match raw.kind.get_ref().as_str() {
         "jwt" => ProviderKind::Jwt(jwt_provider(ctx, i, raw, server)?),
+        "code" => ProviderKind::Code(code_provider(ctx, i, raw)?),
+        "bearer" => ProviderKind::Bearer(BearerConfig {
+            token: token_config(ctx, i, raw)?,
+            groups_claim: raw.groups_claim.as_ref().map_or_else(|| "groups".to_string(), |g| g.get_ref().clone()),
+            required_scopes: raw.required_scopes.clone().unwrap_or_default(),
+        }),
         other => {
-            return Err(ctx.at(key("kind"), &raw.kind, format!("unknown kind {other:?}; expected \"jwt\"")));
+            return Err(ctx.at(
+                key("kind"),
+                &raw.kind,
+                format!("unknown kind {other:?}; expected \"jwt\", \"code\" or \"bearer\""),
+            ));
         }
     };
+    // Keys that mean nothing for this kind are mistakes, not silent no-ops.
+    let kind_name = raw.kind.get_ref().as_str();
+    let token_kinds: &[&str] = &["jwt", "bearer"];
+    let stray: [(&str, bool, &[&str]); 17] = [
+        ("secret", raw.secret.is_some(), token_kinds),
+        ("public_key_file", raw.public_key_file.is_some(), token_kinds),
+        ("jwks_url", raw.jwks_url.is_some(), token_kinds),
+        ("algorithms", raw.algorithms.is_some(), token_kinds),
+        ("audience", raw.audience.is_some(), token_kinds),
+        ("leeway_seconds", raw.leeway_seconds.is_some(), token_kinds),
+        ("max_token_age_seconds", raw.max_token_age_seconds.is_some(), token_kinds),
+        ("require_exp", raw.require_exp.is_some(), token_kinds),
+        ("groups_claim", raw.groups_claim.is_some(), token_kinds),
+        ("clients", !raw.clients.is_empty(), &["code"]),
+        ("code_ttl_seconds", raw.code_ttl_seconds.is_some(), &["code"]),
+        ("required_scopes", raw.required_scopes.is_some(), &["bearer"]),
+        ("demo_login", raw.demo_login.is_some(), &["jwt"]),
+        ("issuer", raw.issuer.is_some(), &["jwt", "bearer"]),
+        ("login_url", raw.login_url.is_some(), &["jwt", "code"]),
+        ("return_param", raw.return_param.is_some(), &["jwt", "code"]),
+        ("logout_url", raw.logout_url.is_some(), &["jwt", "code"]),
+    ];
+    for (name, set, kinds) in stray {
+        if set && !kinds.contains(&kind_name) {
+            return Err(ctx.at(key(name), &raw.kind, format!("{name} does not apply to kind = {kind_name:?}")));
+        }
+    }
     Ok(ProviderConfig { id: id.clone(), kind })
+}
+
+fn code_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<CodeConfig, ConfigError> {
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let Some(login_url) = &raw.login_url else {
+        return Err(ctx.at(
+            key("kind"),
+            &raw.kind,
+            "a code provider needs login_url (the backend page that mints codes)",
+        ));
+    };
+    let login_url = absolute_url(ctx, &key("login_url"), login_url)?;
+    let logout_url = raw.logout_url.as_ref().map(|u| absolute_url(ctx, &key("logout_url"), u)).transpose()?;
+    let return_param = return_param(ctx, &key("return_param"), raw.return_param.as_ref())?;
+    if raw.clients.is_empty() {
+        return Err(ctx.at(key("clients"), &raw.kind, "a code provider needs at least one client"));
+    }
+    let mut clients = Vec::new();
+    for (j, c) in raw.clients.iter().enumerate() {
+        let id = c.client_id.get_ref();
+        if id.is_empty() || id.contains(':') {
+            return Err(ctx.at(
+                format!("providers[{i}].clients[{j}].client_id"),
+                &c.client_id,
+                "must be non-empty without ':'",
+            ));
+        }
+        let secret = ctx.secret(&format!("providers[{i}].clients[{j}].client_secret"), &c.client_secret)?;
+        if secret.expose().len() < 16 {
+            return Err(ctx.at(
+                format!("providers[{i}].clients[{j}].client_secret"),
+                &c.client_secret,
+                "must be at least 16 bytes",
+            ));
+        }
+        clients.push((id.clone(), secret));
+    }
+    let ttl = match &raw.code_ttl_seconds {
+        None => 60,
+        Some(v) if (1..=600).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => return Err(ctx.at(key("code_ttl_seconds"), v, "must be between 1 and 600")),
+    };
+    Ok(CodeConfig { login_url, return_param, logout_url, clients, code_ttl: Duration::from_secs(ttl) })
+}
+
+fn return_param(ctx: &Ctx, key: &str, v: Option<&Spanned<String>>) -> Result<String, ConfigError> {
+    match v {
+        None => Ok("redirectUrl".to_string()),
+        Some(p)
+            if !p.get_ref().is_empty()
+                && p.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Ok(p.get_ref().clone())
+        }
+        Some(p) => Err(ctx.at(key, p, "must be a plain query parameter name")),
+    }
 }
 
 fn jwt_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -> Result<JwtConfig, ConfigError> {

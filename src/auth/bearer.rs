@@ -1,0 +1,175 @@
+//! `kind = "bearer"`: API clients send `Authorization: Bearer <JWT>`,
+//! verified on every request like `jwt` tokens (without the single-use rule:
+//! access tokens are meant to be reused). Verification results are cached,
+//! keyed by a hash of the token, bounded in size, and never outlive the
+//! token's `exp`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::claims::{self, ClaimMap};
+use super::session::Identity;
+use super::token::{TokenError, Verifier, string_claim};
+
+/// A verified token's identity and until when it holds.
+#[derive(Clone)]
+pub struct Accepted {
+    pub identity: Arc<Identity>,
+    pub scopes: Arc<Vec<String>>,
+    /// Unix seconds after which the token is refused (exp + leeway).
+    pub until: u64,
+}
+
+struct UntilExp;
+
+impl Expiry<[u8; 32], Accepted> for UntilExp {
+    fn expire_after_create(&self, _k: &[u8; 32], v: &Accepted, _at: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(v.until.saturating_sub(super::now())))
+    }
+}
+
+pub struct BearerAuth {
+    pub id: String,
+    pub verifier: Verifier,
+    pub claims: ClaimMap,
+    /// All must be granted by `scope`/`scp`, else 403 insufficient_scope.
+    pub required_scopes: Vec<String>,
+    cache: Cache<[u8; 32], Accepted>,
+}
+
+/// Most verification results kept per provider.
+const CACHE_ENTRIES: u64 = 100_000;
+/// Tokens without `exp` are re-verified at least this often.
+const MAX_CACHE_SECONDS: u64 = 300;
+
+impl BearerAuth {
+    pub fn new(id: String, verifier: Verifier, claims: ClaimMap, required_scopes: Vec<String>) -> BearerAuth {
+        let cache = Cache::builder().max_capacity(CACHE_ENTRIES).expire_after(UntilExp).build();
+        BearerAuth { id, verifier, claims, required_scopes, cache }
+    }
+
+    /// Verifies `token` at `now`, from the cache when it was seen before.
+    pub async fn check(&self, token: &str, now: u64) -> Result<Accepted, TokenError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&key) {
+            if now < hit.until {
+                return Ok(hit);
+            }
+            self.cache.invalidate(&key);
+            return Err(TokenError::Expired);
+        }
+        let verified = self.verifier.verify(token, now).await?;
+        let c = &verified.claims;
+        let email = string_claim(c, "email")?;
+        if email.as_deref().is_some_and(|e| !claims::valid_email(e)) {
+            return Err(TokenError::BadClaim("email"));
+        }
+        let sub = verified.sub.clone().or_else(|| email.clone()).ok_or(TokenError::MissingClaim("sub"))?;
+        let leeway = self.verifier.rules().leeway;
+        let until = match verified.exp {
+            Some(exp) => exp.saturating_add(leeway).min(now + MAX_CACHE_SECONDS),
+            None => now + MAX_CACHE_SECONDS,
+        };
+        let identity = Identity {
+            sid: String::new(),
+            provider: self.id.clone(),
+            sub,
+            name: string_claim(c, "name")?,
+            email,
+            username: string_claim(c, "preferred_username")?,
+            groups: claims::groups(c, &self.claims.groups_claim)?,
+            claims: claims::kept_claims(c, &self.claims.keep),
+            iat: verified.iat.unwrap_or(now),
+            exp: verified.exp.unwrap_or(until),
+        };
+        identity.check_header_safe().map_err(|_| TokenError::BadClaim("identity"))?;
+        let accepted = Accepted { identity: Arc::new(identity), scopes: Arc::new(scopes(c)), until };
+        self.cache.insert(key, accepted.clone());
+        Ok(accepted)
+    }
+
+    /// The required scopes this token lacks.
+    pub fn missing_scopes(&self, accepted: &Accepted) -> Vec<&str> {
+        self.required_scopes.iter().filter(|s| !accepted.scopes.contains(s)).map(String::as_str).collect()
+    }
+}
+
+/// OAuth scopes: `scope` (space-separated string) or `scp` (list or string).
+fn scopes(claims: &serde_json::Map<String, Value>) -> Vec<String> {
+    let split = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => split(s),
+        (_, Some(Value::String(s))) => split(s),
+        (_, Some(Value::Array(items))) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::token::{KeySource, Rules};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"bearer-test-secret-32-bytes-long";
+
+    fn auth() -> BearerAuth {
+        let verifier = Verifier::new(
+            KeySource::Secret(DecodingKey::from_secret(SECRET)),
+            Rules {
+                issuer: "https://login.test".into(),
+                audience: Some("api".into()),
+                algorithms: vec![Algorithm::HS256],
+                leeway: 0,
+                max_age: None,
+                require_exp: true,
+            },
+        );
+        BearerAuth::new(
+            "api".into(),
+            verifier,
+            ClaimMap { groups_claim: "groups".into(), keep: vec![] },
+            vec!["read".into()],
+        )
+    }
+
+    fn token(exp: u64, scope: &str) -> String {
+        let claims = json!({"iss": "https://login.test", "aud": "api", "sub": "svc-1", "exp": exp, "scope": scope});
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cached_result_never_outlives_exp() {
+        let a = auth();
+        let t = token(1000, "read write");
+        let ok = a.check(&t, 900).await.unwrap();
+        assert_eq!(ok.identity.sub, "svc-1");
+        assert!(a.missing_scopes(&ok).is_empty());
+        assert!(a.check(&t, 950).await.is_ok(), "served from cache");
+        assert_eq!(a.check(&t, 1000).await.err(), Some(TokenError::Expired), "cached but expired");
+        let narrow = a.check(&token(1000, "write"), 900).await.unwrap();
+        assert_eq!(a.missing_scopes(&narrow), ["read"]);
+    }
+
+    #[test]
+    fn header_parsing() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&h), None);
+    }
+}

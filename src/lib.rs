@@ -176,21 +176,30 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    main: JoinHandle<()>,
+    /// The admin listener outlives the main one's drain, so probes can see
+    /// `/readyz` say 503 (and metrics can be scraped) while requests finish.
+    admin_shutdown: CancellationToken,
+    admin: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Begins a graceful shutdown: `/readyz` turns 503, listeners stop
-    /// accepting, in-flight requests get `server.shutdown_grace_seconds`.
+    /// Begins a graceful shutdown: `/readyz` turns 503, the main listener
+    /// stops accepting, in-flight requests get `server.shutdown_grace_seconds`.
+    /// The admin listener keeps answering until [`Running::wait`] has seen
+    /// the drain end.
     pub fn shutdown(&self) {
         self.app.shared.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
     }
 
-    /// Waits until every listener has drained.
+    /// Waits until the main listener has drained, then stops the admin
+    /// listener.
     pub async fn wait(self) {
-        for task in self.tasks {
-            let _ = task.await;
+        let _ = self.main.await;
+        self.admin_shutdown.cancel();
+        if let Some(admin) = self.admin {
+            let _ = admin.await;
         }
     }
 }
@@ -217,26 +226,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = main.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
-    let mut tasks = vec![tokio::spawn(server::serve(
+    let admin_shutdown = CancellationToken::new();
+    let main_task = tokio::spawn(server::serve(
         main,
         app.tls.clone(),
         Arc::new(MainHandler(app.clone())),
         limits,
         Some(app.shared.metrics.clone()),
         shutdown.clone(),
-    ))];
-    if let Some(admin) = admin {
+    ));
+    let admin_task = admin.map(|admin| {
         let admin_limits = Limits { max_connections: 64, ..limits };
-        tasks.push(tokio::spawn(server::serve(
+        tokio::spawn(server::serve(
             admin,
             None,
             Arc::new(AdminHandler(app.clone())),
             admin_limits,
             None,
-            shutdown.clone(),
-        )));
-    }
+            admin_shutdown.clone(),
+        ))
+    });
     let scheme = if app.tls.is_some() { "https" } else { "http" };
     info!(%addr, %scheme, admin = ?admin_addr, "porteiro listening");
-    Ok(Running { addr, admin_addr, app, shutdown, tasks })
+    Ok(Running { addr, admin_addr, app, shutdown, main: main_task, admin_shutdown, admin: admin_task })
 }

@@ -114,19 +114,24 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                let reloaded = Config::from_path(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| {
+                // App::reload counts its own outcome; only a file that does
+                // not load is counted here.
+                let reloaded = match Config::from_path(&path) {
+                    Err(e) => {
+                        running.app.metrics().reload(false);
+                        Err(e.to_string())
+                    }
+                    Ok(c) => {
                         let warnings = c.warnings.clone();
                         running.app.reload(c).map_err(|e| e.to_string()).map(|()| warnings)
-                    });
+                    }
+                };
                 match reloaded {
                     Ok(warnings) => {
                         warnings.iter().for_each(|w| warn!("{w}"));
                         info!(config = %path.display(), "configuration reloaded");
                     }
                     Err(e) => {
-                        running.app.metrics().reload(false);
                         error!(config = %path.display(), "reload refused, still serving the previous configuration: {e}");
                     }
                 }

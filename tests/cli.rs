@@ -1,0 +1,110 @@
+//! The binary's configuration handling (DESIGN §7): errors name the key and
+//! `file:line:col` and stop porteiro before it serves; `porteiro check`
+//! validates the committed demo config; `porteiro dev-cert` writes a usable
+//! certificate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+
+mod support;
+
+use std::process::Output;
+
+use support::{ConfigFile, run_binary};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs both `porteiro --config F` (serve) and `porteiro check --config F`
+/// on `text`; both must fail without serving, with the same message.
+fn refused(text: &str) -> (ConfigFile, String) {
+    let file = ConfigFile::new(text);
+    let serve = run_binary(&["--config", file.path_str()]);
+    let check = run_binary(&["check", "--config", file.path_str()]);
+    for (what, out) in [("serve", &serve), ("check", &check)] {
+        assert!(!out.status.success(), "{what} accepted a bad config: {}", stderr(out));
+        assert!(!stderr(out).contains("porteiro listening"), "{what} started serving: {}", stderr(out));
+    }
+    assert_eq!(stderr(&serve), stderr(&check));
+    (file, stderr(&serve))
+}
+
+#[test]
+fn unknown_key_names_the_key_and_its_line_and_column() {
+    let (file, err) = refused(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nupstream = \"http://127.0.0.1:1\"\npublic = true\n  upstrem = \"http://127.0.0.1:2\"\n",
+    );
+    assert!(err.contains(&format!("{}:7:3:", file.path.display())), "{err}");
+    assert!(err.contains("routes[0].upstrem"), "{err}");
+    assert!(err.contains("unknown field `upstrem`"), "{err}");
+}
+
+#[test]
+fn unknown_key_in_server_table() {
+    let (file, err) = refused("[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 8080\n");
+    assert!(err.contains(&format!("{}:3:1: server.listen_port:", file.path.display())), "{err}");
+}
+
+#[test]
+fn bad_upstream_url_names_the_route_key() {
+    let (file, err) = refused(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nupstream = \"ftp://127.0.0.1:3000\"\npublic = true\n",
+    );
+    assert!(err.contains(&format!("{}:5:12: routes[0].upstream:", file.path.display())), "{err}");
+    assert!(err.contains("ftp://127.0.0.1:3000"), "{err}");
+}
+
+#[test]
+fn unset_secret_variable_is_named() {
+    const VAR: &str = "PORTEIRO_TEST_SURELY_UNSET_SECRET";
+    assert!(std::env::var_os(VAR).is_none());
+    let (_file, err) = refused(&format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[session]\nsecret = \"env:{VAR}\"\n"));
+    assert!(err.contains("session.secret"), "{err}");
+    assert!(err.contains(VAR), "{err}");
+    assert!(err.contains("not set"), "{err}");
+}
+
+#[test]
+fn route_without_access_is_refused() {
+    let (_file, err) = refused("[server]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nupstream = \"http://127.0.0.1:1\"\n");
+    assert!(err.contains("routes[0]"), "{err}");
+    assert!(err.contains("never open by default"), "{err}");
+}
+
+#[test]
+fn check_accepts_the_committed_demo_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
+    let out = run_binary(&["check", "--config", path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("{path}: OK\n")), "{text}");
+    assert!(text.contains("routes     1\n"), "{text}");
+    assert!(text.contains("  */ -> builtin:whoami  [public]"), "{text}");
+}
+
+#[test]
+fn dev_cert_writes_a_certificate_the_gateway_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("certs");
+    let out = run_binary(&["dev-cert", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let crt = out_dir.join("gateway.crt");
+    let key = out_dir.join("gateway.key");
+    assert!(std::fs::read_to_string(&crt).unwrap().contains("BEGIN CERTIFICATE"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "private key readable by others: {mode:o}");
+    }
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        crt.display(),
+        key.display()
+    );
+    let config = porteiro::config::Config::from_toml(&text, "test.toml").unwrap();
+    porteiro::App::new(config).unwrap_or_else(|e| panic!("dev cert unusable: {e}"));
+}

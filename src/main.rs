@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use porteiro::config::{Access, Config, LogFormat, Upstream};
+use porteiro::config::{Access, Config, LogFormat, ProviderKind, Upstream};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -156,6 +156,22 @@ fn print_summary(path: &std::path::Path, config: &Config) {
     );
     println!("public_url {}", s.public_url);
     println!("session    {} min, cookie {}", config.session.validity.as_secs() / 60, config.session.cookie_name);
+    println!("providers  {}", config.providers.len());
+    for p in &config.providers {
+        let detail = match &p.kind {
+            ProviderKind::Jwt(j) => {
+                format!(
+                    "jwt     issuer={} login_url={}{}",
+                    j.token.issuer,
+                    j.login_url,
+                    if j.demo_login { " (demo login)" } else { "" }
+                )
+            }
+            ProviderKind::Code(c) => format!("code    login_url={} clients={}", c.login_url, c.clients.len()),
+            ProviderKind::Bearer(b) => format!("bearer  issuer={}", b.token.issuer),
+        };
+        println!("  {} {detail}", p.id);
+    }
     println!("routes     {}", config.routes.len());
     for r in &config.routes {
         let upstream = match &r.upstream {

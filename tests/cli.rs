@@ -82,8 +82,10 @@ fn check_accepts_the_committed_demo_config() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with(&format!("{path}: OK\n")), "{text}");
-    assert!(text.contains("routes     1\n"), "{text}");
-    assert!(text.contains("  */ -> builtin:whoami  [public]"), "{text}");
+    assert!(text.contains("providers  1\n  intranet jwt     issuer=intranet.example.com"), "{text}");
+    assert!(text.contains("routes     2\n"), "{text}");
+    assert!(text.contains("  */status/ -> builtin:whoami  [public]"), "{text}");
+    assert!(text.contains("  */ -> builtin:whoami  [login=intranet]"), "{text}");
 }
 
 #[test]

@@ -140,6 +140,7 @@ pub struct Gateway {
     trusted_proxies: Vec<IpNet>,
     pub(crate) providers: Vec<Arc<Provider>>,
     pub(crate) sessions: Option<SessionCookies>,
+    pub(crate) login_states: Option<auth::oidc::LoginStates>,
     pub(crate) demo: Option<crate::sso::DemoLogin>,
     pub(crate) admin_token: Option<crate::config::Secret>,
 }
@@ -192,6 +193,14 @@ impl Gateway {
             public_url: config.server.public_url.clone(),
             trusted_proxies: config.server.trusted_proxies.clone(),
             sessions: SessionCookies::new(&config.session, config.server.public_https),
+            login_states: config.session.secret.as_ref().map(|secret| {
+                auth::oidc::LoginStates::new(
+                    secret,
+                    &config.session.previous_secrets,
+                    config.server.public_https,
+                    &config.server.auth_prefix,
+                )
+            }),
             providers,
             demo,
             admin_token: config.server.admin_token.clone(),
@@ -368,10 +377,9 @@ impl Gateway {
     /// else gets a 401 it can act on.
     pub(crate) fn sign_in_required<B>(&self, req: &Request<B>, route: &Route, return_to: &str) -> Response<Body> {
         match &route.login {
-            Some(provider) if is_navigation(req.method(), req.headers()) => match provider.login_location(return_to) {
-                Some(location) => redirect(&location),
-                None => error::error(StatusCode::UNAUTHORIZED, "unauthorized", "Sign-in is required.", true),
-            },
+            Some(provider) if is_navigation(req.method(), req.headers()) => {
+                self.begin_login(provider, req.headers(), return_to, None)
+            }
             _ => error::error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -19,11 +19,12 @@ use crate::auth::fetch::Fetcher;
 use crate::auth::identifiers::{Identifiers, Mapping, MappingError};
 use crate::auth::jwks::{JwksRegistry, JwksSettings};
 use crate::auth::jwt::JwtLogin;
+use crate::auth::oidc::{ClientAuth, Endpoints, OidcLogin, OidcSettings};
 use crate::auth::store::Revocation;
 use crate::auth::token::{KeySource, Rules, TokenError, Verifier};
 use crate::auth::{self, Identity, Provider, claims, redirect as sanitize};
 use crate::body::Body;
-use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, TokenConfig};
+use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, TokenConfig, TokenEndpointAuth};
 use crate::error::{self, escape_html};
 use crate::gateway::{self, Audience, Gateway, Outcome, identity_headers, is_navigation, redirect, request_host};
 use crate::path;
@@ -60,6 +61,41 @@ pub(crate) fn build_provider(
             code_ttl: c.code_ttl,
             default_validity_minutes: (validity / 60) as i64,
         }),
+        ProviderKind::Oidc(o) => Provider::Oidc(Box::new(OidcLogin::start(
+            OidcSettings {
+                id: p.id.clone(),
+                issuer: o.issuer.clone(),
+                client_id: o.client_id.clone(),
+                client_secret: o.client_secret.clone(),
+                scopes: o.scopes.clone(),
+                client_auth: match o.token_endpoint_auth {
+                    TokenEndpointAuth::ClientSecretBasic => ClientAuth::Basic,
+                    TokenEndpointAuth::ClientSecretPost => ClientAuth::Post,
+                },
+                extra_params: o.extra_params.clone(),
+                required_claims: o.required_claims.clone(),
+                fetch_userinfo: o.fetch_userinfo,
+                endpoints: o.endpoints.as_ref().map(|e| Endpoints {
+                    authorization: e.authorization.clone(),
+                    token: e.token.clone(),
+                    jwks: e.jwks.clone(),
+                    userinfo: e.userinfo.clone(),
+                }),
+                algorithms: o.algorithms.clone(),
+                leeway: o.leeway_seconds,
+                audience: o.audience.clone(),
+                logout_url: o.logout_url.clone(),
+                claims: claims::ClaimMap { groups_claim: o.groups_claim.clone(), keep: keep.to_vec() },
+                redirect_uri: format!("{}{}/callback", config.server.public_url, config.server.auth_prefix),
+                validity,
+                jwks: JwksSettings {
+                    min_refresh: o.jwks_min_refresh,
+                    max_refresh: o.jwks_max_refresh,
+                    ..JwksSettings::default()
+                },
+            },
+            fetcher.clone(),
+        ))),
         ProviderKind::Bearer(b) => Provider::Bearer(BearerAuth::new(
             p.id.clone(),
             verifier(&p.id, &b.token, fetcher, jwks)?,
@@ -179,10 +215,14 @@ impl Gateway {
         (!store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)).then_some(identity)
     }
 
-    /// `GET /sso/callback?jwt=...&redirectUrl=...`: a login token comes back.
+    /// `GET /sso/callback`: a `jwt` login token (`?jwt=&redirectUrl=`) or an
+    /// OpenID Connect answer (`?code=&state=`, or `?error=&state=`) comes back.
     async fn callback(&self, req: Request<Incoming>) -> Response<Body> {
         let q = query(&req);
         let html = error::wants_html(req.headers());
+        if param(&q, "jwt").is_none() && param(&q, "state").is_some() {
+            return self.oidc_callback(&req, &q).await;
+        }
         let Some(token) = param(&q, "jwt") else {
             return self.login_failed(
                 &req,
@@ -239,6 +279,106 @@ impl Gateway {
         let return_to = param(&q, "redirectUrl").or_else(|| param(&q, &provider.return_param));
         let location = sanitize::sanitize(return_to, &self.public_url);
         self.start_session(&req, &provider.id, identity, &location, html)
+    }
+
+    async fn oidc_callback<B>(&self, req: &Request<B>, q: &[(String, String)]) -> Response<Body> {
+        let state = param(q, "state").unwrap_or_default();
+        let Some(states) = &self.login_states else {
+            return self.login_failed(req, "-", StatusCode::BAD_REQUEST, "unknown_state", "No sign-in is in progress.");
+        };
+        let provider =
+            states.provider_of(state, req.headers()).and_then(|id| self.provider(&id)).and_then(|p| p.as_oidc());
+        let Some(provider) = provider else {
+            return self.login_failed(
+                req,
+                "-",
+                StatusCode::BAD_REQUEST,
+                "unknown_state",
+                "This sign-in was not started in this browser, or it took too long.",
+            );
+        };
+        let id = provider.s.id.clone();
+        let result = provider.finish(states, req.headers(), q, self.shared.store.as_ref()).await;
+        let mut resp = match result {
+            Ok((identity, return_to)) => {
+                self.start_session(req, &id, identity, &return_to, error::wants_html(req.headers()))
+            }
+            Err(f) => {
+                let mut resp = self.login_failed(req, &id, f.status, f.reason, &f.text);
+                if let Some(r) = f.retry {
+                    // Point the page's retry link at a fresh login for the same place.
+                    let retry = form_urlencoded::Serializer::new(String::new())
+                        .append_pair("provider", &id)
+                        .append_pair("redirectUrl", &r)
+                        .finish();
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("<{}/start?{retry}>; rel=\"retry\"", self.auth_prefix))
+                    {
+                        resp.headers_mut().insert(header::LINK, v);
+                    }
+                    if error::wants_html(req.headers()) {
+                        resp = self.failure_page(f.status, &f.text, &format!("{}/start?{retry}", self.auth_prefix));
+                    }
+                }
+                resp
+            }
+        };
+        if let Some(clear) = states.clear(state) {
+            resp.headers_mut().append(header::SET_COOKIE, clear);
+        }
+        resp
+    }
+
+    /// Starts a login with `provider` for a browser that should come back to
+    /// `return_to`: a redirect (OpenID Connect also sets a state cookie).
+    pub(crate) fn begin_login(
+        &self,
+        provider: &Provider,
+        headers: &http::HeaderMap,
+        return_to: &str,
+        login_hint: Option<&str>,
+    ) -> Response<Body> {
+        if let Provider::Oidc(p) = provider {
+            let begun = self.login_states.as_ref().and_then(|s| p.begin(s, headers, return_to, login_hint));
+            return match begun {
+                Some((url, cookies)) => {
+                    let mut resp = redirect(&url);
+                    for c in cookies {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    resp
+                }
+                None => {
+                    self.shared.metrics.auth_failure(provider.id(), "idp_unavailable");
+                    error::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "idp_unavailable",
+                        "The identity provider is not reachable yet; try again in a moment.",
+                        error::wants_html(headers),
+                    )
+                }
+            };
+        }
+        match provider.login_location(return_to) {
+            Some(location) => redirect(&location),
+            None => error::error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Sign-in is required.",
+                error::wants_html(headers),
+            ),
+        }
+    }
+
+    fn failure_page(&self, status: StatusCode, text: &str, retry: &str) -> Response<Body> {
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}</style></head>\
+             <body><h1>Sign-in failed</h1><p>{}.</p><p><a href=\"{}\">Try again</a></p></body></html>\n",
+            escape_html(text),
+            escape_html(retry)
+        );
+        error::page_response(status, page)
     }
 
     /// Sets the session cookie(s) and sends the browser on to `location`.
@@ -573,7 +713,7 @@ impl Gateway {
                 let return_to = gateway::return_path(path, query);
                 match &route.login {
                     Some(p) if redirect_mode && is_original_navigation(req) => {
-                        redirect(&p.login_location(&return_to).unwrap_or_else(|| "/".to_string()))
+                        self.begin_login(p, req.headers(), &return_to, None)
                     }
                     _ => error::json(
                         StatusCode::UNAUTHORIZED,

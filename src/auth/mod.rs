@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod identifiers;
 pub mod jwks;
 pub mod jwt;
+pub mod oidc;
 pub mod redirect;
 pub mod seal;
 pub mod session;
@@ -21,6 +22,7 @@ pub enum Provider {
     Jwt(jwt::JwtLogin),
     Code(code::CodeLogin),
     Bearer(bearer::BearerAuth),
+    Oidc(Box<oidc::OidcLogin>),
 }
 
 impl Provider {
@@ -29,12 +31,13 @@ impl Provider {
             Provider::Jwt(p) => &p.id,
             Provider::Code(p) => &p.id,
             Provider::Bearer(p) => &p.id,
+            Provider::Oidc(p) => &p.s.id,
         }
     }
 
     /// Can browsers sign in with it?
     pub fn is_login(&self) -> bool {
-        matches!(self, Provider::Jwt(_) | Provider::Code(_))
+        matches!(self, Provider::Jwt(_) | Provider::Code(_) | Provider::Oidc(_))
     }
 
     pub fn as_jwt(&self) -> Option<&jwt::JwtLogin> {
@@ -47,6 +50,13 @@ impl Provider {
     pub fn as_code(&self) -> Option<&code::CodeLogin> {
         match self {
             Provider::Code(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn as_oidc(&self) -> Option<&oidc::OidcLogin> {
+        match self {
+            Provider::Oidc(p) => Some(p),
             _ => None,
         }
     }
@@ -64,16 +74,18 @@ impl Provider {
             Provider::Jwt(p) => p.verifier.ready(),
             Provider::Code(_) => true,
             Provider::Bearer(p) => p.verifier.ready(),
+            Provider::Oidc(p) => p.ready(),
         }
     }
 
     /// Where a browser goes to sign in, coming back to `return_to` (a path).
-    /// `None` for API-only providers.
+    /// `None` for API-only providers and for OpenID Connect, whose login
+    /// also sets a state cookie (see `OidcLogin::begin`).
     pub fn login_location(&self, return_to: &str) -> Option<String> {
         match self {
             Provider::Jwt(p) => Some(p.login_location(return_to)),
             Provider::Code(p) => Some(p.login_location(return_to)),
-            Provider::Bearer(_) => None,
+            Provider::Bearer(_) | Provider::Oidc(_) => None,
         }
     }
 
@@ -82,6 +94,7 @@ impl Provider {
         match self {
             Provider::Jwt(p) => p.logout_url.as_deref(),
             Provider::Code(p) => p.logout_url.as_deref(),
+            Provider::Oidc(p) => p.s.logout_url.as_deref(),
             Provider::Bearer(_) => None,
         }
     }

@@ -110,12 +110,13 @@ pub enum ProviderKind {
     Jwt(JwtConfig),
     Code(CodeConfig),
     Bearer(BearerConfig),
+    Oidc(OidcConfig),
 }
 
 impl ProviderKind {
     /// Can browsers sign in with it (may a route name it as `login`)?
     pub fn is_login(&self) -> bool {
-        matches!(self, ProviderKind::Jwt(_) | ProviderKind::Code(_))
+        matches!(self, ProviderKind::Jwt(_) | ProviderKind::Code(_) | ProviderKind::Oidc(_))
     }
 }
 
@@ -129,6 +130,45 @@ pub struct CodeConfig {
     /// `(client_id, client_secret)`; client ids are unique across providers.
     pub clients: Vec<(String, Secret)>,
     pub code_ttl: Duration,
+}
+
+/// `kind = "oidc"`: OpenID Connect Authorization Code flow with PKCE.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// Exactly as the provider's discovery document states it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub token_endpoint_auth: TokenEndpointAuth,
+    /// Extra audience the ID token must carry, besides client_id.
+    pub audience: Option<String>,
+    pub required_claims: Vec<String>,
+    /// Fixed extra authorization parameters (`prompt`, Niara's `authenticationRuleId`...).
+    pub extra_params: Vec<(String, String)>,
+    pub fetch_userinfo: bool,
+    /// Explicit endpoints instead of discovery.
+    pub endpoints: Option<OidcEndpoints>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub leeway_seconds: u64,
+    pub groups_claim: String,
+    pub logout_url: Option<String>,
+    pub jwks_min_refresh: Duration,
+    pub jwks_max_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEndpointAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcEndpoints {
+    pub authorization: String,
+    pub token: String,
+    pub jwks: String,
+    pub userinfo: Option<String>,
 }
 
 /// `kind = "bearer"`: `Authorization: Bearer <JWT>` from API clients.

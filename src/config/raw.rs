@@ -90,6 +90,18 @@ pub struct RawProvider {
     pub clients: Vec<RawClient>,
     pub code_ttl_seconds: Option<Spanned<u64>>,
     pub required_scopes: Option<Vec<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret: Option<Spanned<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub token_endpoint_auth: Option<Spanned<String>>,
+    pub required_claims: Option<Vec<String>>,
+    #[serde(default)]
+    pub extra_params: BTreeMap<String, String>,
+    pub fetch_userinfo: Option<bool>,
+    pub authorization_endpoint: Option<Spanned<String>>,
+    pub token_endpoint: Option<Spanned<String>>,
+    pub jwks_uri: Option<Spanned<String>>,
+    pub userinfo_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

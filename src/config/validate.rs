@@ -11,12 +11,14 @@ use http::uri::{Scheme, Uri};
 use ipnet::IpNet;
 use toml::Spanned;
 
+use crate::auth::fetch::url_allowed;
+
 use super::raw::{RawAllow, RawConfig, RawProvider, RawRoute, RawServer, RawSession};
 use super::secret::{self, Resolved, Secret};
 use super::{
     Access, AllowRules, BearerConfig, CodeConfig, Config, ConfigError, HostPattern, JwtConfig, KeyConfig, LogFormat,
-    ProviderConfig, ProviderKind, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, TokenConfig, Upstream,
-    VALIDITY_MINUTES,
+    OidcConfig, OidcEndpoints, ProviderConfig, ProviderKind, RouteConfig, ServerConfig, SessionConfig, StoreKind,
+    TlsFiles, TokenConfig, TokenEndpointAuth, Upstream, VALIDITY_MINUTES,
 };
 
 /// Where errors point: the text (for line numbers) and its name.
@@ -451,6 +453,7 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
     let kind = match raw.kind.get_ref().as_str() {
         "jwt" => ProviderKind::Jwt(jwt_provider(ctx, i, raw, server)?),
         "code" => ProviderKind::Code(code_provider(ctx, i, raw)?),
+        "oidc" => ProviderKind::Oidc(oidc_provider(ctx, i, raw)?),
         "bearer" => ProviderKind::Bearer(BearerConfig {
             token: token_config(ctx, i, raw)?,
             groups_claim: raw.groups_claim.as_ref().map_or_else(|| "groups".to_string(), |g| g.get_ref().clone()),
@@ -460,38 +463,161 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
             return Err(ctx.at(
                 key("kind"),
                 &raw.kind,
-                format!("unknown kind {other:?}; expected \"jwt\", \"code\" or \"bearer\""),
+                format!("unknown kind {other:?}; expected \"jwt\", \"oidc\", \"code\" or \"bearer\""),
             ));
         }
     };
     // Keys that mean nothing for this kind are mistakes, not silent no-ops.
     let kind_name = raw.kind.get_ref().as_str();
     let token_kinds: &[&str] = &["jwt", "bearer"];
-    let stray: [(&str, bool, &[&str]); 17] = [
+    let verifying: &[&str] = &["jwt", "bearer", "oidc"];
+    let oidc: &[&str] = &["oidc"];
+    let stray: &[(&str, bool, &[&str])] = &[
         ("secret", raw.secret.is_some(), token_kinds),
         ("public_key_file", raw.public_key_file.is_some(), token_kinds),
         ("jwks_url", raw.jwks_url.is_some(), token_kinds),
-        ("algorithms", raw.algorithms.is_some(), token_kinds),
-        ("audience", raw.audience.is_some(), token_kinds),
-        ("leeway_seconds", raw.leeway_seconds.is_some(), token_kinds),
+        ("algorithms", raw.algorithms.is_some(), verifying),
+        ("audience", raw.audience.is_some(), verifying),
+        ("leeway_seconds", raw.leeway_seconds.is_some(), verifying),
         ("max_token_age_seconds", raw.max_token_age_seconds.is_some(), token_kinds),
         ("require_exp", raw.require_exp.is_some(), token_kinds),
-        ("groups_claim", raw.groups_claim.is_some(), token_kinds),
+        ("groups_claim", raw.groups_claim.is_some(), verifying),
+        ("jwks_min_refresh_seconds", raw.jwks_min_refresh_seconds.is_some(), verifying),
+        ("jwks_max_refresh_seconds", raw.jwks_max_refresh_seconds.is_some(), verifying),
+        ("client_id", raw.client_id.is_some(), oidc),
+        ("client_secret", raw.client_secret.is_some(), oidc),
+        ("scopes", raw.scopes.is_some(), oidc),
+        ("token_endpoint_auth", raw.token_endpoint_auth.is_some(), oidc),
+        ("required_claims", raw.required_claims.is_some(), oidc),
+        ("extra_params", !raw.extra_params.is_empty(), oidc),
+        ("fetch_userinfo", raw.fetch_userinfo.is_some(), oidc),
+        ("authorization_endpoint", raw.authorization_endpoint.is_some(), oidc),
+        ("token_endpoint", raw.token_endpoint.is_some(), oidc),
+        ("jwks_uri", raw.jwks_uri.is_some(), oidc),
+        ("userinfo_endpoint", raw.userinfo_endpoint.is_some(), oidc),
         ("clients", !raw.clients.is_empty(), &["code"]),
         ("code_ttl_seconds", raw.code_ttl_seconds.is_some(), &["code"]),
         ("required_scopes", raw.required_scopes.is_some(), &["bearer"]),
         ("demo_login", raw.demo_login.is_some(), &["jwt"]),
-        ("issuer", raw.issuer.is_some(), &["jwt", "bearer"]),
+        ("issuer", raw.issuer.is_some(), verifying),
         ("login_url", raw.login_url.is_some(), &["jwt", "code"]),
         ("return_param", raw.return_param.is_some(), &["jwt", "code"]),
-        ("logout_url", raw.logout_url.is_some(), &["jwt", "code"]),
+        ("logout_url", raw.logout_url.is_some(), &["jwt", "code", "oidc"]),
     ];
-    for (name, set, kinds) in stray {
+    for &(name, set, kinds) in stray {
         if set && !kinds.contains(&kind_name) {
             return Err(ctx.at(key(name), &raw.kind, format!("{name} does not apply to kind = {kind_name:?}")));
         }
     }
     Ok(ProviderConfig { id: id.clone(), kind })
+}
+
+fn oidc_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<OidcConfig, ConfigError> {
+    use jsonwebtoken::Algorithm;
+
+    let key = |k: &str| format!("providers[{i}].{k}");
+    fn need<'a>(
+        ctx: &Ctx,
+        raw: &'a RawProvider,
+        i: usize,
+        v: &'a Option<Spanned<String>>,
+        name: &str,
+    ) -> Result<&'a Spanned<String>, ConfigError> {
+        v.as_ref()
+            .ok_or_else(|| ctx.at(format!("providers[{i}].kind"), &raw.kind, format!("an oidc provider needs {name}")))
+    }
+    let issuer = need(ctx, raw, i, &raw.issuer, "issuer")?;
+    url_allowed(issuer.get_ref()).map_err(|m| ctx.at(key("issuer"), issuer, m))?;
+    let client_id = need(ctx, raw, i, &raw.client_id, "client_id")?.get_ref().clone();
+    let secret_ref = need(ctx, raw, i, &raw.client_secret, "client_secret")?;
+    let client_secret = ctx.secret(&key("client_secret"), secret_ref)?;
+    let token_endpoint_auth = match raw.token_endpoint_auth.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "client_secret_basic")) => TokenEndpointAuth::ClientSecretBasic,
+        Some((_, "client_secret_post")) => TokenEndpointAuth::ClientSecretPost,
+        Some((v, other)) => {
+            return Err(ctx.at(
+                key("token_endpoint_auth"),
+                v,
+                format!("{other:?}: expected client_secret_basic or client_secret_post"),
+            ));
+        }
+    };
+    let scopes = raw.scopes.clone().unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(ctx.at(key("kind"), &raw.kind, "scopes must include \"openid\""));
+    }
+    let endpoints = match (&raw.authorization_endpoint, &raw.token_endpoint, &raw.jwks_uri) {
+        (None, None, None) => None,
+        (Some(a), Some(t), Some(j)) => {
+            let authorization = absolute_url(ctx, &key("authorization_endpoint"), a)?;
+            url_allowed(t.get_ref()).map_err(|m| ctx.at(key("token_endpoint"), t, m))?;
+            url_allowed(j.get_ref()).map_err(|m| ctx.at(key("jwks_uri"), j, m))?;
+            let userinfo = match &raw.userinfo_endpoint {
+                Some(u) => {
+                    url_allowed(u.get_ref()).map_err(|m| ctx.at(key("userinfo_endpoint"), u, m))?;
+                    Some(u.get_ref().clone())
+                }
+                None => None,
+            };
+            Some(OidcEndpoints { authorization, token: t.get_ref().clone(), jwks: j.get_ref().clone(), userinfo })
+        }
+        _ => {
+            return Err(ctx.at(
+                key("kind"),
+                &raw.kind,
+                "set all of authorization_endpoint, token_endpoint and jwks_uri, or none (discovery)",
+            ));
+        }
+    };
+    if endpoints.is_none() && raw.userinfo_endpoint.is_some() {
+        return Err(ctx.at(
+            key("kind"),
+            &raw.kind,
+            "userinfo_endpoint goes with explicit endpoints; discovery finds it otherwise",
+        ));
+    }
+    let algorithms =
+        match &raw.algorithms {
+            None => vec![Algorithm::RS256],
+            Some(list) => {
+                let mut out = Vec::new();
+                for (j, a) in list.iter().enumerate() {
+                    let k = format!("providers[{i}].algorithms[{j}]");
+                    match a.get_ref().parse::<Algorithm>() {
+                        Ok(alg) if !a.get_ref().starts_with("HS") => out.push(alg),
+                        _ => return Err(ctx.at(
+                            k,
+                            a,
+                            format!(
+                                "{:?}: ID tokens are verified with the provider's public keys (RS*, PS*, ES*, EdDSA)",
+                                a.get_ref()
+                            ),
+                        )),
+                    }
+                }
+                out
+            }
+        };
+    let min = seconds(ctx, &key("jwks_min_refresh_seconds"), raw.jwks_min_refresh_seconds.as_ref(), 30)?;
+    let max = seconds(ctx, &key("jwks_max_refresh_seconds"), raw.jwks_max_refresh_seconds.as_ref(), 86_400)?;
+    Ok(OidcConfig {
+        issuer: issuer.get_ref().clone(),
+        client_id,
+        client_secret,
+        scopes,
+        token_endpoint_auth,
+        audience: raw.audience.as_ref().map(|a| a.get_ref().clone()),
+        required_claims: raw.required_claims.clone().unwrap_or_default(),
+        extra_params: raw.extra_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        fetch_userinfo: raw.fetch_userinfo.unwrap_or(false),
+        endpoints,
+        algorithms,
+        leeway_seconds: raw.leeway_seconds.as_ref().map_or(60, |v| *v.get_ref()),
+        groups_claim: raw.groups_claim.as_ref().map_or_else(|| "groups".to_string(), |g| g.get_ref().clone()),
+        logout_url: raw.logout_url.as_ref().map(|u| absolute_url(ctx, &key("logout_url"), u)).transpose()?,
+        jwks_min_refresh: min,
+        jwks_max_refresh: max.max(min),
+    })
 }
 
 fn code_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<CodeConfig, ConfigError> {

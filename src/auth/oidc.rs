@@ -1,0 +1,656 @@
+//! `kind = "oidc"`: OpenID Connect Authorization Code flow with PKCE (S256),
+//! `state` and `nonce` (Niara, Keycloak, Entra ID, Okta, Google...).
+//!
+//! Each login attempt gets its own short-lived encrypted cookie named after
+//! its `state`, so logins in parallel tabs all work; a browser holds at most
+//! [`MAX_ATTEMPTS`] of them. The callback checks the state against that
+//! cookie (and spends it once in the store), exchanges the code at the token
+//! endpoint and verifies the ID token against the provider's JWKS.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use cookie::{Cookie, SameSite};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+use super::claims::{self, ClaimMap};
+use super::fetch::{FetchError, Fetcher, url_allowed};
+use super::jwks::{Jwks, JwksSettings};
+use super::seal::{Purpose, Sealer, random_id};
+use super::session::{Identity, cookie_pairs};
+use super::token::{KeySource, Rules, TokenError, Verifier, string_claim};
+use crate::config::Secret;
+
+/// Most login attempts (state cookies) one browser holds at once.
+pub const MAX_ATTEMPTS: usize = 5;
+/// How long a login attempt may take, in seconds.
+pub const ATTEMPT_SECONDS: u64 = 600;
+/// Largest token endpoint or userinfo answer read.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Basic,
+    Post,
+}
+
+/// Endpoints configured explicitly, for providers without discovery.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub authorization: String,
+    pub token: String,
+    pub jwks: String,
+    pub userinfo: Option<String>,
+}
+
+pub struct OidcSettings {
+    pub id: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub client_auth: ClientAuth,
+    pub extra_params: Vec<(String, String)>,
+    pub required_claims: Vec<String>,
+    pub fetch_userinfo: bool,
+    pub endpoints: Option<Endpoints>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub leeway: u64,
+    pub audience: Option<String>,
+    pub logout_url: Option<String>,
+    pub claims: ClaimMap,
+    /// `{public_url}{auth_prefix}/callback`.
+    pub redirect_uri: String,
+    /// Session validity in seconds.
+    pub validity: u64,
+    pub jwks: JwksSettings,
+}
+
+/// What discovery found (or the explicit endpoints), with the key set.
+pub struct Resolved {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub userinfo_endpoint: Option<String>,
+    /// The provider promises RFC 9207 `iss` in authorization responses.
+    pub iss_parameter: bool,
+    pub jwks: Arc<Jwks>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
+}
+
+pub struct OidcLogin {
+    pub s: OidcSettings,
+    resolved: Arc<ArcSwapOption<Resolved>>,
+    fetcher: Fetcher,
+    /// Keeps the discovery task alive exactly as long as this provider.
+    _alive: Arc<()>,
+}
+
+/// The content of a login attempt's cookie.
+#[derive(Serialize, Deserialize)]
+struct Attempt {
+    /// Provider id.
+    p: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+    /// Sanitised return path.
+    r: String,
+    /// Created, unix seconds.
+    t: u64,
+}
+
+/// Why a callback failed: a reason word, an HTTP status, a sentence.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub text: String,
+    /// Where to send the user to try again, when known.
+    pub retry: Option<String>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, reason: &'static str, text: impl Into<String>) -> Failure {
+        Failure { status, reason, text: text.into(), retry: None }
+    }
+}
+
+impl From<TokenError> for Failure {
+    fn from(e: TokenError) -> Failure {
+        let status = match e {
+            TokenError::KeysUnavailable | TokenError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        Failure::new(status, e.reason(), format!("ID {}", e.description()))
+    }
+}
+
+impl OidcLogin {
+    /// Creates the provider and starts discovery (retried with backoff until
+    /// it succeeds, then refreshed hourly).
+    pub fn start(settings: OidcSettings, fetcher: Fetcher) -> OidcLogin {
+        let resolved = Arc::new(ArcSwapOption::empty());
+        let alive = Arc::new(());
+        if let Some(e) = &settings.endpoints {
+            let jwks = Jwks::start(e.jwks.clone(), settings.jwks, fetcher.clone());
+            resolved.store(Some(Arc::new(Resolved {
+                authorization_endpoint: e.authorization.clone(),
+                token_endpoint: e.token.clone(),
+                userinfo_endpoint: e.userinfo.clone(),
+                iss_parameter: false,
+                jwks,
+            })));
+        } else {
+            tokio::spawn(discover_loop(
+                settings.id.clone(),
+                settings.issuer.clone(),
+                settings.jwks,
+                fetcher.clone(),
+                Arc::downgrade(&resolved),
+                Arc::downgrade(&alive),
+            ));
+        }
+        OidcLogin { s: settings, resolved, fetcher, _alive: alive }
+    }
+
+    /// Discovery done and keys fetched.
+    pub fn ready(&self) -> bool {
+        self.resolved.load().as_ref().is_some_and(|r| r.jwks.ready())
+    }
+
+    /// Begins a login: the authorization URL to send the browser to, and the
+    /// `Set-Cookie` values (this attempt's cookie, and expiry of attempts
+    /// beyond [`MAX_ATTEMPTS`]). `None` while the provider is not resolved.
+    pub fn begin(
+        &self,
+        states: &LoginStates,
+        request: &HeaderMap,
+        return_to: &str,
+        login_hint: Option<&str>,
+    ) -> Option<(String, Vec<HeaderValue>)> {
+        let resolved = self.resolved.load_full()?;
+        let attempt = Attempt {
+            p: self.s.id.clone(),
+            state: random_id(24),
+            nonce: random_id(24),
+            verifier: random_id(32),
+            r: return_to.to_string(),
+            t: super::now(),
+        };
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(attempt.verifier.as_bytes()));
+        let mut url = url::Url::parse(&resolved.authorization_endpoint).ok()?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.s.client_id)
+                .append_pair("redirect_uri", &self.s.redirect_uri)
+                .append_pair("scope", &self.s.scopes.join(" "))
+                .append_pair("state", &attempt.state)
+                .append_pair("nonce", &attempt.nonce)
+                .append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256");
+            for (k, v) in &self.s.extra_params {
+                q.append_pair(k, v);
+            }
+            if let Some(hint) = login_hint {
+                q.append_pair("login_hint", hint);
+            }
+        }
+        let cookies = states.store(&attempt, request)?;
+        Some((url.to_string(), cookies))
+    }
+
+    /// Handles `GET /sso/callback?code=&state=` (or `?error=`): the identity,
+    /// the attempt's return path, and the cookie to clear.
+    pub async fn finish(
+        &self,
+        states: &LoginStates,
+        request: &HeaderMap,
+        params: &[(String, String)],
+        store: &dyn super::store::Store,
+    ) -> Result<(Identity, String), Failure> {
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let state = get("state")
+            .ok_or_else(|| Failure::new(StatusCode::BAD_REQUEST, "missing_state", "The answer carries no state."))?;
+        let attempt = states.open(state, request).filter(|a| a.p == self.s.id).ok_or_else(|| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_state",
+                "This sign-in was not started in this browser, or it took too long.",
+            )
+        })?;
+        let retry = Some(attempt.r.clone());
+        let fail = |mut f: Failure| {
+            f.retry = retry.clone();
+            f
+        };
+        if let Some(error) = get("error") {
+            let description = get("error_description").unwrap_or("");
+            let text = format!(
+                "The identity provider answered {error}{}{description}",
+                if description.is_empty() { "" } else { ": " }
+            );
+            return Err(fail(Failure::new(StatusCode::UNAUTHORIZED, "idp_error", text)));
+        }
+        let resolved = self.resolved.load_full().ok_or_else(|| {
+            fail(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idp_unavailable",
+                "The identity provider is unavailable.",
+            ))
+        })?;
+        // RFC 9207: when the provider names itself, it must be this one.
+        match get("iss") {
+            Some(iss) if iss != self.s.issuer => {
+                return Err(fail(Failure::new(
+                    StatusCode::UNAUTHORIZED,
+                    "issuer_mismatch",
+                    "The answer came from another identity provider.",
+                )));
+            }
+            None if resolved.iss_parameter => {
+                return Err(fail(Failure::new(
+                    StatusCode::UNAUTHORIZED,
+                    "issuer_missing",
+                    "The answer does not name its identity provider.",
+                )));
+            }
+            _ => {}
+        }
+        let code = get("code").ok_or_else(|| {
+            fail(Failure::new(StatusCode::BAD_REQUEST, "missing_code", "The answer carries no code."))
+        })?;
+        match store
+            .insert_once(&format!("oidc-state:{}", attempt.state), Duration::from_secs(ATTEMPT_SECONDS + 60))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(fail(Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "state_replayed",
+                    "This sign-in answer was already used.",
+                )));
+            }
+            Err(_) => {
+                return Err(fail(Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "Login state is unavailable.",
+                )));
+            }
+        }
+        let tokens = self.exchange(&resolved, code, &attempt.verifier).await.map_err(fail)?;
+        let id_token = tokens.get("id_token").and_then(Value::as_str).ok_or_else(|| {
+            fail(Failure::new(StatusCode::BAD_GATEWAY, "no_id_token", "The identity provider sent no ID token."))
+        })?;
+        let now = super::now();
+        let mut claims = self.verify_id_token(&resolved, id_token, &attempt.nonce, now).await.map_err(fail)?;
+        if self.s.fetch_userinfo {
+            let access = tokens.get("access_token").and_then(Value::as_str);
+            self.merge_userinfo(&resolved, access, &mut claims).await.map_err(fail)?;
+        }
+        let identity = self.identity(&claims, now).map_err(fail)?;
+        Ok((identity, attempt.r))
+    }
+
+    async fn exchange(&self, resolved: &Resolved, code: &str, verifier: &str) -> Result<Map<String, Value>, Failure> {
+        let req = self
+            .token_request(resolved, code, verifier)
+            .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "token_request", "Bad token endpoint URL."))?;
+        let fetched = self.fetcher.send(req, TOKEN_TIMEOUT, MAX_TOKEN_RESPONSE).await.map_err(|e| {
+            warn!(provider = %self.s.id, error = %e, "token endpoint failed");
+            match e {
+                FetchError::Timeout(_) => Failure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "token_timeout",
+                    "The identity provider did not answer in time.",
+                ),
+                FetchError::TooLarge(_) => Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    "token_too_large",
+                    "The identity provider's answer is too large.",
+                ),
+                _ => {
+                    Failure::new(StatusCode::BAD_GATEWAY, "token_unreachable", "The identity provider is unreachable.")
+                }
+            }
+        })?;
+        let body: Map<String, Value> = serde_json::from_slice(&fetched.body).unwrap_or_default();
+        if fetched.status != StatusCode::OK {
+            let error = body.get("error").and_then(Value::as_str).unwrap_or("unknown");
+            warn!(provider = %self.s.id, status = fetched.status.as_u16(), error, "token endpoint refused the code");
+            return Err(Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "code_refused",
+                format!("The identity provider refused the code ({error})."),
+            ));
+        }
+        Ok(body)
+    }
+
+    /// The token request (built whole before any await: the form encoder is
+    /// not `Send`).
+    fn token_request(
+        &self,
+        resolved: &Resolved,
+        code: &str,
+        verifier: &str,
+    ) -> Result<Request<Full<Bytes>>, http::Error> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", &self.s.redirect_uri)
+            .append_pair("code_verifier", verifier);
+        let secret = String::from_utf8_lossy(self.s.client_secret.expose()).into_owned();
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(&resolved.token_endpoint)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
+        match self.s.client_auth {
+            ClientAuth::Basic => {
+                // RFC 6749 §2.3.1: id and secret are form-encoded before Basic.
+                let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let pair = format!("{}:{}", enc(&self.s.client_id), enc(&secret));
+                let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                builder = builder.header(header::AUTHORIZATION, value);
+                form.append_pair("client_id", &self.s.client_id);
+            }
+            ClientAuth::Post => {
+                form.append_pair("client_id", &self.s.client_id).append_pair("client_secret", &secret);
+            }
+        }
+        builder.body(Full::new(Bytes::from(form.finish())))
+    }
+
+    async fn verify_id_token(
+        &self,
+        resolved: &Resolved,
+        token: &str,
+        nonce: &str,
+        now: u64,
+    ) -> Result<Map<String, Value>, Failure> {
+        let rules = Rules {
+            issuer: self.s.issuer.clone(),
+            audience: Some(self.s.client_id.clone()),
+            algorithms: self.s.algorithms.clone(),
+            leeway: self.s.leeway,
+            max_age: Some(ATTEMPT_SECONDS),
+            require_exp: true,
+        };
+        let verified = Verifier::new(KeySource::Jwks(resolved.jwks.clone()), rules).verify(token, now).await?;
+        let c = verified.claims;
+        if verified.iat.is_none() {
+            return Err(TokenError::MissingClaim("iat").into());
+        }
+        if verified.sub.as_deref().is_none_or(str::is_empty) {
+            return Err(TokenError::MissingClaim("sub").into());
+        }
+        // Several audiences: the authorized party must be us (OIDC Core 3.1.3.7).
+        if let Some(Value::Array(aud)) = c.get("aud") {
+            if aud.len() > 1 && c.get("azp").and_then(Value::as_str) != Some(self.s.client_id.as_str()) {
+                return Err(TokenError::WrongAudience.into());
+            }
+            if let Some(extra) = &self.s.audience {
+                if !aud.iter().any(|a| a == extra) {
+                    return Err(TokenError::WrongAudience.into());
+                }
+            }
+        }
+        if let Some(azp) = c.get("azp") {
+            if azp.as_str() != Some(self.s.client_id.as_str()) {
+                return Err(TokenError::BadClaim("azp").into());
+            }
+        }
+        let token_nonce = string_claim(&c, "nonce")?.ok_or(TokenError::MissingClaim("nonce"))?;
+        if !bool::from(token_nonce.as_bytes().ct_eq(nonce.as_bytes())) {
+            return Err(Failure::new(
+                StatusCode::UNAUTHORIZED,
+                "nonce_mismatch",
+                "The ID token was not issued for this sign-in.",
+            ));
+        }
+        Ok(c)
+    }
+
+    async fn merge_userinfo(
+        &self,
+        resolved: &Resolved,
+        access: Option<&str>,
+        claims: &mut Map<String, Value>,
+    ) -> Result<(), Failure> {
+        let (Some(endpoint), Some(access)) = (&resolved.userinfo_endpoint, access) else {
+            return Err(Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "userinfo_unavailable",
+                "The identity provider offers no userinfo.",
+            ));
+        };
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(endpoint)
+            .header(header::AUTHORIZATION, format!("Bearer {access}"))
+            .header(header::ACCEPT, "application/json")
+            .body(Full::default())
+            .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "Bad userinfo URL."))?;
+        let fetched = self
+            .fetcher
+            .send(req, TOKEN_TIMEOUT, MAX_TOKEN_RESPONSE)
+            .await
+            .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed."))?;
+        let info: Map<String, Value> = match (fetched.status, serde_json::from_slice(&fetched.body)) {
+            (StatusCode::OK, Ok(m)) => m,
+            _ => return Err(Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed.")),
+        };
+        // OIDC Core 5.3.2: userinfo about someone else must be ignored.
+        if info.get("sub") != claims.get("sub") {
+            return Err(Failure::new(
+                StatusCode::UNAUTHORIZED,
+                "userinfo_sub",
+                "The userinfo answer is about another user.",
+            ));
+        }
+        for (k, v) in info {
+            claims.entry(k).or_insert(v);
+        }
+        Ok(())
+    }
+
+    fn identity(&self, c: &Map<String, Value>, now: u64) -> Result<Identity, Failure> {
+        for name in &self.s.required_claims {
+            let present = match c.get(name) {
+                None | Some(Value::Null) => false,
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(_) => true,
+            };
+            if !present {
+                return Err(Failure::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_claim",
+                    format!("The ID token lacks the {name} claim."),
+                ));
+            }
+        }
+        let email = string_claim(c, "email")?;
+        if email.as_deref().is_some_and(|e| !claims::valid_email(e)) {
+            return Err(TokenError::BadClaim("email").into());
+        }
+        let mut keep = self.s.claims.keep.clone();
+        keep.extend(self.s.required_claims.iter().cloned());
+        let identity = Identity {
+            sid: random_id(16),
+            provider: self.s.id.clone(),
+            sub: string_claim(c, "sub")?.unwrap_or_default(),
+            name: string_claim(c, "name")?,
+            email,
+            username: string_claim(c, "preferred_username")?,
+            groups: claims::groups(c, &self.s.claims.groups_claim)?,
+            claims: claims::kept_claims(c, &keep),
+            iat: now,
+            exp: now + self.s.validity,
+        };
+        identity.check_header_safe().map_err(|why| Failure::new(StatusCode::UNAUTHORIZED, "unsafe_claims", why))?;
+        Ok(identity)
+    }
+}
+
+async fn discover_loop(
+    id: String,
+    issuer: String,
+    jwks_settings: JwksSettings,
+    fetcher: Fetcher,
+    resolved: Weak<ArcSwapOption<Resolved>>,
+    alive: Weak<()>,
+) {
+    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if alive.strong_count() == 0 {
+            return;
+        }
+        let wait = match discover(&url, &issuer, &fetcher).await {
+            Ok(d) => {
+                backoff = Duration::from_millis(500);
+                let Some(slot) = resolved.upgrade() else { return };
+                let current = slot.load_full();
+                // Keep the key cache when the key set URL is unchanged.
+                let jwks = match current.as_ref().filter(|r| r.jwks.url() == d.jwks_uri) {
+                    Some(r) => r.jwks.clone(),
+                    None => Jwks::start(d.jwks_uri.clone(), jwks_settings, fetcher.clone()),
+                };
+                info!(provider = %id, issuer = %issuer, "OpenID provider discovered");
+                slot.store(Some(Arc::new(Resolved {
+                    authorization_endpoint: d.authorization_endpoint,
+                    token_endpoint: d.token_endpoint,
+                    userinfo_endpoint: d.userinfo_endpoint,
+                    iss_parameter: d.authorization_response_iss_parameter_supported,
+                    jwks,
+                })));
+                Duration::from_secs(3600)
+            }
+            Err(e) => {
+                warn!(provider = %id, issuer = %issuer, error = %e, retry_in = ?backoff, "OpenID discovery failed");
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn discover(url: &str, issuer: &str, fetcher: &Fetcher) -> Result<Discovery, String> {
+    let fetched = fetcher.get(url, Duration::from_secs(5), 64 * 1024).await.map_err(|e| e.to_string())?;
+    let d: Discovery = serde_json::from_slice(&fetched.body).map_err(|e| format!("not a discovery document: {e}"))?;
+    // OIDC Discovery 4.3: the document must be about exactly this issuer.
+    if d.issuer != issuer {
+        return Err(format!("the document names issuer {:?}", d.issuer));
+    }
+    // Back-channel URLs carry secrets and keys: https (or loopback) only.
+    for u in [Some(&d.token_endpoint), Some(&d.jwks_uri), d.userinfo_endpoint.as_ref()].into_iter().flatten() {
+        url_allowed(u)?;
+    }
+    url::Url::parse(&d.authorization_endpoint).map_err(|e| format!("authorization_endpoint: {e}"))?;
+    Ok(d)
+}
+
+/// Login-attempt cookies: one per attempt, named after its state, sealed
+/// with a key of their own, sent only to porteiro's endpoints.
+pub struct LoginStates {
+    sealer: Sealer,
+    secure: bool,
+    path: String,
+}
+
+const STATE_COOKIE: &str = "porteiro_login_";
+
+impl LoginStates {
+    pub fn new(secret: &Secret, previous: &[Secret], secure: bool, auth_prefix: &str) -> LoginStates {
+        LoginStates {
+            sealer: Sealer::new(secret, previous, Purpose::LoginState),
+            secure,
+            path: format!("{auth_prefix}/"),
+        }
+    }
+
+    fn name(state: &str) -> String {
+        format!("{STATE_COOKIE}{}", &state[..state.len().min(12)])
+    }
+
+    fn cookie(&self, name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+        let mut c = Cookie::new(name, value);
+        c.set_path(self.path.clone());
+        c.set_http_only(true);
+        c.set_secure(self.secure);
+        // The IdP's redirect back is a top-level GET: Lax cookies are sent.
+        c.set_same_site(SameSite::Lax);
+        c.set_max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(0)));
+        HeaderValue::from_str(&c.to_string()).ok()
+    }
+
+    fn store(&self, attempt: &Attempt, request: &HeaderMap) -> Option<Vec<HeaderValue>> {
+        let name = Self::name(&attempt.state);
+        let plain = serde_json::to_vec(attempt).ok()?;
+        let sealed = self.sealer.seal(name.as_bytes(), &plain)?;
+        let mut out = vec![self.cookie(&name, &sealed, ATTEMPT_SECONDS)?];
+        // Oldest attempts beyond the bound are expired (unreadable ones first).
+        let mut held: Vec<(u64, String)> = cookie_pairs(request)
+            .filter(|(n, _)| n.starts_with(STATE_COOKIE))
+            .map(|(n, v)| {
+                let t = self
+                    .sealer
+                    .open(n.as_bytes(), v)
+                    .and_then(|p| serde_json::from_slice::<Attempt>(&p).ok())
+                    .map_or(0, |a| a.t);
+                (t, n.to_string())
+            })
+            .collect();
+        held.sort();
+        let excess = (held.len() + 1).saturating_sub(MAX_ATTEMPTS);
+        for (_, n) in held.iter().take(excess) {
+            out.extend(self.cookie(n, "", 0));
+        }
+        Some(out)
+    }
+
+    fn open(&self, state: &str, request: &HeaderMap) -> Option<Attempt> {
+        let name = Self::name(state);
+        let (_, value) = cookie_pairs(request).find(|(n, _)| *n == name)?;
+        let attempt: Attempt = serde_json::from_slice(&self.sealer.open(name.as_bytes(), value)?).ok()?;
+        let fresh = super::now().saturating_sub(attempt.t) <= ATTEMPT_SECONDS;
+        (fresh && bool::from(attempt.state.as_bytes().ct_eq(state.as_bytes()))).then_some(attempt)
+    }
+
+    /// The provider id of the attempt `state` names, if this browser holds it.
+    pub fn provider_of(&self, state: &str, request: &HeaderMap) -> Option<String> {
+        self.open(state, request).map(|a| a.p)
+    }
+
+    /// The `Set-Cookie` that ends the attempt of `state`.
+    pub fn clear(&self, state: &str) -> Option<HeaderValue> {
+        self.cookie(&Self::name(state), "", 0)
+    }
+}

@@ -338,6 +338,9 @@ impl Gateway {
         return_to: &str,
         login_hint: Option<&str>,
     ) -> Response<Body> {
+        // Every way into a login passes here: the return path is made safe
+        // once, whatever the request path looked like (`//evil.com/x` too).
+        let return_to = &sanitize::sanitize(Some(return_to), &self.public_url);
         if let Provider::Oidc(p) = provider {
             let begun = self.login_states.as_ref().and_then(|s| p.begin(s, headers, return_to, login_hint));
             return match begun {

@@ -115,5 +115,7 @@ mod tests {
             assert_eq!(sanitize(Some(h), ORIGIN), "/", "{h:?}");
         }
         assert_eq!(sanitize(Some(&format!("/{}", "a".repeat(3000))), ORIGIN), "/");
+        // A request path can itself look like this (`GET //evil.com/x`).
+        assert_eq!(sanitize(Some("//evil.com/x?y=1"), ORIGIN), "/");
     }
 }

@@ -172,12 +172,16 @@ impl Gateway {
             );
         }
         let find = |id: &str| providers.iter().find(|p| p.id() == id).cloned();
+        // A route's custom identity headers are porteiro's on every route: a
+        // client must not forge on a public route (often the same app) what
+        // a protected route's login sets.
+        let custom: Vec<&str> = config.routes.iter().flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str())).collect();
         let routes = RouteTable::new(config.routes.iter().map(|r| {
             let login = match &r.access {
                 Access::Protected { login: Some(l), .. } => find(l),
                 _ => None,
             };
-            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, &shared.metrics))
+            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, &custom, &shared.metrics))
         }));
         Ok(Gateway {
             routes,
@@ -441,8 +445,8 @@ pub(crate) fn identity_headers(id: &Identity, route: &Route, to: Audience) -> Ve
     out
 }
 
-fn compile_route(r: &RouteConfig, login: Option<Arc<Provider>>, metrics: &Metrics) -> Route {
-    let custom: Vec<&str> = r.headers.iter().map(|(h, _)| h.as_str()).collect();
+/// `custom` is every route's custom identity header names.
+fn compile_route(r: &RouteConfig, login: Option<Arc<Provider>>, custom: &[&str], metrics: &Metrics) -> Route {
     let identity = StripSet::new(IDENTITY_HEADERS.iter().copied().chain(custom.iter().copied()));
     let strip_untrusted = StripSet::new(
         IDENTITY_HEADERS.iter().chain(proxy::FORWARDING_HEADERS.iter()).copied().chain(custom.iter().copied()),

@@ -273,28 +273,28 @@ impl Gw {
     }
 }
 
-/// Sends `request` (a whole HTTP/1.1 request, written by hand) to `addr` and
-/// returns the answer's head, for requests `reqwest` refuses to build (URLs
-/// past 64 KiB). Write errors are ignored: the server may stop reading early.
+/// Sends `request` (a whole HTTP/1.1 request, written by hand: header names
+/// in any case, URLs past what `reqwest` builds) to `addr` and returns the
+/// answer as text, read until the server closes or 5 s pass. Write errors
+/// are ignored: the server may stop reading early.
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _ = stream.write_all(request).await;
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {
-                answer.extend_from_slice(&buf[..n]);
-                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            _ => break,
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
         }
+        answer.extend_from_slice(&buf[..n]);
     }
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    text.split("\r\n\r\n").next().unwrap_or_default().to_string()
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
 }
 
 // === Responses and cookies ===

@@ -78,7 +78,7 @@ pub struct Route {
     /// Route-specific identity headers: header -> claim.
     claim_headers: Vec<(HeaderName, String)>,
     preserve_host: bool,
-    allow_encoded_slashes: bool,
+    pub(crate) allow_encoded_slashes: bool,
     metrics: RouteMetrics,
 }
 

@@ -386,6 +386,16 @@ impl Gateway {
             // Nothing to protect here under this config: deny rather than open.
             return self.reject(req, StatusCode::FORBIDDEN, "no_route", "No route covers this address.");
         };
+        // As on the proxy path: an upstream that decodes `%2F` would see
+        // another path than the one that was judged public or protected.
+        if normalized.encoded_slash && !route.allow_encoded_slashes {
+            return self.reject(
+                req,
+                StatusCode::BAD_REQUEST,
+                "encoded_slash",
+                "Encoded slashes are not allowed in this path.",
+            );
+        }
         let redirect_mode = query_flag(req, "redirect");
         match self.authenticate(req, route, path).await {
             Outcome::Pass(identity) => {

@@ -65,9 +65,17 @@ pub(crate) fn build_provider(
                 max_age: t.max_token_age_seconds,
                 require_exp: t.require_exp,
             };
+            // A path is a page of porteiro's own (the demo login page).
+            let same_origin = j.login_url.starts_with('/');
+            let login_url = match same_origin {
+                true => url::Url::parse("http://porteiro.invalid").and_then(|base| base.join(&j.login_url)),
+                false => url::Url::parse(&j.login_url),
+            }
+            .map_err(|e| format!("provider {}: login_url: {e}", p.id))?;
             Ok(Provider::Jwt(JwtLogin {
                 id: p.id.clone(),
-                login_url: url::Url::parse(&j.login_url).map_err(|e| format!("provider {}: login_url: {e}", p.id))?,
+                login_url,
+                same_origin,
                 return_param: j.return_param.clone(),
                 logout_url: j.logout_url.clone(),
                 verifier: Verifier::new(keys, rules),

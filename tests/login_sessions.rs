@@ -232,3 +232,52 @@ async fn admin_revoke_by_subject_and_without_a_token_configured() {
     let resp = off.revoke(ADMIN_TOKEN, json!({"subject": "C-7"})).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn large_sessions_are_split_into_chunk_cookies() {
+    let upstream = EchoUpstream::start().await;
+    let gw = Conf::new(&upstream.authority()).start().await;
+    let groups: Vec<String> = (0..300).map(|i| format!("group-number-{i:05}")).collect();
+    let resp = gw.callback(&hs_token(&claims_with(json!({"groups": groups}))), "/").await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let cookies = set_cookies(&resp);
+    assert!(cookies.len() > 1 && cookies.len() <= 5, "{} chunks", cookies.len());
+    for (i, c) in cookies.iter().enumerate() {
+        assert_eq!(c.name, format!("{COOKIE}_{i}"));
+        assert!(c.value.len() <= 3800, "chunk {i} is {} bytes", c.value.len());
+        assert!(c.has("HttpOnly") && c.has("Path=/") && c.has("SameSite=Lax") && c.has("Max-Age=900"));
+    }
+    let mut jar = Jar::default();
+    jar.absorb(&resp);
+    jar.set("other", "1");
+
+    // All chunks together are the session; none of them reaches the upstream.
+    let echo = gw.echo("/", &jar.header()).await;
+    assert_eq!(echo.header("x-forwarded-groups").unwrap(), groups.join(","));
+    assert_eq!(echo.all("cookie"), ["other=1"]);
+
+    // A missing chunk is no session.
+    let mut partial = jar.clone();
+    partial.set(&format!("{COOKIE}_1"), "");
+    let without_middle: String =
+        partial.header().split("; ").filter(|c| !c.starts_with(&format!("{COOKIE}_1="))).collect::<Vec<_>>().join("; ");
+    assert_no_session(&gw, &upstream, &without_middle, "middle chunk missing").await;
+
+    // A later, small session clears the chunks the browser still holds.
+    let resp = gw
+        .browser(&format!("/sso/callback?jwt={}&redirectUrl=/", hs_token(&claims())))
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let set = set_cookies(&resp);
+    assert_eq!(set[0].name, COOKIE);
+    let cleared: Vec<&str> =
+        set[1..].iter().filter(|c| c.attr("Max-Age") == Some("0")).map(|c| c.name.as_str()).collect();
+    assert_eq!(cleared.len(), cookies.len(), "{set:?}");
+    jar.absorb(&resp);
+    assert!(jar.get(&format!("{COOKIE}_0")).is_none());
+    let echo = gw.echo("/", &jar.header()).await;
+    assert_eq!(echo.header("x-forwarded-groups").as_deref(), Some("support,agents"));
+}

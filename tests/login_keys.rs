@@ -209,10 +209,12 @@ async fn concurrent_unknown_kids_share_a_single_refresh() {
     let upstream = EchoUpstream::start().await;
     let gw = Conf::new(&upstream.authority())
         .jwks(&jwks.url(), r#"["RS256"]"#)
-        .provider("jwks_min_refresh_seconds", "1")
+        .provider("jwks_min_refresh_seconds", "2")
         .start()
         .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Past the rate limit since the fetch at start; 2 s leaves the burst
+    // below room to finish before another refresh would be allowed.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = jwks.fetches();
     let batch = (0..100).map(|_| {
         let token = unknown_kid_token();

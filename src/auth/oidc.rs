@@ -414,10 +414,16 @@ impl OidcLogin {
             if aud.len() > 1 && c.get("azp").and_then(Value::as_str) != Some(self.s.client_id.as_str()) {
                 return Err(TokenError::WrongAudience.into());
             }
-            if let Some(extra) = &self.s.audience {
-                if !aud.iter().any(|a| a == extra) {
-                    return Err(TokenError::WrongAudience.into());
-                }
+        }
+        // `audience`: the token must name it too, whatever the shape of `aud`.
+        if let Some(extra) = &self.s.audience {
+            let named = match c.get("aud") {
+                Some(Value::String(a)) => a == extra,
+                Some(Value::Array(aud)) => aud.iter().any(|a| a == extra),
+                _ => false,
+            };
+            if !named {
+                return Err(TokenError::WrongAudience.into());
             }
         }
         if let Some(azp) = c.get("azp") {

@@ -594,8 +594,10 @@ impl Gateway {
         task.await.unwrap_or_else(|_| unavailable("identifier store task failed"))
     }
 
-    /// `GET /sso/start?provider=&redirectUrl=`: begin a login explicitly
-    /// (also the target of nginx's `error_page 401` for forward-auth).
+    /// `GET /sso/start?provider=&redirectUrl=[&login_hint=]`: begin a login
+    /// explicitly (also the target of nginx's `error_page 401` for
+    /// forward-auth, and of the retry link on a failed sign-in page).
+    /// `login_hint` is passed on to an OpenID provider.
     fn start(&self, req: &Request<Incoming>) -> Response<Body> {
         let q = query(req);
         let return_to = sanitize::sanitize(param(&q, "redirectUrl").or_else(|| param(&q, "rd")), &self.public_url);
@@ -616,12 +618,9 @@ impl Gateway {
             }
         };
         match provider {
-            Some(p) => match p.login_location(&return_to) {
-                Some(location) => redirect(&location),
-                None => {
-                    error::error(StatusCode::BAD_REQUEST, "unknown_provider", "Not a browser login provider.", false)
-                }
-            },
+            // begin_login, not login_location: an OpenID Connect login needs
+            // its state cookie (login_location is None for it).
+            Some(p) => self.begin_login(p, req.headers(), &return_to, param(&q, "login_hint")),
             None => error::error(
                 StatusCode::BAD_REQUEST,
                 "unknown_provider",

@@ -119,6 +119,10 @@ struct Attempt {
     r: String,
     /// Created, unix seconds.
     t: u64,
+    /// Created, unix nanoseconds: orders attempts started within the same
+    /// second, so the oldest is the one expired (0 in older cookies).
+    #[serde(default)]
+    ns: u64,
 }
 
 /// Why a callback failed: a reason word, an HTTP status, a sentence.
@@ -198,6 +202,9 @@ impl OidcLogin {
             verifier: random_id(32),
             r: return_to.to_string(),
             t: super::now(),
+            ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         };
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(attempt.verifier.as_bytes()));
         let mut url = url::Url::parse(&resolved.authorization_endpoint).ok()?;
@@ -414,10 +421,16 @@ impl OidcLogin {
             if aud.len() > 1 && c.get("azp").and_then(Value::as_str) != Some(self.s.client_id.as_str()) {
                 return Err(TokenError::WrongAudience.into());
             }
-            if let Some(extra) = &self.s.audience {
-                if !aud.iter().any(|a| a == extra) {
-                    return Err(TokenError::WrongAudience.into());
-                }
+        }
+        // `audience`: the token must name it too, whatever the shape of `aud`.
+        if let Some(extra) = &self.s.audience {
+            let named = match c.get("aud") {
+                Some(Value::String(a)) => a == extra,
+                Some(Value::Array(aud)) => aud.iter().any(|a| a == extra),
+                _ => false,
+            };
+            if !named {
+                return Err(TokenError::WrongAudience.into());
             }
         }
         if let Some(azp) = c.get("azp") {
@@ -617,15 +630,15 @@ impl LoginStates {
         let sealed = self.sealer.seal(name.as_bytes(), &plain)?;
         let mut out = vec![self.cookie(&name, &sealed, ATTEMPT_SECONDS)?];
         // Oldest attempts beyond the bound are expired (unreadable ones first).
-        let mut held: Vec<(u64, String)> = cookie_pairs(request)
+        let mut held: Vec<((u64, u64), String)> = cookie_pairs(request)
             .filter(|(n, _)| n.starts_with(STATE_COOKIE))
             .map(|(n, v)| {
-                let t = self
+                let created = self
                     .sealer
                     .open(n.as_bytes(), v)
                     .and_then(|p| serde_json::from_slice::<Attempt>(&p).ok())
-                    .map_or(0, |a| a.t);
-                (t, n.to_string())
+                    .map_or((0, 0), |a| (a.t, a.ns));
+                (created, n.to_string())
             })
             .collect();
         held.sort();

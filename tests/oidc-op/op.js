@@ -1,0 +1,134 @@
+// A real, independently written OpenID Provider for porteiro's end-to-end
+// tests: panva's `oidc-provider` (certified OpenID Connect implementation)
+// with its built-in development login and consent pages.
+//
+//   node op.js PORT [OPTIONS_JSON]
+//
+// PORT 0 picks a free port. The issuer is `http://127.0.0.1:<port>`; once the
+// provider listens, the port alone is printed on the first line of stdout.
+// OPTIONS_JSON (all optional):
+//   clients        [{client_id, client_secret, redirect_uris, token_endpoint_auth_method}]
+//   conform        true: claims beyond `sub` go to userinfo only, as the
+//                  OpenID Connect spec describes (default false: the ID token
+//                  carries every claim of the granted scopes)
+//   agency_scope   the scope that releases the Niara agency* claims
+//                  (default "profile", so the usual scopes suffice)
+//   cookie_prefix  prefix of the provider's cookie names, so two providers
+//                  on 127.0.0.1 (cookies ignore ports) keep their sessions apart
+//
+// Accounts: the development login page takes any login and any password.
+// Known logins get the claims in ACCOUNTS; `bruno` lacks `agencydocument`.
+// Any other login gets `<login>@example.com` and no agency claims.
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+
+import Provider from 'oidc-provider';
+
+const AGENCY_CLAIMS = [
+  'agencyid',
+  'agencyname',
+  'agencybusinessname',
+  'agencycountry',
+  'agencydocument',
+  'agencybackofficecode',
+];
+
+const ACCOUNTS = {
+  ana: {
+    email: 'ana.souza@viagens-sj.example.com',
+    email_verified: true,
+    name: 'Ana Souza',
+    preferred_username: 'ana',
+    groups: ['agents', 'finance'],
+    agencyid: '4711',
+    agencyname: 'Viagens São João Ltda',
+    agencybusinessname: 'SJ Turismo',
+    agencycountry: 'BR',
+    agencydocument: '12.345.678/0001-90',
+    agencybackofficecode: 'BO-0042',
+  },
+  bruno: {
+    email: 'bruno@viagens-sj.example.com',
+    email_verified: true,
+    name: 'Bruno Lima',
+    preferred_username: 'bruno',
+    groups: ['agents'],
+    agencyid: '4711',
+    agencyname: 'Viagens São João Ltda',
+    agencybusinessname: 'SJ Turismo',
+    agencycountry: 'BR',
+    agencybackofficecode: 'BO-0042',
+  },
+  carla: {
+    email: 'carla@outra-agencia.example.com',
+    email_verified: true,
+    name: 'Carla Dias',
+    preferred_username: 'carla',
+    groups: ['managers'],
+    agencyid: '9001',
+    agencyname: 'Outra Agência SA',
+    agencybusinessname: 'Outra',
+    agencycountry: 'PT',
+    agencydocument: 'PT509876543',
+    agencybackofficecode: 'BO-9001',
+  },
+};
+
+const port = Number(process.argv[2] ?? '0');
+const options = JSON.parse(process.argv[3] ?? '{}');
+const agencyScope = options.agency_scope ?? 'profile';
+const prefix = options.cookie_prefix ?? 'op';
+
+const server = createServer();
+server.listen(port, '127.0.0.1', () => {
+  const actual = server.address().port;
+  const issuer = `http://127.0.0.1:${actual}`;
+
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = { ...privateKey.export({ format: 'jwk' }), kid: `op-${actual}`, use: 'sig', alg: 'RS256' };
+
+  const claims = {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username', 'groups'],
+  };
+  claims[agencyScope] = [...(claims[agencyScope] ?? []), ...AGENCY_CLAIMS];
+
+  const provider = new Provider(issuer, {
+    clients: options.clients ?? [],
+    jwks: { keys: [jwk] },
+    claims,
+    scopes: ['openid', ...Object.keys(claims).filter((s) => s !== 'openid')],
+    conformIdTokenClaims: options.conform ?? false,
+    pkce: { required: () => true },
+    cookies: {
+      keys: [randomBytes(32).toString('hex')],
+      names: {
+        session: `${prefix}_session`,
+        interaction: `${prefix}_interaction`,
+        resume: `${prefix}_interaction_resume`,
+      },
+    },
+    features: { devInteractions: { enabled: true } },
+    async findAccount(ctx, id) {
+      const known = ACCOUNTS[id] ?? { email: `${id}@example.com`, email_verified: false, name: id };
+      return {
+        accountId: id,
+        async claims() {
+          return { sub: id, ...known };
+        },
+      };
+    },
+  });
+  // Shows on stderr, which the tests print when the provider misbehaves.
+  provider.on('server_error', (ctx, err) => console.error('server_error', err));
+
+  server.on('request', provider.callback());
+  process.stdout.write(`${actual}\n`);
+});
+
+// The test that started this process owns it: end with it.
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+process.on('SIGTERM', () => process.exit(0));

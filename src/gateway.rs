@@ -82,7 +82,7 @@ pub struct Route {
     /// Route-specific identity headers: header -> claim.
     claim_headers: Vec<(HeaderName, String)>,
     preserve_host: bool,
-    allow_encoded_slashes: bool,
+    pub(crate) allow_encoded_slashes: bool,
     metrics: RouteMetrics,
 }
 
@@ -177,6 +177,10 @@ impl Gateway {
             );
         }
         let find = |id: &str| providers.iter().find(|p| p.id() == id).cloned();
+        // A route's custom identity headers are porteiro's on every route: a
+        // client must not forge on a public route (often the same app) what
+        // a protected route's login sets.
+        let custom: Vec<&str> = config.routes.iter().flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str())).collect();
         let routes = RouteTable::new(config.routes.iter().map(|r| {
             let (login, bearer) = match &r.access {
                 Access::Protected { login, bearer } => {
@@ -184,7 +188,7 @@ impl Gateway {
                 }
                 Access::Public => (None, Vec::new()),
             };
-            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, bearer, &shared.metrics))
+            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, bearer, &custom, &shared.metrics))
         }));
         Ok(Gateway {
             routes,
@@ -512,13 +516,14 @@ pub(crate) fn identity_headers(id: &Identity, route: &Route, to: Audience) -> Ve
     out
 }
 
+/// `custom` is every route's custom identity header names.
 fn compile_route(
     r: &RouteConfig,
     login: Option<Arc<Provider>>,
     bearer: Vec<Arc<Provider>>,
+    custom: &[&str],
     metrics: &Metrics,
 ) -> Route {
-    let custom: Vec<&str> = r.headers.iter().map(|(h, _)| h.as_str()).collect();
     let identity = StripSet::new(IDENTITY_HEADERS.iter().copied().chain(custom.iter().copied()));
     let strip_untrusted = StripSet::new(
         IDENTITY_HEADERS.iter().chain(proxy::FORWARDING_HEADERS.iter()).copied().chain(custom.iter().copied()),

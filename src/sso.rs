@@ -44,15 +44,25 @@ pub(crate) fn build_provider(
 ) -> Result<Provider, String> {
     let validity = config.session.validity.as_secs();
     Ok(match &p.kind {
-        ProviderKind::Jwt(j) => Provider::Jwt(JwtLogin {
-            id: p.id.clone(),
-            login_url: url::Url::parse(&j.login_url).map_err(|e| format!("provider {}: login_url: {e}", p.id))?,
-            return_param: j.return_param.clone(),
-            logout_url: j.logout_url.clone(),
-            verifier: verifier(&p.id, &j.token, fetcher, jwks)?,
-            claims: claims::ClaimMap { groups_claim: j.groups_claim.clone(), keep: keep.to_vec() },
-            validity,
-        }),
+        ProviderKind::Jwt(j) => {
+            // A path is a page of porteiro's own (the demo login page).
+            let same_origin = j.login_url.starts_with('/');
+            let login_url = match same_origin {
+                true => url::Url::parse("http://porteiro.invalid").and_then(|base| base.join(&j.login_url)),
+                false => url::Url::parse(&j.login_url),
+            }
+            .map_err(|e| format!("provider {}: login_url: {e}", p.id))?;
+            Provider::Jwt(JwtLogin {
+                id: p.id.clone(),
+                login_url,
+                same_origin,
+                return_param: j.return_param.clone(),
+                logout_url: j.logout_url.clone(),
+                verifier: verifier(&p.id, &j.token, fetcher, jwks)?,
+                claims: claims::ClaimMap { groups_claim: j.groups_claim.clone(), keep: keep.to_vec() },
+                validity,
+            })
+        }
         ProviderKind::Code(c) => Provider::Code(CodeLogin {
             id: p.id.clone(),
             login_url: url::Url::parse(&c.login_url).map_err(|e| format!("provider {}: login_url: {e}", p.id))?,
@@ -817,6 +827,16 @@ impl Gateway {
             // Nothing to protect here under this config: deny rather than open.
             return self.reject(req, StatusCode::FORBIDDEN, "no_route", "No route covers this address.");
         };
+        // As on the proxy path: an upstream that decodes `%2F` would see
+        // another path than the one that was judged public or protected.
+        if normalized.encoded_slash && !route.allow_encoded_slashes {
+            return self.reject(
+                req,
+                StatusCode::BAD_REQUEST,
+                "encoded_slash",
+                "Encoded slashes are not allowed in this path.",
+            );
+        }
         let redirect_mode = query_flag(req, "redirect");
         match self.authenticate(req, route, path).await {
             Outcome::Pass(identity) => {

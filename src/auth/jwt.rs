@@ -16,6 +16,8 @@ pub struct JwtLogin {
     pub id: String,
     /// Where browsers are sent to sign in (the "authentication address").
     pub login_url: url::Url,
+    /// `login_url` is a page of porteiro's own: browsers get its path only.
+    pub same_origin: bool,
     /// Query parameter carrying the return path to `login_url`.
     pub return_param: String,
     pub logout_url: Option<String>,
@@ -30,6 +32,9 @@ impl JwtLogin {
     pub fn login_location(&self, return_to: &str) -> String {
         let mut url = self.login_url.clone();
         url.query_pairs_mut().append_pair(&self.return_param, return_to);
+        if self.same_origin {
+            return format!("{}?{}", url.path(), url.query().unwrap_or_default());
+        }
         url.to_string()
     }
 

@@ -207,7 +207,8 @@ pub struct BearerConfig {
 /// `kind = "jwt"`: tokens minted by the customer's login page.
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
-    /// Absolute URL of the "authentication address".
+    /// Absolute URL of the "authentication address"; a path (under
+    /// `auth_prefix`) for the built-in demo login page.
     pub login_url: String,
     /// Query parameter that carries the return path; default `redirectUrl`.
     pub return_param: String,

@@ -732,7 +732,9 @@ fn jwt_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfi
     }
     let login_url = match (&raw.login_url, demo_login) {
         (Some(u), _) => absolute_url(ctx, &key("login_url"), u)?,
-        (None, true) => format!("{}{}/demo-login", server.public_url, server.auth_prefix),
+        // porteiro's own page: a path, so the browser stays on the host it
+        // came by (and a listener on port 0 is not sent to port 0).
+        (None, true) => format!("{}/demo-login", server.auth_prefix),
         (None, false) => {
             return Err(ctx.at(key("kind"), &raw.kind, "a jwt provider needs login_url (the page that mints tokens)"));
         }

@@ -436,9 +436,9 @@ impl Gateway {
                 resp
             }
             Some(None) => error::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "idp_unavailable",
-                "The IdP metadata is not loaded yet.",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "The SP metadata cannot be written.",
                 false,
             ),
             None => {

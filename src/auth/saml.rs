@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use samael::crypto::AllowedSignatureAlgorithm;
-use samael::metadata::EntityDescriptor;
+use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, SpSsoDescriptor};
 use samael::schema::Assertion;
 use samael::service_provider::{ServiceProvider, ServiceProviderBuilder};
 use samael::traits::ToXml;
@@ -35,6 +35,8 @@ const ATTEMPT_SECONDS: u64 = 600;
 /// Largest SAMLResponse accepted (decoded).
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 const REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const EMAIL_NAME_ID: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 
 /// Where IdP metadata comes from.
 #[derive(Debug, Clone)]
@@ -112,6 +114,34 @@ fn build_sp(s: &SamlSettings, xml: &str) -> Result<ServiceProvider, String> {
     }
 }
 
+/// The SP's metadata: entity id and the ACS (HTTP-POST). Built here rather
+/// than by samael's `ServiceProvider::metadata`, which insists on a
+/// SingleLogoutService (porteiro has none, so it refused to build any
+/// metadata at all) and stamps a `validUntil` two days ahead (a copy pasted
+/// into an IdP would go stale).
+fn sp_metadata(s: &SamlSettings) -> EntityDescriptor {
+    let sp = SpSsoDescriptor {
+        protocol_support_enumeration: Some(PROTOCOL.to_string()),
+        authn_requests_signed: Some(false),
+        want_assertions_signed: Some(true),
+        // With no email attribute the email is the NameID: ask for that format.
+        name_id_formats: s.email_attribute.is_none().then(|| vec![EMAIL_NAME_ID.to_string()]),
+        assertion_consumer_services: vec![IndexedEndpoint {
+            binding: HTTP_POST_BINDING.to_string(),
+            location: s.acs_url.clone(),
+            index: 0,
+            is_default: Some(true),
+            ..IndexedEndpoint::default()
+        }],
+        ..SpSsoDescriptor::default()
+    };
+    EntityDescriptor {
+        entity_id: Some(s.entity_id.clone()),
+        sp_sso_descriptors: Some(vec![sp]),
+        ..EntityDescriptor::default()
+    }
+}
+
 impl SamlLogin {
     /// Creates the provider; metadata from a URL is fetched in the background
     /// (retried with backoff, refreshed hourly).
@@ -137,10 +167,10 @@ impl SamlLogin {
         self.sp.load().is_some()
     }
 
-    /// The SP metadata XML to paste into the IdP.
+    /// The SP metadata XML to paste into the IdP. It depends on porteiro's
+    /// settings only, so it is served before the IdP's metadata is loaded.
     pub fn metadata_xml(&self) -> Option<String> {
-        let sp = self.sp.load_full()?;
-        sp.metadata().ok()?.to_string().ok()
+        sp_metadata(&self.s).to_string().ok()
     }
 
     /// Begins a login: the IdP URL (AuthnRequest by HTTP-Redirect) with an
@@ -407,5 +437,33 @@ mod tests {
         let dtd = r#"<!DOCTYPE x [<!ENTITY e "x">]><samlp:Response><saml:Assertion/></samlp:Response>"#;
         assert_eq!(precheck(dtd).err().map(|f| f.reason), Some("malformed_response"));
         assert_eq!(count_elements("<a:AssertionX/><Assertion/></Assertion>", "Assertion"), 1);
+    }
+
+    fn settings(email_attribute: Option<&str>) -> SamlSettings {
+        SamlSettings {
+            id: "azure".into(),
+            metadata: MetadataSource::Inline(String::new()),
+            entity_id: "https://clockin.example.com/sso/saml/metadata".into(),
+            acs_url: "https://clockin.example.com/sso/saml/acs".into(),
+            email_attribute: email_attribute.map(str::to_string),
+            name_attribute: None,
+            groups_attribute: None,
+            logout_url: None,
+            leeway: Duration::from_secs(60),
+            validity: 900,
+        }
+    }
+
+    #[test]
+    fn sp_metadata_without_logout_or_expiry() {
+        let xml = sp_metadata(&settings(None)).to_string().unwrap_or_default();
+        assert!(xml.contains(r#"entityID="https://clockin.example.com/sso/saml/metadata""#), "{xml}");
+        assert!(xml.contains(r#"Location="https://clockin.example.com/sso/saml/acs""#), "{xml}");
+        assert!(xml.contains(HTTP_POST_BINDING), "{xml}");
+        assert!(xml.contains(EMAIL_NAME_ID), "{xml}");
+        assert!(!xml.contains("validUntil"), "{xml}");
+        assert!(!xml.contains("SingleLogoutService"), "{xml}");
+        let with_attribute = sp_metadata(&settings(Some("mail"))).to_string().unwrap_or_default();
+        assert!(!with_attribute.contains("NameIDFormat"), "{with_attribute}");
     }
 }

@@ -219,7 +219,7 @@ impl SamlLogin {
         precheck(&xml)?;
         let assertion = sp.parse_xml_response(&xml, Some(&[attempt.request_id.as_str()])).map_err(|e| {
             warn!(provider = %self.s.id, error = %e, "SAML response refused");
-            fail("invalid_response", "The sign-in answer is not valid for this service.")
+            refusal(&e)
         })?;
         self.check_audience(&assertion)?;
         let until = assertion
@@ -290,6 +290,38 @@ fn attribute(a: &Assertion, name: &str) -> Vec<String> {
         .filter(|attr| attr.name.as_deref() == Some(name))
         .flat_map(|attr| attr.values.iter().filter_map(|v| v.value.as_ref().map(|s| s.trim().to_string())))
         .collect()
+}
+
+/// The reason (logged, counted in `auth_failures`) and the browser's text
+/// for a response samael refused.
+fn refusal(e: &samael::service_provider::Error) -> SamlFailure {
+    use samael::service_provider::Error as E;
+    match e {
+        E::FailedToValidateSignature => {
+            fail("bad_signature", "The sign-in answer is not signed by the identity provider.")
+        }
+        E::AssertionExpired { .. }
+        | E::ResponseExpired { .. }
+        | E::AssertionConditionExpired { .. }
+        | E::AssertionSubjectConfirmationExpired { .. } => fail("expired", "The sign-in answer has expired."),
+        E::AssertionConditionExpiredBefore { .. } | E::AssertionSubjectConfirmationExpiredBefore { .. } => {
+            fail("not_yet_valid", "The sign-in answer is not valid yet; check the clocks.")
+        }
+        E::AssertionConditionAudienceRestrictionFailed { .. } => {
+            fail("wrong_audience", "The sign-in answer is meant for another service.")
+        }
+        E::DestinationValidationError { .. } | E::AssertionRecipientMismatch { .. } => {
+            fail("wrong_recipient", "The sign-in answer is addressed to another service.")
+        }
+        E::AssertionInResponseToInvalid { .. } | E::ResponseInResponseToInvalid { .. } => {
+            fail("wrong_request", "The sign-in answer belongs to another sign-in.")
+        }
+        E::AssertionIssuerMismatch { .. } | E::ResponseIssuerMismatch { .. } => {
+            fail("wrong_issuer", "The sign-in answer comes from another identity provider.")
+        }
+        E::ResponseBadStatusCode { .. } => fail("idp_refused", "The identity provider did not sign you in."),
+        _ => fail("invalid_response", "The sign-in answer is not valid for this service."),
+    }
 }
 
 fn relay_key(relay: &str) -> String {

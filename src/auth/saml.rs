@@ -183,7 +183,12 @@ impl SamlLogin {
         let idp_url = sp
             .sso_binding_location(REDIRECT_BINDING)
             .ok_or_else(|| fail("idp_unusable", "The identity provider offers no HTTP-Redirect sign-in."))?;
-        let request = sp.make_authentication_request(&idp_url).map_err(|e| fail("authn_request", e.to_string()))?;
+        let mut request =
+            sp.make_authentication_request(&idp_url).map_err(|e| fail("authn_request", e.to_string()))?;
+        // samael's IDs carry 32 random bits; the ID is what the answer's
+        // InResponseTo must match, so make it unguessable like the
+        // RelayState. An xs:ID must not start with a digit or '-'.
+        request.id = format!("_{}", random_id(20));
         let relay = random_id(24);
         let attempt =
             Attempt { provider: self.s.id.clone(), request_id: request.id.clone(), return_to: return_to.to_string() };

@@ -238,6 +238,15 @@ impl Gateway {
                 resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
                 resp
             }
+            // The IdP posts to the ACS; nothing else is a SAML binding porteiro
+            // speaks (a GET here is a bookmark or a misconfigured IdP).
+            "/saml/acs" | "/saml/metadata" => {
+                let allow = if endpoint == "/saml/acs" { "POST" } else { "GET, HEAD" };
+                let mut resp =
+                    error::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.", false);
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                resp
+            }
             _ => self.reject(&req, StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
         }
     }

@@ -444,12 +444,9 @@ impl Gateway {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/samlmetadata+xml"));
                 resp
             }
-            Some(None) => error::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "The SP metadata cannot be written.",
-                false,
-            ),
+            Some(None) => {
+                error::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "The SP metadata cannot be written.", false)
+            }
             None => {
                 error::error(StatusCode::NOT_FOUND, "unknown_provider", "Name a SAML provider with ?provider=.", false)
             }

@@ -183,8 +183,7 @@ impl SamlLogin {
         let idp_url = sp
             .sso_binding_location(REDIRECT_BINDING)
             .ok_or_else(|| fail("idp_unusable", "The identity provider offers no HTTP-Redirect sign-in."))?;
-        let mut request =
-            sp.make_authentication_request(&idp_url).map_err(|e| fail("authn_request", e.to_string()))?;
+        let mut request = sp.make_authentication_request(&idp_url).map_err(|e| fail("authn_request", e.to_string()))?;
         // samael's IDs carry 32 random bits; the ID is what the answer's
         // InResponseTo must match, so make it unguessable like the
         // RelayState. An xs:ID must not start with a digit or '-'.
@@ -251,10 +250,11 @@ impl SamlLogin {
 
     /// An AudienceRestriction naming this SP is required, not optional.
     fn check_audience(&self, a: &Assertion) -> Result<(), SamlFailure> {
-        let ok =
-            a.conditions.as_ref().and_then(|c| c.audience_restrictions.as_ref()).is_some_and(|rs| {
-                !rs.is_empty() && rs.iter().all(|r| r.audience.contains(&self.s.entity_id))
-            });
+        let ok = a
+            .conditions
+            .as_ref()
+            .and_then(|c| c.audience_restrictions.as_ref())
+            .is_some_and(|rs| !rs.is_empty() && rs.iter().all(|r| r.audience.contains(&self.s.entity_id)));
         if ok { Ok(()) } else { Err(fail("wrong_audience", "The sign-in answer is meant for another service.")) }
     }
 

@@ -512,7 +512,8 @@ impl Gateway {
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}</style></head>\
              <body><h1>Sign-in failed</h1><p>{}.</p><p><a href=\"{}\">Try again</a></p></body></html>\n",
-            escape_html(text),
+            // The texts are sentences already: no second full stop.
+            escape_html(text.trim_end_matches('.')),
             escape_html(retry)
         );
         error::page_response(status, page)
@@ -565,7 +566,7 @@ impl Gateway {
                 "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
                  <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}</style></head>\
                  <body><h1>Sign-in failed</h1><p>{}.</p><p><a href=\"/\">Try again</a></p></body></html>\n",
-                escape_html(text)
+                escape_html(text.trim_end_matches('.'))
             );
             error::page_response(status, page)
         } else {

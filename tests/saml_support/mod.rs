@@ -574,6 +574,7 @@ impl Saml {
         assert!(no_store, "{reason}: the refusal is not cached");
         assert!(!cookies.iter().any(|c| c.contains(COOKIE)), "{reason}: a session cookie was set: {cookies:?}");
         assert!(body.contains("Sign-in failed"), "{reason}: a short HTML page for browsers: {body}");
+        assert!(!body.contains("..</p>"), "{reason}: one full stop: {body}");
         assert_eq!(
             self.failures(provider, reason).await,
             failures + 1.0,

@@ -373,22 +373,42 @@ fn precheck(xml: &str) -> Result<(), SamlFailure> {
         return Err(fail("malformed_response", "The sign-in answer carries processing instructions."));
     }
     let assertions = count_elements(xml, "Assertion") + count_elements(xml, "EncryptedAssertion");
+    if assertions == 0 {
+        // An IdP that did not sign the user in (cancelled, refused, no
+        // access) answers a status and no assertion. The status is not
+        // verified: it only names the refusal, which happens regardless.
+        let codes: Vec<&str> = start_tags(xml, "StatusCode")
+            .filter_map(|tag| tag.split_once(" Value=\"").and_then(|(_, v)| v.split('"').next()))
+            .map(|v| v.rsplit(':').next().unwrap_or(v))
+            .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric()))
+            .collect();
+        if codes.first().is_some_and(|c| *c != "Success") {
+            return Err(fail(
+                "idp_refused",
+                format!("The identity provider did not sign you in ({}).", codes.join(", ")),
+            ));
+        }
+    }
     if assertions != 1 {
         return Err(fail("assertion_count", "The sign-in answer must carry exactly one assertion."));
     }
     Ok(())
 }
 
-/// Start tags whose local name is `local`, with or without a prefix.
+/// Start tags (the text after `<`, up to `>`) whose local name is `local`,
+/// with or without a prefix.
+fn start_tags<'a>(xml: &'a str, local: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    xml.match_indices('<').filter_map(move |(i, _)| {
+        let tag = &xml[i + 1..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        let name_end = tag.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(tag.len());
+        let name = &tag[..name_end];
+        (!name.starts_with('/') && name.rsplit(':').next() == Some(local)).then_some(tag)
+    })
+}
+
 fn count_elements(xml: &str, local: &str) -> usize {
-    xml.match_indices('<')
-        .filter(|(i, _)| {
-            let tag = &xml[i + 1..];
-            let name_end = tag.find(|c: char| c.is_whitespace() || c == '>' || c == '/').unwrap_or(tag.len());
-            let name = &tag[..name_end];
-            !name.starts_with('/') && name.rsplit(':').next() == Some(local)
-        })
-        .count()
+    start_tags(xml, local).count()
 }
 
 /// What the metadata task needs of the settings (they are not `Clone`).
@@ -474,6 +494,12 @@ mod tests {
         let dtd = r#"<!DOCTYPE x [<!ENTITY e "x">]><samlp:Response><saml:Assertion/></samlp:Response>"#;
         assert_eq!(precheck(dtd).err().map(|f| f.reason), Some("malformed_response"));
         assert_eq!(count_elements("<a:AssertionX/><Assertion/></Assertion>", "Assertion"), 1);
+        let cancelled = r#"<samlp:Response><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Responder"><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"/></samlp:StatusCode></samlp:Status></samlp:Response>"#;
+        let refused = precheck(cancelled).err();
+        assert_eq!(refused.as_ref().map(|f| f.reason), Some("idp_refused"));
+        assert!(refused.is_some_and(|f| f.text.contains("(Responder, AuthnFailed)")));
+        let success_without = r#"<samlp:Response><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status></samlp:Response>"#;
+        assert_eq!(precheck(success_without).err().map(|f| f.reason), Some("assertion_count"));
     }
 
     fn settings(email_attribute: Option<&str>) -> SamlSettings {

@@ -285,3 +285,25 @@ async fn saml_endpoints_answer_405_to_other_methods() {
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(resp.headers()["allow"], "GET, HEAD");
 }
+
+/// With `email_attribute` set, the email comes from that attribute, not
+/// from the NameID (Azure AD with a persistent or object-ID NameID): the
+/// NameID is the user id.
+#[tokio::test]
+async fn email_from_the_attribute_user_from_the_name_id() {
+    let saml = Setup::new().start().await;
+    let object_id = "8c2f0c4e-5b7d-4a49-9e57-1d0f3c6b2a11";
+    let (_, answer) = saml.answer_for("/", &[("name_id", object_id)]).await;
+    assert_eq!(text_of(&answer.xml(), "NameID").as_deref(), Some(object_id));
+    let resp = saml.post_acs(&answer.saml_response, &answer.relay_state).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "{:?}", resp.text().await);
+    let cookie = format!("{COOKIE}={}", session_cookie(&resp).unwrap());
+    let echo = saml.echo("/", &cookie).await;
+    assert_eq!(echo.header("x-forwarded-email"), Some(USER_EMAIL));
+    assert_eq!(echo.header("x-forwarded-user"), Some(object_id));
+
+    // The attribute is what counts: a NameID that looks like an email does
+    // not stand in for a missing or fake email attribute.
+    let (_, answer) = saml.answer_for("/", &[("email", "not-an-email"), ("name_id", USER_EMAIL)]).await;
+    saml.assert_refused(&answer.saml_response, &answer.relay_state, PROVIDER, "invalid_email").await;
+}

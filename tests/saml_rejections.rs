@@ -271,6 +271,19 @@ async fn wrong_key_weak_algorithm_or_other_issuer() {
     saml.assert_refused(&answer.saml_response, &answer.relay_state, PROVIDER, "wrong_issuer").await;
 }
 
+/// The IdP did not sign the user in (cancelled, refused): its error
+/// Response carries a status and no assertion, and the refusal names it.
+#[tokio::test]
+async fn idp_error_status() {
+    let saml = Setup::new().start().await;
+    for sign in ["none", "response"] {
+        let (_, answer) = saml.answer_for("/", &[("status", "authn_failed"), ("sign", sign)]).await;
+        let xml = answer.xml();
+        assert!(element(&xml, "Assertion").is_none() && xml.contains("status:AuthnFailed"), "{xml}");
+        saml.assert_refused(&answer.saml_response, &answer.relay_state, PROVIDER, "idp_refused").await;
+    }
+}
+
 /// Garbage where a SAMLResponse should be.
 #[tokio::test]
 async fn malformed_posts() {

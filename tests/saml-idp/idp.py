@@ -37,6 +37,9 @@ pysaml2:
     alg=sha256|sha1                     signature and digest algorithm
                                         (default sha256, as Azure AD)
     email=, name=, groups=a,b           the user
+    name_id=ID                          a persistent NameID instead of the
+                                        email
+    status=authn_failed                 an error Response (no assertion)
 
 On start it prints one JSON line to stdout: {"url": "http://127.0.0.1:PORT"}.
 It exits when its standard input closes, so it never outlives the test that
@@ -62,7 +65,8 @@ from saml2.assertion import Policy
 from saml2.attribute_converter import from_local
 from saml2.config import IdPConfig
 from saml2.metadata import entity_descriptor
-from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
+from saml2.samlp import STATUS_AUTHN_FAILED
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.server import Server
 from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 
@@ -182,6 +186,10 @@ class Idp:
                 CLAIM_GIVEN: [user["name"].split(" ")[0]],
                 CLAIM_GROUPS: user["groups"],
             }
+            if "name_id" in knob:  # an opaque, persistent identifier
+                name_id = NameID(format=NAMEID_FORMAT_PERSISTENT, text=knob["name_id"])
+            else:
+                name_id = NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=user["email"])
             sign = knob.get("sign", "assertion")
             server = self.alt if knob.get("signer") == "alt" else self.server
             if server is None:
@@ -189,12 +197,23 @@ class Idp:
             policy = KnobPolicy(restrictions=POLICY, mds=server.metadata)
             policy.audience = knob.get("audience")
             policy.lifetime = int(knob["lifetime"]) if "lifetime" in knob else None
+            if knob.get("status") == "authn_failed":  # the user cancelled, or was refused
+                response = server.create_error_response(
+                    args["in_response_to"],
+                    destination,
+                    (STATUS_AUTHN_FAILED, "The user cancelled the sign-in."),
+                    sign=sign in ("response", "both"),
+                )
+                http = server.apply_binding(
+                    BINDING_HTTP_POST, str(response), destination, knob.get("RelayState", ""), response=True
+                )
+                return http["data"]
             response = server.create_authn_response(
                 identity,
                 in_response_to=args["in_response_to"],
                 destination=destination,
                 sp_entity_id=args["sp_entity_id"],
-                name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=user["email"]),
+                name_id=name_id,
                 authn={"class_ref": "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"},
                 issuer=knob.get("issuer", self.server.config.entityid),
                 sign_assertion=sign in ("assertion", "both"),

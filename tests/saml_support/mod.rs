@@ -20,7 +20,8 @@
 //! bottom edit a signed Response the way an attacker would.
 //!
 //! Missing tools (python3, pysaml2, xmlsec1, openssl) fail the test with
-//! what to install: these tests never skip.
+//! what to install: these tests never skip. `PYTHON` names another
+//! interpreter (a virtualenv's) than `python3` on PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 #![allow(dead_code, reason = "each test binary uses a different part of the helpers")]

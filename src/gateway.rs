@@ -301,7 +301,7 @@ impl Gateway {
         }
         match self.session(req.headers(), route) {
             Some(identity) => self.allowed(req, route, Arc::new(identity)),
-            None => Outcome::Respond(self.sign_in_required(req, route, &return_path(path, req.uri().query()))),
+            None => Outcome::Respond(self.sign_in_required(req, route, &return_path(path, req.uri().query())).await),
         }
     }
 
@@ -379,7 +379,7 @@ impl Gateway {
 
     /// Not signed in: a browser navigation goes to the login page, anything
     /// else gets a 401 it can act on.
-    pub(crate) fn sign_in_required<B>(&self, req: &Request<B>, route: &Route, return_to: &str) -> Response<Body> {
+    pub(crate) async fn sign_in_required<B>(&self, req: &Request<B>, route: &Route, return_to: &str) -> Response<Body> {
         match &route.login {
             // An OpenID Connect attempt begins at `{auth_prefix}/start`: the
             // browser sends the attempt cookies it holds (`Path=/sso/`) only
@@ -393,7 +393,7 @@ impl Gateway {
                 redirect(&format!("{}/start?{query}", self.auth_prefix))
             }
             Some(provider) if is_navigation(req.method(), req.headers()) => {
-                self.begin_login(provider, req.headers(), return_to, None)
+                self.begin_login(provider, req.headers(), return_to, None).await
             }
             _ => error::error(
                 StatusCode::UNAUTHORIZED,

@@ -170,6 +170,7 @@ fn print_summary(path: &std::path::Path, config: &Config) {
             ProviderKind::Code(c) => format!("code    login_url={} clients={}", c.login_url, c.clients.len()),
             ProviderKind::Bearer(b) => format!("bearer  issuer={}", b.token.issuer),
             ProviderKind::Oidc(o) => format!("oidc    issuer={} client_id={}", o.issuer, o.client_id),
+            ProviderKind::Saml(m) => format!("saml    entity_id={}", m.entity_id),
         };
         println!("  {} {detail}", p.id);
     }

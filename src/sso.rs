@@ -20,11 +20,12 @@ use crate::auth::identifiers::{Identifiers, Mapping, MappingError};
 use crate::auth::jwks::{JwksRegistry, JwksSettings};
 use crate::auth::jwt::JwtLogin;
 use crate::auth::oidc::{ClientAuth, Endpoints, OidcLogin, OidcSettings};
+use crate::auth::saml::{self, MetadataSource, SamlLogin, SamlSettings};
 use crate::auth::store::Revocation;
 use crate::auth::token::{KeySource, Rules, TokenError, Verifier};
 use crate::auth::{self, Identity, Provider, claims, redirect as sanitize};
 use crate::body::Body;
-use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, TokenConfig, TokenEndpointAuth};
+use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, SamlMetadata, TokenConfig, TokenEndpointAuth};
 use crate::error::{self, escape_html};
 use crate::gateway::{self, Audience, Gateway, Outcome, identity_headers, is_navigation, redirect, request_host};
 use crate::path;
@@ -106,6 +107,27 @@ pub(crate) fn build_provider(
             },
             fetcher.clone(),
         ))),
+        ProviderKind::Saml(m) => Provider::Saml(Box::new(
+            SamlLogin::start(
+                SamlSettings {
+                    id: p.id.clone(),
+                    metadata: match &m.metadata {
+                        SamlMetadata::File { xml, .. } => MetadataSource::Inline(xml.clone()),
+                        SamlMetadata::Url(u) => MetadataSource::Url(u.clone()),
+                    },
+                    entity_id: m.entity_id.clone(),
+                    acs_url: format!("{}{}/saml/acs", config.server.public_url, config.server.auth_prefix),
+                    email_attribute: m.email_attribute.clone(),
+                    name_attribute: m.name_attribute.clone(),
+                    groups_attribute: m.groups_attribute.clone(),
+                    logout_url: m.logout_url.clone(),
+                    leeway: Duration::from_secs(m.leeway_seconds),
+                    validity,
+                },
+                fetcher.clone(),
+            )
+            .map_err(|e| format!("provider {}: {e}", p.id))?,
+        )),
         ProviderKind::Bearer(b) => Provider::Bearer(BearerAuth::new(
             p.id.clone(),
             verifier(&p.id, &b.token, fetcher, jwks)?,
@@ -196,7 +218,9 @@ impl Gateway {
         let post = req.method() == Method::POST;
         match endpoint {
             "/callback" if get => self.callback(req).await,
-            "/start" if get => self.start(&req),
+            "/start" if get => self.start(&req).await,
+            "/saml/acs" if post => self.saml_acs(req).await,
+            "/saml/metadata" if get => self.saml_metadata(&req),
             "/logout" if get || post => self.logout(&req).await,
             "/userinfo" if get => self.userinfo(&req),
             "/auth" if get => self.forward_auth(&req).await,
@@ -212,6 +236,15 @@ impl Gateway {
                 let mut resp =
                     error::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.", false);
                 resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+                resp
+            }
+            // The IdP posts to the ACS; nothing else is a SAML binding porteiro
+            // speaks (a GET here is a bookmark or a misconfigured IdP).
+            "/saml/acs" | "/saml/metadata" => {
+                let allow = if endpoint == "/saml/acs" { "POST" } else { "GET, HEAD" };
+                let mut resp =
+                    error::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.", false);
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
                 resp
             }
             _ => self.reject(&req, StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
@@ -339,9 +372,90 @@ impl Gateway {
         resp
     }
 
+    /// `POST /sso/saml/acs`: the IdP's signed Response (HTTP-POST binding).
+    async fn saml_acs(&self, req: Request<Incoming>) -> Response<Body> {
+        // The body is consumed below; keep the headers for the answer.
+        let mut probe = Request::new(());
+        *probe.headers_mut() = req.headers().clone();
+        let body = match Limited::new(req.into_body(), saml::MAX_RESPONSE_BYTES * 2).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return self.login_failed(
+                    &probe,
+                    "-",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "response_too_large",
+                    "The sign-in answer is too large.",
+                );
+            }
+        };
+        let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let (Some(response), relay) = (param(&form, "SAMLResponse"), param(&form, "RelayState").unwrap_or("")) else {
+            return self.login_failed(
+                &probe,
+                "-",
+                StatusCode::BAD_REQUEST,
+                "missing_response",
+                "The sign-in answer carries no SAMLResponse.",
+            );
+        };
+        let attempt = match saml::take_attempt(relay, self.shared.store.as_ref()).await {
+            Ok(a) => a,
+            Err(f) => return self.login_failed(&probe, "-", StatusCode::BAD_REQUEST, f.reason, &f.text),
+        };
+        let Some(provider) = self.provider(&attempt.provider).and_then(|p| p.as_saml()) else {
+            return self.login_failed(
+                &probe,
+                "-",
+                StatusCode::BAD_REQUEST,
+                "unknown_relay_state",
+                "This sign-in's provider is gone.",
+            );
+        };
+        let id = provider.s.id.clone();
+        match provider.finish(attempt, response, self.shared.store.as_ref(), auth::now()).await {
+            Ok((identity, return_to)) => self.start_session(&probe, &id, identity, &return_to, true),
+            Err(f) => {
+                let status = if f.reason == "store_unavailable" {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                self.login_failed(&probe, &id, status, f.reason, &f.text)
+            }
+        }
+    }
+
+    /// `GET /sso/saml/metadata[?provider=]`: the SP metadata to paste into the IdP.
+    fn saml_metadata(&self, req: &Request<Incoming>) -> Response<Body> {
+        let q = query(req);
+        let mut saml = self.providers.iter().filter_map(|p| p.as_saml());
+        let chosen = match param(&q, "provider") {
+            Some(id) => self.provider(id).and_then(|p| p.as_saml()),
+            None => match (saml.next(), saml.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            },
+        };
+        match chosen.map(|p| p.metadata_xml()) {
+            Some(Some(xml)) => {
+                let mut resp = Response::new(Body::full(xml));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/samlmetadata+xml"));
+                resp
+            }
+            Some(None) => {
+                error::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "The SP metadata cannot be written.", false)
+            }
+            None => {
+                error::error(StatusCode::NOT_FOUND, "unknown_provider", "Name a SAML provider with ?provider=.", false)
+            }
+        }
+    }
+
     /// Starts a login with `provider` for a browser that should come back to
     /// `return_to`: a redirect (OpenID Connect also sets a state cookie).
-    pub(crate) fn begin_login(
+    pub(crate) async fn begin_login(
         &self,
         provider: &Provider,
         headers: &http::HeaderMap,
@@ -351,6 +465,16 @@ impl Gateway {
         // Every way into a login passes here: the return path is made safe
         // once, whatever the request path looked like (`//evil.com/x` too).
         let return_to = &sanitize::sanitize(Some(return_to), &self.public_url);
+        if let Provider::Saml(p) = provider {
+            return match p.begin(return_to, self.shared.store.as_ref()).await {
+                Ok(url) => redirect(&url),
+                Err(f) => {
+                    self.shared.metrics.auth_failure(provider.id(), f.reason);
+                    warn!(provider = provider.id(), reason = f.reason, "cannot start a SAML login");
+                    error::error(StatusCode::SERVICE_UNAVAILABLE, f.reason, &f.text, error::wants_html(headers))
+                }
+            };
+        }
         if let Provider::Oidc(p) = provider {
             let begun = self.login_states.as_ref().and_then(|s| p.begin(s, headers, return_to, login_hint));
             return match begun {
@@ -388,7 +512,8 @@ impl Gateway {
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}</style></head>\
              <body><h1>Sign-in failed</h1><p>{}.</p><p><a href=\"{}\">Try again</a></p></body></html>\n",
-            escape_html(text),
+            // The texts are sentences already: no second full stop.
+            escape_html(text.trim_end_matches('.')),
             escape_html(retry)
         );
         error::page_response(status, page)
@@ -441,7 +566,7 @@ impl Gateway {
                 "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Sign-in failed</title>\
                  <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}}</style></head>\
                  <body><h1>Sign-in failed</h1><p>{}.</p><p><a href=\"/\">Try again</a></p></body></html>\n",
-                escape_html(text)
+                escape_html(text.trim_end_matches('.'))
             );
             error::page_response(status, page)
         } else {
@@ -598,7 +723,7 @@ impl Gateway {
     /// explicitly (also the target of nginx's `error_page 401` for
     /// forward-auth, and of the retry link on a failed sign-in page).
     /// `login_hint` is passed on to an OpenID provider.
-    fn start(&self, req: &Request<Incoming>) -> Response<Body> {
+    async fn start(&self, req: &Request<Incoming>) -> Response<Body> {
         let q = query(req);
         let return_to = sanitize::sanitize(param(&q, "redirectUrl").or_else(|| param(&q, "rd")), &self.public_url);
         let provider = match param(&q, "provider") {
@@ -620,7 +745,7 @@ impl Gateway {
         match provider {
             // begin_login, not login_location: an OpenID Connect login needs
             // its state cookie (login_location is None for it).
-            Some(p) => self.begin_login(p, req.headers(), &return_to, param(&q, "login_hint")),
+            Some(p) => self.begin_login(p, req.headers(), &return_to, param(&q, "login_hint")).await,
             None => error::error(
                 StatusCode::BAD_REQUEST,
                 "unknown_provider",
@@ -735,7 +860,7 @@ impl Gateway {
                 let return_to = gateway::return_path(path, query);
                 match &route.login {
                     Some(p) if redirect_mode && is_original_navigation(req) => {
-                        self.begin_login(p, req.headers(), &return_to, None)
+                        self.begin_login(p, req.headers(), &return_to, None).await
                     }
                     _ => error::json(
                         StatusCode::UNAUTHORIZED,

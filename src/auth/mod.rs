@@ -10,6 +10,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod oidc;
 pub mod redirect;
+pub mod saml;
 pub mod seal;
 pub mod session;
 pub mod store;
@@ -23,6 +24,7 @@ pub enum Provider {
     Code(code::CodeLogin),
     Bearer(bearer::BearerAuth),
     Oidc(Box<oidc::OidcLogin>),
+    Saml(Box<saml::SamlLogin>),
 }
 
 impl Provider {
@@ -32,12 +34,13 @@ impl Provider {
             Provider::Code(p) => &p.id,
             Provider::Bearer(p) => &p.id,
             Provider::Oidc(p) => &p.s.id,
+            Provider::Saml(p) => &p.s.id,
         }
     }
 
     /// Can browsers sign in with it?
     pub fn is_login(&self) -> bool {
-        matches!(self, Provider::Jwt(_) | Provider::Code(_) | Provider::Oidc(_))
+        matches!(self, Provider::Jwt(_) | Provider::Code(_) | Provider::Oidc(_) | Provider::Saml(_))
     }
 
     pub fn as_jwt(&self) -> Option<&jwt::JwtLogin> {
@@ -61,6 +64,13 @@ impl Provider {
         }
     }
 
+    pub fn as_saml(&self) -> Option<&saml::SamlLogin> {
+        match self {
+            Provider::Saml(p) => Some(p),
+            _ => None,
+        }
+    }
+
     pub fn as_bearer(&self) -> Option<&bearer::BearerAuth> {
         match self {
             Provider::Bearer(p) => Some(p),
@@ -75,17 +85,18 @@ impl Provider {
             Provider::Code(_) => true,
             Provider::Bearer(p) => p.verifier.ready(),
             Provider::Oidc(p) => p.ready(),
+            Provider::Saml(p) => p.ready(),
         }
     }
 
     /// Where a browser goes to sign in, coming back to `return_to` (a path).
-    /// `None` for API-only providers and for OpenID Connect, whose login
-    /// also sets a state cookie (see `OidcLogin::begin`).
+    /// `None` for API-only providers, and for OpenID Connect and SAML, whose
+    /// logins also record an attempt (see their `begin`).
     pub fn login_location(&self, return_to: &str) -> Option<String> {
         match self {
             Provider::Jwt(p) => Some(p.login_location(return_to)),
             Provider::Code(p) => Some(p.login_location(return_to)),
-            Provider::Bearer(_) | Provider::Oidc(_) => None,
+            Provider::Bearer(_) | Provider::Oidc(_) | Provider::Saml(_) => None,
         }
     }
 
@@ -95,6 +106,7 @@ impl Provider {
             Provider::Jwt(p) => p.logout_url.as_deref(),
             Provider::Code(p) => p.logout_url.as_deref(),
             Provider::Oidc(p) => p.s.logout_url.as_deref(),
+            Provider::Saml(p) => p.s.logout_url.as_deref(),
             Provider::Bearer(_) => None,
         }
     }

@@ -111,12 +111,13 @@ pub enum ProviderKind {
     Code(CodeConfig),
     Bearer(BearerConfig),
     Oidc(OidcConfig),
+    Saml(SamlConfig),
 }
 
 impl ProviderKind {
     /// Can browsers sign in with it (may a route name it as `login`)?
     pub fn is_login(&self) -> bool {
-        matches!(self, ProviderKind::Jwt(_) | ProviderKind::Code(_) | ProviderKind::Oidc(_))
+        matches!(self, ProviderKind::Jwt(_) | ProviderKind::Code(_) | ProviderKind::Oidc(_) | ProviderKind::Saml(_))
     }
 }
 
@@ -155,6 +156,30 @@ pub struct OidcConfig {
     pub logout_url: Option<String>,
     pub jwks_min_refresh: Duration,
     pub jwks_max_refresh: Duration,
+}
+
+/// `kind = "saml"`: SAML 2.0 Web SSO as a service provider.
+#[derive(Debug, Clone)]
+pub struct SamlConfig {
+    pub metadata: SamlMetadata,
+    /// SP entity id; default `{public_url}{auth_prefix}/saml/metadata`.
+    pub entity_id: String,
+    /// Attribute (by Name) holding the email; `None` means the NameID.
+    pub email_attribute: Option<String>,
+    pub name_attribute: Option<String>,
+    pub groups_attribute: Option<String>,
+    pub logout_url: Option<String>,
+    pub leeway_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum SamlMetadata {
+    /// Read at load: (path, XML).
+    File {
+        path: PathBuf,
+        xml: String,
+    },
+    Url(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

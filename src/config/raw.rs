@@ -102,6 +102,12 @@ pub struct RawProvider {
     pub token_endpoint: Option<Spanned<String>>,
     pub jwks_uri: Option<Spanned<String>>,
     pub userinfo_endpoint: Option<Spanned<String>>,
+    pub idp_metadata_file: Option<Spanned<String>>,
+    pub idp_metadata_url: Option<Spanned<String>>,
+    pub entity_id: Option<Spanned<String>>,
+    pub email_attribute: Option<Spanned<String>>,
+    pub name_attribute: Option<Spanned<String>>,
+    pub groups_attribute: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

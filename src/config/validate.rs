@@ -17,8 +17,8 @@ use super::raw::{RawAllow, RawConfig, RawProvider, RawRoute, RawServer, RawSessi
 use super::secret::{self, Resolved, Secret};
 use super::{
     Access, AllowRules, BearerConfig, CodeConfig, Config, ConfigError, HostPattern, JwtConfig, KeyConfig, LogFormat,
-    OidcConfig, OidcEndpoints, ProviderConfig, ProviderKind, RouteConfig, ServerConfig, SessionConfig, StoreKind,
-    TlsFiles, TokenConfig, TokenEndpointAuth, Upstream, VALIDITY_MINUTES,
+    OidcConfig, OidcEndpoints, ProviderConfig, ProviderKind, RouteConfig, SamlConfig, SamlMetadata, ServerConfig,
+    SessionConfig, StoreKind, TlsFiles, TokenConfig, TokenEndpointAuth, Upstream, VALIDITY_MINUTES,
 };
 
 /// Where errors point: the text (for line numbers) and its name.
@@ -454,6 +454,7 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
         "jwt" => ProviderKind::Jwt(jwt_provider(ctx, i, raw, server)?),
         "code" => ProviderKind::Code(code_provider(ctx, i, raw)?),
         "oidc" => ProviderKind::Oidc(oidc_provider(ctx, i, raw)?),
+        "saml" => ProviderKind::Saml(saml_provider(ctx, i, raw, server)?),
         "bearer" => ProviderKind::Bearer(BearerConfig {
             token: token_config(ctx, i, raw)?,
             groups_claim: raw.groups_claim.as_ref().map_or_else(|| "groups".to_string(), |g| g.get_ref().clone()),
@@ -463,7 +464,7 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
             return Err(ctx.at(
                 key("kind"),
                 &raw.kind,
-                format!("unknown kind {other:?}; expected \"jwt\", \"oidc\", \"code\" or \"bearer\""),
+                format!("unknown kind {other:?}; expected \"jwt\", \"oidc\", \"saml\", \"code\" or \"bearer\""),
             ));
         }
     };
@@ -471,14 +472,16 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
     let kind_name = raw.kind.get_ref().as_str();
     let token_kinds: &[&str] = &["jwt", "bearer"];
     let verifying: &[&str] = &["jwt", "bearer", "oidc"];
+    let timed: &[&str] = &["jwt", "bearer", "oidc", "saml"];
     let oidc: &[&str] = &["oidc"];
+    let saml: &[&str] = &["saml"];
     let stray: &[(&str, bool, &[&str])] = &[
         ("secret", raw.secret.is_some(), token_kinds),
         ("public_key_file", raw.public_key_file.is_some(), token_kinds),
         ("jwks_url", raw.jwks_url.is_some(), token_kinds),
         ("algorithms", raw.algorithms.is_some(), verifying),
         ("audience", raw.audience.is_some(), verifying),
-        ("leeway_seconds", raw.leeway_seconds.is_some(), verifying),
+        ("leeway_seconds", raw.leeway_seconds.is_some(), timed),
         ("max_token_age_seconds", raw.max_token_age_seconds.is_some(), token_kinds),
         ("require_exp", raw.require_exp.is_some(), token_kinds),
         ("groups_claim", raw.groups_claim.is_some(), verifying),
@@ -495,6 +498,12 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
         ("token_endpoint", raw.token_endpoint.is_some(), oidc),
         ("jwks_uri", raw.jwks_uri.is_some(), oidc),
         ("userinfo_endpoint", raw.userinfo_endpoint.is_some(), oidc),
+        ("idp_metadata_file", raw.idp_metadata_file.is_some(), saml),
+        ("idp_metadata_url", raw.idp_metadata_url.is_some(), saml),
+        ("entity_id", raw.entity_id.is_some(), saml),
+        ("email_attribute", raw.email_attribute.is_some(), saml),
+        ("name_attribute", raw.name_attribute.is_some(), saml),
+        ("groups_attribute", raw.groups_attribute.is_some(), saml),
         ("clients", !raw.clients.is_empty(), &["code"]),
         ("code_ttl_seconds", raw.code_ttl_seconds.is_some(), &["code"]),
         ("required_scopes", raw.required_scopes.is_some(), &["bearer"]),
@@ -502,7 +511,7 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
         ("issuer", raw.issuer.is_some(), verifying),
         ("login_url", raw.login_url.is_some(), &["jwt", "code"]),
         ("return_param", raw.return_param.is_some(), &["jwt", "code"]),
-        ("logout_url", raw.logout_url.is_some(), &["jwt", "code", "oidc"]),
+        ("logout_url", raw.logout_url.is_some(), &["jwt", "code", "oidc", "saml"]),
     ];
     for &(name, set, kinds) in stray {
         if set && !kinds.contains(&kind_name) {
@@ -510,6 +519,35 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
         }
     }
     Ok(ProviderConfig { id: id.clone(), kind })
+}
+
+fn saml_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -> Result<SamlConfig, ConfigError> {
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let metadata = match (&raw.idp_metadata_file, &raw.idp_metadata_url) {
+        (Some(f), None) => {
+            let xml = std::fs::read_to_string(f.get_ref())
+                .map_err(|e| ctx.at(key("idp_metadata_file"), f, format!("cannot read {}: {e}", f.get_ref())))?;
+            SamlMetadata::File { path: PathBuf::from(f.get_ref()), xml }
+        }
+        (None, Some(u)) => {
+            url_allowed(u.get_ref()).map_err(|m| ctx.at(key("idp_metadata_url"), u, m))?;
+            SamlMetadata::Url(u.get_ref().clone())
+        }
+        _ => return Err(ctx.at(key("kind"), &raw.kind, "set exactly one of idp_metadata_file or idp_metadata_url")),
+    };
+    let attr = |v: &Option<Spanned<String>>| v.as_ref().map(|a| a.get_ref().clone()).filter(|a| !a.is_empty());
+    Ok(SamlConfig {
+        metadata,
+        entity_id: raw.entity_id.as_ref().map_or_else(
+            || format!("{}{}/saml/metadata", server.public_url, server.auth_prefix),
+            |e| e.get_ref().clone(),
+        ),
+        email_attribute: attr(&raw.email_attribute),
+        name_attribute: attr(&raw.name_attribute),
+        groups_attribute: attr(&raw.groups_attribute),
+        logout_url: raw.logout_url.as_ref().map(|u| absolute_url(ctx, &key("logout_url"), u)).transpose()?,
+        leeway_seconds: raw.leeway_seconds.as_ref().map_or(60, |v| *v.get_ref()),
+    })
 }
 
 fn oidc_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<OidcConfig, ConfigError> {

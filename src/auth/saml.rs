@@ -1,0 +1,532 @@
+//! `kind = "saml"`: SAML 2.0 Web SSO as a service provider (Carol / Clock
+//! In with Azure AD or TOTVS Identity). AuthnRequest by HTTP-Redirect, signed
+//! Response by HTTP-POST to `/sso/saml/acs`.
+//!
+//! Signature checking and canonicalisation are xmlsec's (through samael):
+//! only the content the IdP's signature covers is used, which defeats
+//! signature wrapping. On top of samael's checks (Destination, Recipient,
+//! InResponseTo, Issuer, NotBefore/NotOnOrAfter, Audience when present)
+//! porteiro requires: exactly one assertion, an AudienceRestriction naming
+//! this SP, no DOCTYPE and no comments (the NameID comment-injection trick),
+//! a single use of each assertion ID, and an email that is a real address.
+//! The login attempt is kept server-side keyed by an opaque RelayState,
+//! because the IdP's POST is cross-site and Lax cookies do not come with it.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use samael::crypto::AllowedSignatureAlgorithm;
+use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, SpSsoDescriptor};
+use samael::schema::Assertion;
+use samael::service_provider::{ServiceProvider, ServiceProviderBuilder};
+use samael::traits::ToXml;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::claims::valid_email;
+use super::fetch::Fetcher;
+use super::seal::random_id;
+use super::session::Identity;
+use super::store::Store;
+
+/// How long a login attempt may take.
+const ATTEMPT_SECONDS: u64 = 600;
+/// Largest SAMLResponse accepted (decoded).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+const REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const EMAIL_NAME_ID: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
+
+/// Where IdP metadata comes from.
+#[derive(Debug, Clone)]
+pub enum MetadataSource {
+    /// Read at load.
+    Inline(String),
+    /// Fetched (and refreshed) from a URL.
+    Url(String),
+}
+
+pub struct SamlSettings {
+    pub id: String,
+    pub metadata: MetadataSource,
+    pub entity_id: String,
+    pub acs_url: String,
+    pub email_attribute: Option<String>,
+    pub name_attribute: Option<String>,
+    pub groups_attribute: Option<String>,
+    pub logout_url: Option<String>,
+    pub leeway: Duration,
+    /// Session validity in seconds.
+    pub validity: u64,
+}
+
+pub struct SamlLogin {
+    pub s: SamlSettings,
+    sp: Arc<ArcSwapOption<ServiceProvider>>,
+    _alive: Arc<()>,
+}
+
+/// A login attempt, stored under its RelayState until the ACS takes it.
+#[derive(Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    request_id: String,
+    return_to: String,
+}
+
+#[derive(Debug)]
+pub struct SamlFailure {
+    pub reason: &'static str,
+    pub text: String,
+}
+
+fn fail(reason: &'static str, text: impl Into<String>) -> SamlFailure {
+    SamlFailure { reason, text: text.into() }
+}
+
+/// Builds samael's service provider for one IdP's metadata.
+fn build_sp(s: &SamlSettings, xml: &str) -> Result<ServiceProvider, String> {
+    let idp: EntityDescriptor = xml.parse().map_err(|e| format!("IdP metadata is not SAML metadata: {e}"))?;
+    let leeway = chrono::Duration::seconds(i64::try_from(s.leeway.as_secs()).unwrap_or(60));
+    let sp = ServiceProviderBuilder::default()
+        .entity_id(s.entity_id.clone())
+        .metadata_url(s.entity_id.clone())
+        .acs_url(s.acs_url.clone())
+        .slo_url(None::<String>)
+        .idp_metadata(idp)
+        .allow_idp_initiated(false)
+        .max_clock_skew(leeway)
+        .max_issue_delay(chrono::Duration::seconds(ATTEMPT_SECONDS as i64))
+        .allowed_signature_algorithms(Some(vec![
+            AllowedSignatureAlgorithm::RsaSha256,
+            AllowedSignatureAlgorithm::RsaSha384,
+            AllowedSignatureAlgorithm::RsaSha512,
+            AllowedSignatureAlgorithm::EcdsaSha256,
+            AllowedSignatureAlgorithm::EcdsaSha384,
+            AllowedSignatureAlgorithm::EcdsaSha512,
+        ]))
+        .build()
+        .map_err(|e| format!("cannot set up the service provider: {e}"))?;
+    match sp.idp_signing_certs() {
+        Ok(Some(certs)) if !certs.is_empty() => Ok(sp),
+        _ => Err("the IdP metadata has no signing certificate".into()),
+    }
+}
+
+/// The SP's metadata: entity id and the ACS (HTTP-POST). Built here rather
+/// than by samael's `ServiceProvider::metadata`, which insists on a
+/// SingleLogoutService (porteiro has none, so it refused to build any
+/// metadata at all) and stamps a `validUntil` two days ahead (a copy pasted
+/// into an IdP would go stale).
+fn sp_metadata(s: &SamlSettings) -> EntityDescriptor {
+    let sp = SpSsoDescriptor {
+        protocol_support_enumeration: Some(PROTOCOL.to_string()),
+        authn_requests_signed: Some(false),
+        want_assertions_signed: Some(true),
+        // With no email attribute the email is the NameID: ask for that format.
+        name_id_formats: s.email_attribute.is_none().then(|| vec![EMAIL_NAME_ID.to_string()]),
+        assertion_consumer_services: vec![IndexedEndpoint {
+            binding: HTTP_POST_BINDING.to_string(),
+            location: s.acs_url.clone(),
+            index: 0,
+            is_default: Some(true),
+            ..IndexedEndpoint::default()
+        }],
+        ..SpSsoDescriptor::default()
+    };
+    EntityDescriptor {
+        entity_id: Some(s.entity_id.clone()),
+        sp_sso_descriptors: Some(vec![sp]),
+        ..EntityDescriptor::default()
+    }
+}
+
+impl SamlLogin {
+    /// Creates the provider; metadata from a URL is fetched in the background
+    /// (retried with backoff, refreshed hourly).
+    pub fn start(settings: SamlSettings, fetcher: Fetcher) -> Result<SamlLogin, String> {
+        let sp = Arc::new(ArcSwapOption::empty());
+        let alive = Arc::new(());
+        match &settings.metadata {
+            MetadataSource::Inline(xml) => sp.store(Some(Arc::new(build_sp(&settings, xml)?))),
+            MetadataSource::Url(url) => {
+                tokio::spawn(metadata_loop(
+                    url.clone(),
+                    SettingsCopy::of(&settings),
+                    fetcher,
+                    Arc::downgrade(&sp),
+                    Arc::downgrade(&alive),
+                ));
+            }
+        }
+        Ok(SamlLogin { s: settings, sp, _alive: alive })
+    }
+
+    pub fn ready(&self) -> bool {
+        self.sp.load().is_some()
+    }
+
+    /// The SP metadata XML to paste into the IdP. It depends on porteiro's
+    /// settings only, so it is served before the IdP's metadata is loaded.
+    pub fn metadata_xml(&self) -> Option<String> {
+        sp_metadata(&self.s).to_string().ok()
+    }
+
+    /// Begins a login: the IdP URL (AuthnRequest by HTTP-Redirect) with an
+    /// opaque RelayState whose attempt waits in the store.
+    pub async fn begin(&self, return_to: &str, store: &dyn Store) -> Result<String, SamlFailure> {
+        let sp = self
+            .sp
+            .load_full()
+            .ok_or_else(|| fail("idp_unavailable", "The identity provider's metadata is not loaded yet."))?;
+        let idp_url = sp
+            .sso_binding_location(REDIRECT_BINDING)
+            .ok_or_else(|| fail("idp_unusable", "The identity provider offers no HTTP-Redirect sign-in."))?;
+        let mut request = sp.make_authentication_request(&idp_url).map_err(|e| fail("authn_request", e.to_string()))?;
+        // samael's IDs carry 32 random bits; the ID is what the answer's
+        // InResponseTo must match, so make it unguessable like the
+        // RelayState. An xs:ID must not start with a digit or '-'.
+        request.id = format!("_{}", random_id(20));
+        let relay = random_id(24);
+        let attempt =
+            Attempt { provider: self.s.id.clone(), request_id: request.id.clone(), return_to: return_to.to_string() };
+        let value = serde_json::to_vec(&attempt).map_err(|e| fail("internal", e.to_string()))?;
+        store
+            .put(&relay_key(&relay), value, Duration::from_secs(ATTEMPT_SECONDS))
+            .await
+            .map_err(|_| fail("store_unavailable", "Login state is unavailable."))?;
+        let url = request
+            .redirect(&relay)
+            .map_err(|e| fail("authn_request", e.to_string()))?
+            .ok_or_else(|| fail("authn_request", "Cannot encode the AuthnRequest."))?;
+        Ok(url.to_string())
+    }
+
+    /// Checks a posted SAMLResponse for the attempt its RelayState names.
+    /// Returns the identity and the return path.
+    pub async fn finish(
+        &self,
+        attempt: Attempt,
+        saml_response: &str,
+        store: &dyn Store,
+        now: u64,
+    ) -> Result<(Identity, String), SamlFailure> {
+        if attempt.provider != self.s.id {
+            return Err(fail("unknown_relay_state", "This sign-in answer belongs to another provider."));
+        }
+        let sp = self
+            .sp
+            .load_full()
+            .ok_or_else(|| fail("idp_unavailable", "The identity provider's metadata is not loaded."))?;
+        let xml = decode(saml_response)?;
+        precheck(&xml)?;
+        let assertion = sp.parse_xml_response(&xml, Some(&[attempt.request_id.as_str()])).map_err(|e| {
+            warn!(provider = %self.s.id, error = %e, "SAML response refused");
+            refusal(&e)
+        })?;
+        self.check_audience(&assertion)?;
+        let until = assertion
+            .conditions
+            .as_ref()
+            .and_then(|c| c.not_on_or_after)
+            .map_or(ATTEMPT_SECONDS, |t| u64::try_from(t.timestamp()).unwrap_or(0).saturating_sub(now))
+            .clamp(60, 24 * 3600);
+        match store
+            .insert_once(
+                &format!("saml-assertion:{}:{}", self.s.id, assertion.id),
+                Duration::from_secs(until + self.s.leeway.as_secs()),
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(fail("assertion_replayed", "This sign-in answer was already used.")),
+            Err(_) => return Err(fail("store_unavailable", "Login state is unavailable.")),
+        }
+        let identity = self.identity(&assertion, now)?;
+        info!(provider = %self.s.id, user = %identity.sub, "SAML assertion accepted");
+        Ok((identity, attempt.return_to))
+    }
+
+    /// An AudienceRestriction naming this SP is required, not optional.
+    fn check_audience(&self, a: &Assertion) -> Result<(), SamlFailure> {
+        let ok = a
+            .conditions
+            .as_ref()
+            .and_then(|c| c.audience_restrictions.as_ref())
+            .is_some_and(|rs| !rs.is_empty() && rs.iter().all(|r| r.audience.contains(&self.s.entity_id)));
+        if ok { Ok(()) } else { Err(fail("wrong_audience", "The sign-in answer is meant for another service.")) }
+    }
+
+    fn identity(&self, a: &Assertion, now: u64) -> Result<Identity, SamlFailure> {
+        let name_id = a.subject.as_ref().and_then(|s| s.name_id.as_ref()).map(|n| n.value.trim().to_string());
+        let email = match &self.s.email_attribute {
+            Some(attr) => attribute(a, attr).into_iter().next(),
+            None => name_id.clone(),
+        };
+        let email = email
+            .filter(|e| valid_email(e))
+            .ok_or_else(|| fail("invalid_email", "The identity provider sent no valid email address."))?;
+        let name = self.s.name_attribute.as_deref().and_then(|n| attribute(a, n).into_iter().next());
+        let groups = self.s.groups_attribute.as_deref().map(|g| attribute(a, g)).unwrap_or_default();
+        let identity = Identity {
+            sid: random_id(16),
+            provider: self.s.id.clone(),
+            sub: name_id.filter(|n| !n.is_empty()).unwrap_or_else(|| email.clone()),
+            name,
+            email: Some(email),
+            username: None,
+            groups,
+            claims: Default::default(),
+            iat: now,
+            exp: now + self.s.validity,
+        };
+        identity.check_header_safe().map_err(|why| fail("unsafe_claims", why))?;
+        Ok(identity)
+    }
+}
+
+/// Values of the attribute with this Name (Azure AD sends no NameFormat).
+fn attribute(a: &Assertion, name: &str) -> Vec<String> {
+    a.attribute_statements
+        .iter()
+        .flatten()
+        .flat_map(|s| s.attributes.iter())
+        .filter(|attr| attr.name.as_deref() == Some(name))
+        .flat_map(|attr| attr.values.iter().filter_map(|v| v.value.as_ref().map(|s| s.trim().to_string())))
+        .collect()
+}
+
+/// The reason (logged, counted in `auth_failures`) and the browser's text
+/// for a response samael refused.
+fn refusal(e: &samael::service_provider::Error) -> SamlFailure {
+    use samael::service_provider::Error as E;
+    match e {
+        E::FailedToValidateSignature => {
+            fail("bad_signature", "The sign-in answer is not signed by the identity provider.")
+        }
+        E::AssertionExpired { .. }
+        | E::ResponseExpired { .. }
+        | E::AssertionConditionExpired { .. }
+        | E::AssertionSubjectConfirmationExpired { .. } => fail("expired", "The sign-in answer has expired."),
+        E::AssertionConditionExpiredBefore { .. } | E::AssertionSubjectConfirmationExpiredBefore { .. } => {
+            fail("not_yet_valid", "The sign-in answer is not valid yet; check the clocks.")
+        }
+        E::AssertionConditionAudienceRestrictionFailed { .. } => {
+            fail("wrong_audience", "The sign-in answer is meant for another service.")
+        }
+        E::DestinationValidationError { .. } | E::AssertionRecipientMismatch { .. } => {
+            fail("wrong_recipient", "The sign-in answer is addressed to another service.")
+        }
+        E::AssertionInResponseToInvalid { .. } | E::ResponseInResponseToInvalid { .. } => {
+            fail("wrong_request", "The sign-in answer belongs to another sign-in.")
+        }
+        E::AssertionIssuerMismatch { .. } | E::ResponseIssuerMismatch { .. } => {
+            fail("wrong_issuer", "The sign-in answer comes from another identity provider.")
+        }
+        E::ResponseBadStatusCode { .. } => fail("idp_refused", "The identity provider did not sign you in."),
+        _ => fail("invalid_response", "The sign-in answer is not valid for this service."),
+    }
+}
+
+fn relay_key(relay: &str) -> String {
+    format!("saml-relay:{relay}")
+}
+
+/// Takes (once) the attempt a RelayState names.
+pub async fn take_attempt(relay: &str, store: &dyn Store) -> Result<Attempt, SamlFailure> {
+    let unknown =
+        || fail("unknown_relay_state", "This sign-in was not started here, was already used, or took too long.");
+    if relay.is_empty() || relay.len() > 80 {
+        return Err(unknown());
+    }
+    let raw =
+        store.take(&relay_key(relay)).await.map_err(|_| fail("store_unavailable", "Login state is unavailable."))?;
+    raw.and_then(|r| serde_json::from_slice(&r).ok()).ok_or_else(unknown)
+}
+
+fn decode(saml_response: &str) -> Result<String, SamlFailure> {
+    use base64::Engine;
+    let compact: String = saml_response.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.len() > MAX_RESPONSE_BYTES * 4 / 3 + 4 {
+        return Err(fail("response_too_large", "The sign-in answer is too large."));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| fail("malformed_response", "The sign-in answer is not base64."))?;
+    String::from_utf8(bytes).map_err(|_| fail("malformed_response", "The sign-in answer is not UTF-8 XML."))
+}
+
+/// Refuses what a genuine IdP never sends and attacks rely on: DTDs,
+/// comments (a comment splits a NameID's text without breaking the
+/// signature), processing instructions after the declaration, and more
+/// than one assertion.
+fn precheck(xml: &str) -> Result<(), SamlFailure> {
+    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+        return Err(fail("malformed_response", "The sign-in answer carries a DTD."));
+    }
+    if xml.contains("<!--") {
+        return Err(fail("malformed_response", "The sign-in answer carries XML comments."));
+    }
+    let body = xml.trim_start().strip_prefix("<?xml").map_or(xml, |rest| rest.split_once("?>").map_or("", |(_, b)| b));
+    if body.contains("<?") {
+        return Err(fail("malformed_response", "The sign-in answer carries processing instructions."));
+    }
+    let assertions = count_elements(xml, "Assertion") + count_elements(xml, "EncryptedAssertion");
+    if assertions == 0 {
+        // An IdP that did not sign the user in (cancelled, refused, no
+        // access) answers a status and no assertion. The status is not
+        // verified: it only names the refusal, which happens regardless.
+        let codes: Vec<&str> = start_tags(xml, "StatusCode")
+            .filter_map(|tag| tag.split_once(" Value=\"").and_then(|(_, v)| v.split('"').next()))
+            .map(|v| v.rsplit(':').next().unwrap_or(v))
+            .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric()))
+            .collect();
+        if codes.first().is_some_and(|c| *c != "Success") {
+            return Err(fail(
+                "idp_refused",
+                format!("The identity provider did not sign you in ({}).", codes.join(", ")),
+            ));
+        }
+    }
+    if assertions != 1 {
+        return Err(fail("assertion_count", "The sign-in answer must carry exactly one assertion."));
+    }
+    Ok(())
+}
+
+/// Start tags (the text after `<`, up to `>`) whose local name is `local`,
+/// with or without a prefix.
+fn start_tags<'a>(xml: &'a str, local: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    xml.match_indices('<').filter_map(move |(i, _)| {
+        let tag = &xml[i + 1..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        let name_end = tag.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(tag.len());
+        let name = &tag[..name_end];
+        (!name.starts_with('/') && name.rsplit(':').next() == Some(local)).then_some(tag)
+    })
+}
+
+fn count_elements(xml: &str, local: &str) -> usize {
+    start_tags(xml, local).count()
+}
+
+/// What the metadata task needs of the settings (they are not `Clone`).
+struct SettingsCopy {
+    id: String,
+    entity_id: String,
+    acs_url: String,
+    leeway: Duration,
+}
+
+impl SettingsCopy {
+    fn of(s: &SamlSettings) -> SettingsCopy {
+        SettingsCopy { id: s.id.clone(), entity_id: s.entity_id.clone(), acs_url: s.acs_url.clone(), leeway: s.leeway }
+    }
+
+    fn settings(&self) -> SamlSettings {
+        SamlSettings {
+            id: self.id.clone(),
+            metadata: MetadataSource::Inline(String::new()),
+            entity_id: self.entity_id.clone(),
+            acs_url: self.acs_url.clone(),
+            email_attribute: None,
+            name_attribute: None,
+            groups_attribute: None,
+            logout_url: None,
+            leeway: self.leeway,
+            validity: 0,
+        }
+    }
+}
+
+async fn metadata_loop(
+    url: String,
+    s: SettingsCopy,
+    fetcher: Fetcher,
+    slot: Weak<ArcSwapOption<ServiceProvider>>,
+    alive: Weak<()>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if alive.strong_count() == 0 {
+            return;
+        }
+        let result = fetcher
+            .get(&url, Duration::from_secs(5), 1024 * 1024)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|f| String::from_utf8(f.body.to_vec()).map_err(|e| e.to_string()))
+            .and_then(|xml| build_sp(&s.settings(), &xml));
+        let wait = match result {
+            Ok(sp) => {
+                let Some(slot) = slot.upgrade() else { return };
+                slot.store(Some(Arc::new(sp)));
+                info!(provider = %s.id, "SAML IdP metadata loaded");
+                backoff = Duration::from_millis(500);
+                Duration::from_secs(3600)
+            }
+            Err(e) => {
+                warn!(provider = %s.id, error = %e, retry_in = ?backoff, "SAML IdP metadata failed");
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prechecks() {
+        let one = r#"<?xml version="1.0"?><samlp:Response><saml:Assertion ID="a"></saml:Assertion></samlp:Response>"#;
+        assert!(precheck(one).is_ok());
+        let two = r#"<samlp:Response><saml:Assertion ID="a"/><Assertion ID="b"></Assertion></samlp:Response>"#;
+        assert_eq!(precheck(two).err().map(|f| f.reason), Some("assertion_count"));
+        let none = r#"<samlp:Response></samlp:Response>"#;
+        assert_eq!(precheck(none).err().map(|f| f.reason), Some("assertion_count"));
+        let comment = r#"<samlp:Response><saml:Assertion><saml:NameID>a@x.io<!---->.evil.io</saml:NameID></saml:Assertion></samlp:Response>"#;
+        assert_eq!(precheck(comment).err().map(|f| f.reason), Some("malformed_response"));
+        let dtd = r#"<!DOCTYPE x [<!ENTITY e "x">]><samlp:Response><saml:Assertion/></samlp:Response>"#;
+        assert_eq!(precheck(dtd).err().map(|f| f.reason), Some("malformed_response"));
+        assert_eq!(count_elements("<a:AssertionX/><Assertion/></Assertion>", "Assertion"), 1);
+        let cancelled = r#"<samlp:Response><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Responder"><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"/></samlp:StatusCode></samlp:Status></samlp:Response>"#;
+        let refused = precheck(cancelled).err();
+        assert_eq!(refused.as_ref().map(|f| f.reason), Some("idp_refused"));
+        assert!(refused.is_some_and(|f| f.text.contains("(Responder, AuthnFailed)")));
+        let success_without = r#"<samlp:Response><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status></samlp:Response>"#;
+        assert_eq!(precheck(success_without).err().map(|f| f.reason), Some("assertion_count"));
+    }
+
+    fn settings(email_attribute: Option<&str>) -> SamlSettings {
+        SamlSettings {
+            id: "azure".into(),
+            metadata: MetadataSource::Inline(String::new()),
+            entity_id: "https://clockin.example.com/sso/saml/metadata".into(),
+            acs_url: "https://clockin.example.com/sso/saml/acs".into(),
+            email_attribute: email_attribute.map(str::to_string),
+            name_attribute: None,
+            groups_attribute: None,
+            logout_url: None,
+            leeway: Duration::from_secs(60),
+            validity: 900,
+        }
+    }
+
+    #[test]
+    fn sp_metadata_without_logout_or_expiry() {
+        let xml = sp_metadata(&settings(None)).to_string().unwrap_or_default();
+        assert!(xml.contains(r#"entityID="https://clockin.example.com/sso/saml/metadata""#), "{xml}");
+        assert!(xml.contains(r#"Location="https://clockin.example.com/sso/saml/acs""#), "{xml}");
+        assert!(xml.contains(HTTP_POST_BINDING), "{xml}");
+        assert!(xml.contains(EMAIL_NAME_ID), "{xml}");
+        assert!(!xml.contains("validUntil"), "{xml}");
+        assert!(!xml.contains("SingleLogoutService"), "{xml}");
+        let with_attribute = sp_metadata(&settings(Some("mail"))).to_string().unwrap_or_default();
+        assert!(!with_attribute.contains("NameIDFormat"), "{with_attribute}");
+    }
+}

@@ -74,6 +74,7 @@ fn verification(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
+        .sample_size(50)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     targets = verification

@@ -351,7 +351,12 @@ impl Gateway {
                     }
                     return self.allowed(req, route, accepted.identity);
                 }
-                Err(e) => refused = Some((b.id.as_str(), e)),
+                Err(e) => {
+                    // Several providers: keep the reason of the one the token was meant for.
+                    if refused.is_none_or(|(_, prev)| relevance(e) > relevance(prev)) {
+                        refused = Some((b.id.as_str(), e));
+                    }
+                }
             }
         }
         let (provider, e) = refused.unwrap_or(("-", auth::token::TokenError::Malformed));
@@ -478,6 +483,20 @@ impl Gateway {
         info!(reason, method = %req.method(), status = status.as_u16(), "request refused");
         self.shared.metrics.rejected(reason);
         error::error(status, reason, text, error::wants_html(req.headers()))
+    }
+}
+
+/// How much a provider's refusal says about a token, when several bearer
+/// providers refuse it: a key or algorithm that does not fit says least (the
+/// token was meant for another provider), a signature or issuer mismatch
+/// more, and anything found in a token the provider verified (expired,
+/// wrong audience, missing scope claim...) most.
+fn relevance(e: auth::token::TokenError) -> u8 {
+    use auth::token::TokenError::*;
+    match e {
+        AlgorithmNotAllowed | UnknownKey => 0,
+        BadSignature | WrongIssuer => 1,
+        _ => 2,
     }
 }
 

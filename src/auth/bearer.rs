@@ -60,8 +60,8 @@ impl BearerAuth {
             if now < hit.until {
                 return Ok(hit);
             }
+            // Past `until`: verify afresh, so the refusal names the real reason.
             self.cache.invalidate(&key);
-            return Err(TokenError::Expired);
         }
         let verified = self.verifier.verify(token, now).await?;
         let c = &verified.claims;
@@ -70,11 +70,17 @@ impl BearerAuth {
             return Err(TokenError::BadClaim("email"));
         }
         let sub = verified.sub.clone().or_else(|| email.clone()).ok_or(TokenError::MissingClaim("sub"))?;
-        let leeway = self.verifier.rules().leeway;
-        let until = match verified.exp {
+        let rules = self.verifier.rules();
+        let leeway = rules.leeway;
+        let mut until = match verified.exp {
             Some(exp) => exp.saturating_add(leeway).min(now + MAX_CACHE_SECONDS),
             None => now + MAX_CACHE_SECONDS,
         };
+        // Nor past `max_token_age` (fresh verification refuses once
+        // now - iat > max_age + leeway).
+        if let (Some(max_age), Some(iat)) = (rules.max_age, verified.iat) {
+            until = until.min(iat.saturating_add(max_age).saturating_add(leeway).saturating_add(1));
+        }
         let identity = Identity {
             sid: String::new(),
             provider: self.id.clone(),
@@ -160,8 +166,22 @@ mod tests {
         assert!(a.missing_scopes(&ok).is_empty());
         assert!(a.check(&t, 950).await.is_ok(), "served from cache");
         assert_eq!(a.check(&t, 1000).await.err(), Some(TokenError::Expired), "cached but expired");
+        assert_eq!(a.check(&t, 1001).await.err(), Some(TokenError::Expired), "and still");
         let narrow = a.check(&token(1000, "write"), 900).await.unwrap();
         assert_eq!(a.missing_scopes(&narrow), ["read"]);
+    }
+
+    #[tokio::test]
+    async fn cached_result_never_outlives_max_token_age() {
+        let rules = Rules { max_age: Some(60), ..auth().verifier.rules().clone() };
+        let verifier = Verifier::new(KeySource::Secret(DecodingKey::from_secret(SECRET)), rules);
+        let a =
+            BearerAuth::new("api".into(), verifier, ClaimMap { groups_claim: "groups".into(), keep: vec![] }, vec![]);
+        let claims = json!({"iss": "https://login.test", "aud": "api", "sub": "svc-1", "iat": 900, "exp": 5000});
+        let t = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert!(a.check(&t, 900).await.is_ok());
+        assert!(a.check(&t, 960).await.is_ok(), "60 s old: cached and still young enough");
+        assert_eq!(a.check(&t, 961).await.err(), Some(TokenError::TooOld), "cached but too old");
     }
 
     #[test]

@@ -217,20 +217,16 @@ impl Gateway {
             tls: conn.tls,
             trusted,
         };
-        let host = request_host(&req).map(str::to_owned);
+        let host = request_host_value(&req);
         let strip = if trusted {
             &route.identity
         } else {
             &route.strip_untrusted
         };
-        let upgrade =
-            proxy::prepare_request_headers(req.headers_mut(), host.as_deref(), &fwd, strip);
+        let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip);
         // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
         if !req.headers().contains_key(header::HOST) {
-            if let Some(h) = host
-                .as_deref()
-                .and_then(|h| http::HeaderValue::from_str(h).ok())
-            {
+            if let Some(h) = host {
                 req.headers_mut().insert(header::HOST, h);
             }
         }
@@ -333,4 +329,17 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
     })
+}
+
+/// [`request_host`] as a header value, for `X-Forwarded-Host` and `Host`. On
+/// HTTP/1.1 it shares the Host header's bytes instead of copying them.
+fn request_host_value<B>(req: &Request<B>) -> Option<http::HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .filter(|h| h.to_str().is_ok())
+            .cloned(),
+    }
 }

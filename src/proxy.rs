@@ -5,6 +5,7 @@
 //! Bodies are streamed both ways: the client's request body goes upstream as
 //! hyper's `Incoming`, the upstream's answer comes back the same way.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,6 +132,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
                     upgrade = true;
                     return None;
                 }
+                // Removed below with the other hop-by-hop headers; skipping it
+                // here spares building (allocating) a header name per request.
+                if t.eq_ignore_ascii_case("keep-alive") {
+                    return None;
+                }
                 HeaderName::from_bytes(t.as_bytes()).ok()
             })
             .collect();
@@ -152,54 +158,63 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     upgrade
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Rewrites a client's request headers for the upstream: hop-by-hop gone,
 /// headers porteiro sets stripped (forwarding headers too, unless the peer is
-/// trusted), then `X-Forwarded-For/-Proto/-Host` set. Returns whether the
-/// request asks for an upgrade.
+/// trusted), then `X-Forwarded-For/-Proto/-Host` set. `host` is the host the
+/// client asked for (Host or :authority). Returns whether the request asks for
+/// an upgrade.
+///
+/// Runs on every proxied request: it allocates only the `X-Forwarded-For`
+/// value (and, from trusted proxies, the joined prior chain).
 pub fn prepare_request_headers(
     headers: &mut HeaderMap,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
     fwd: &Forwarding,
     strip: &StripSet,
 ) -> bool {
     let upgrade = remove_hop_by_hop(headers);
     let prior_for = if fwd.trusted {
-        joined(headers, "x-forwarded-for")
+        joined(headers, &X_FORWARDED_FOR)
     } else {
         None
     };
     let prior_proto = if fwd.trusted {
-        headers.get("x-forwarded-proto").cloned()
+        headers.get(X_FORWARDED_PROTO).cloned()
     } else {
         None
     };
     let prior_host = if fwd.trusted {
-        headers.get("x-forwarded-host").cloned()
+        headers.get(X_FORWARDED_HOST).cloned()
     } else {
         None
     };
     strip.strip(headers);
 
-    let mut xff = BytesMut::with_capacity(64);
+    // Longest IPv6 text is 39 bytes.
+    let mut xff = BytesMut::with_capacity(prior_for.as_ref().map_or(0, |p| p.len() + 2) + 40);
     if let Some(prior) = prior_for {
         xff.extend_from_slice(prior.as_bytes());
         xff.extend_from_slice(b", ");
     }
-    xff.extend_from_slice(fwd.peer.to_string().as_bytes());
+    // Formats straight into the buffer; writing to a BytesMut cannot fail.
+    let _ = write!(xff, "{}", fwd.peer);
     if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = prior_proto
         .unwrap_or_else(|| HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
-    let fwd_host = prior_host.or_else(|| host.and_then(|h| HeaderValue::from_str(h).ok()));
-    if let Some(h) = fwd_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+    headers.insert(X_FORWARDED_PROTO, proto);
+    if let Some(h) = prior_host.or_else(|| host.cloned()) {
+        headers.insert(X_FORWARDED_HOST, h);
     }
     upgrade
 }
 
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for v in headers.get_all(name) {
         let s = v.to_str().ok()?;
@@ -517,13 +532,32 @@ mod tests {
         h.insert("X.Forwarded.Email", HeaderValue::from_static("admin@x"));
         h.append("x-forwarded-user", HeaderValue::from_static("a"));
         h.append("x-forwarded-user", HeaderValue::from_static("b"));
-        prepare_request_headers(&mut h, Some("app.test"), &fwd(false), &strip());
+        prepare_request_headers(
+            &mut h,
+            Some(&HeaderValue::from_static("app.test")),
+            &fwd(false),
+            &strip(),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.test");
         assert!(!h.contains_key("x_forwarded_user"));
         assert!(!h.contains_key("x.forwarded.email"));
         assert!(!h.contains_key("x-forwarded-user"));
+    }
+
+    #[test]
+    fn ipv6_peer_in_forwarded_for() {
+        let mut h = HeaderMap::new();
+        let fwd = Forwarding {
+            peer: "2001:db8::7".parse().unwrap_or(IpAddr::from([0; 4])),
+            tls: true,
+            trusted: false,
+        };
+        prepare_request_headers(&mut h, None, &fwd, &strip());
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 
     #[test]
@@ -536,7 +570,12 @@ mod tests {
             "x-forwarded-host",
             HeaderValue::from_static("public.example"),
         );
-        prepare_request_headers(&mut h, Some("internal:8080"), &fwd(true), &strip());
+        prepare_request_headers(
+            &mut h,
+            Some(&HeaderValue::from_static("internal:8080")),
+            &fwd(true),
+            &strip(),
+        );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "public.example");

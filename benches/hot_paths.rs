@@ -15,7 +15,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use porteiro::config::HostPattern;
 use porteiro::gateway::IDENTITY_HEADERS;
 use porteiro::path::normalize;
-use porteiro::proxy::{FORWARDING_HEADERS, Forwarding, StripSet, prepare_request_headers};
+use porteiro::proxy::{
+    FORWARDING_HEADERS, Forwarding, StripSet, prepare_request_headers, remove_hop_by_hop,
+};
 use porteiro::routes::RouteTable;
 
 /// Short runs: these are regression guards, not publication numbers.
@@ -224,6 +226,25 @@ fn bench_headers(c: &mut Criterion) {
             )
         });
     }
+    // An upstream's answer (here nginx's) loses its hop-by-hop headers too.
+    let mut response = HeaderMap::new();
+    for (name, value) in [
+        ("server", "nginx/1.22.1"),
+        ("date", "Sat, 21 Nov 2026 15:22:14 GMT"),
+        ("content-type", "text/html; charset=utf-8"),
+        ("content-length", "5120"),
+        ("connection", "keep-alive"),
+        ("cache-control", "no-cache"),
+    ] {
+        response.insert(name, HeaderValue::from_static(value));
+    }
+    g.bench_function("upstream_response_hop_by_hop", |b| {
+        b.iter_batched_ref(
+            || response.clone(),
+            |h| remove_hop_by_hop(h),
+            BatchSize::SmallInput,
+        )
+    });
     // Baseline for the above: the cost of the clone alone.
     g.bench_function("clone_only_baseline", |b| {
         b.iter(|| black_box(&template).clone())

@@ -77,6 +77,11 @@ public = true
 
 # Later: add_case cookie '<[session] + protected route>' -H "Cookie: ..."
 #        add_case bearer '<protected route with bearer>' -H "Authorization: Bearer ..."
+# A case whose request must be computed against the running porteiro defines
+# a function setup_NAME, called once porteiro is ready (PORTEIRO_PORT set);
+# it may append wrk arguments to CASE_WRK_ARGS[NAME], one per line. Every run
+# counts non-2xx answers as errors, so a case whose credentials are refused
+# shows it.
 
 # === helpers ===
 
@@ -292,13 +297,15 @@ wait_http "http://127.0.0.1:$NGINX_PORT/"
 
 # porteiro for one case; stopped before the next case starts.
 start_porteiro() {
-    local case=$1 dir=$WORK/porteiro-$1 config
+    local case=$1 dir=$WORK/porteiro-$1 config admin_port
     PORTEIRO_PORT=$(free_port)
+    admin_port=$(free_port)
     mkdir -p "$dir"
     config=${CASE_CONFIG[$case]//@UPSTREAM@/$UPSTREAM_URL}
     cat >"$dir/gateway.toml" <<EOF
 [server]
 listen = "127.0.0.1:$PORTEIRO_PORT"
+admin_listen = "127.0.0.1:$admin_port"
 worker_threads = 1
 shutdown_grace_seconds = 1
 $config
@@ -306,7 +313,13 @@ EOF
     RUST_LOG=${RUST_LOG:-warn} start_pinned "$PROXY_CPU" "$dir/stderr.log" \
         "$PORTEIRO_BIN" --config "$dir/gateway.toml"
     PORTEIRO_PID=$LAST_PID
-    wait_http "http://127.0.0.1:$PORTEIRO_PORT/"
+    # Ready, whatever the case's routes answer to a bare request (401, 302...).
+    wait_http "http://127.0.0.1:$admin_port/readyz"
+    # A case that needs state first (a session to get a cookie for, say)
+    # defines setup_NAME; it may add to CASE_WRK_ARGS[NAME].
+    if declare -F "setup_$case" >/dev/null; then
+        "setup_$case"
+    fi
 }
 
 stop_porteiro() {

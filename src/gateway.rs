@@ -421,9 +421,9 @@ impl Gateway {
     ) -> Response<Body> {
         let trusted = self.trusted_proxies.iter().any(|n| n.contains(&conn.peer.ip()));
         let fwd = Forwarding { peer: conn.peer.ip(), tls: conn.tls, trusted };
-        let host = request_host(&req).map(str::to_owned);
+        let host = request_host_value(&req);
         let strip = if trusted { &route.identity } else { &route.strip_untrusted };
-        let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_deref(), &fwd, strip);
+        let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip);
         if let Some(sessions) = &self.sessions {
             strip_cookies(req.headers_mut(), |name| sessions.owns(name));
         }
@@ -434,7 +434,7 @@ impl Gateway {
         }
         // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
         if !req.headers().contains_key(header::HOST) {
-            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            if let Some(h) = host {
                 req.headers_mut().insert(header::HOST, h);
             }
         }
@@ -629,4 +629,13 @@ pub(crate) fn redirect(location: &str) -> Response<Body> {
     }
     error::harden(resp.headers_mut());
     resp
+}
+
+/// [`request_host`] as a header value, for `X-Forwarded-Host` and `Host`. On
+/// HTTP/1.1 it shares the Host header's bytes instead of copying them.
+fn request_host_value<B>(req: &Request<B>) -> Option<http::HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).filter(|h| h.to_str().is_ok()).cloned(),
+    }
 }

@@ -92,10 +92,11 @@ pub struct SessionConfig {
     pub store: StoreKind,
 }
 
+/// Where single-use and revocation state lives. Only in-process memory so
+/// far; a shared store for replicas is planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
-    Redis { url: String },
 }
 
 /// One `[[providers]]` entry.

@@ -106,3 +106,11 @@ fn syntax_error_has_position() {
     let e = load("[server\nlisten = 1").err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.starts_with("test.toml:1:"), "{e}");
 }
+
+#[test]
+fn redis_store_is_refused_not_faked() {
+    let text = format!("{MINIMAL}\n[session]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n");
+    let e = load(&text).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("session.redis_url") || e.contains("session.store"), "{e}");
+    assert!(e.contains("not available"), "{e}");
+}

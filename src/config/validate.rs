@@ -318,19 +318,18 @@ fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<Sessi
             name.clone()
         }
     };
+    if let Some(u) = &raw.redis_url {
+        return Err(ctx.at("session.redis_url", u, "the Redis store is not available in this version"));
+    }
     let store = match raw.store.as_ref().map(|s| (s, s.get_ref().as_str())) {
         None | Some((_, "memory")) => StoreKind::Memory,
-        Some((s, "redis")) => match &raw.redis_url {
-            Some(u) if u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://") => {
-                StoreKind::Redis { url: u.get_ref().clone() }
-            }
-            Some(u) => {
-                return Err(ctx.at("session.redis_url", u, "must start with redis:// or rediss://"));
-            }
-            None => return Err(ctx.at("session.store", s, "\"redis\" needs session.redis_url")),
-        },
+        // Refused rather than quietly served from memory: replicas would each
+        // keep their own single-use and revocation state.
+        Some((s, "redis")) => {
+            return Err(ctx.at("session.store", s, "the Redis store is not available in this version; use \"memory\""));
+        }
         Some((s, other)) => {
-            return Err(ctx.at("session.store", s, format!("{other:?}: expected \"memory\" or \"redis\"")));
+            return Err(ctx.at("session.store", s, format!("{other:?}: expected \"memory\"")));
         }
     };
     Ok(SessionConfig {

@@ -140,11 +140,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     }
     let mut upgrade = false;
     if present & 1 != 0 {
+        // Every `Connection` line counts: a client may split the list.
         let listed: Vec<HeaderName> = headers
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(',')
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
             .filter_map(|t| {
                 let t = t.trim();
                 if t.eq_ignore_ascii_case("upgrade") {
@@ -512,6 +513,18 @@ mod tests {
         none.insert(header::HOST, HeaderValue::from_static("a.test"));
         assert!(!remove_hop_by_hop(&mut none));
         assert_eq!(none.len(), 1);
+    }
+
+    #[test]
+    fn every_connection_line_counts() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-second-line"));
+        h.insert("x-second-line", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
     }
 
     #[test]

@@ -462,6 +462,7 @@ check_upstream_answer() { # port case system
         die "case $case: $sys does not answer"
     status=${answer##*$'\n'}
     body=${answer%$'\n'*}
+    body=${body%$'\n'}             # the upstream answers "ok\n"
     [[ $status == 200 && $body == ok ]] ||
         die "case $case: $sys answered $status instead of the upstream's 200 (body: ${body:0:200}); not measuring"
 }

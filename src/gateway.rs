@@ -73,7 +73,7 @@ pub struct Route {
     /// Bearer providers tried in order for API clients.
     bearer: Vec<Arc<Provider>>,
     public_paths: Vec<String>,
-    allow: Allow,
+    allow: AllowRules,
     /// Headers removed from a client's request before anything is added:
     /// identity and forwarding headers from untrusted peers...
     strip_untrusted: StripSet,
@@ -86,40 +86,22 @@ pub struct Route {
     metrics: RouteMetrics,
 }
 
-/// A route's `allow` rules, normalised once.
-struct Allow {
-    emails: Vec<String>,
-    domains: Vec<String>,
-    groups: Vec<String>,
-    claims: Vec<(String, Vec<String>)>,
-}
-
-impl Allow {
-    fn new(rules: &AllowRules) -> Allow {
-        Allow {
-            emails: rules.emails.clone(),
-            domains: rules.email_domains.clone(),
-            groups: rules.groups.clone(),
-            claims: rules.claims.clone(),
-        }
-    }
-
-    /// Email rules (an address or its domain) AND group rules AND every
-    /// claim rule; a kind of rule not configured does not restrict.
-    fn permits(&self, id: &Identity) -> bool {
-        let email = id.email.as_deref().map(str::to_ascii_lowercase);
-        let email_ok = (self.emails.is_empty() && self.domains.is_empty())
-            || email.as_deref().is_some_and(|e| {
-                self.emails.iter().any(|a| a == e)
-                    || e.rsplit_once('@').is_some_and(|(_, d)| self.domains.iter().any(|a| a == d))
-            });
-        let groups_ok = self.groups.is_empty() || id.groups.iter().any(|g| self.groups.contains(g));
-        let claims_ok = self
-            .claims
-            .iter()
-            .all(|(name, allowed)| id.claims.get(name).is_some_and(|vs| vs.iter().any(|v| allowed.contains(v))));
-        email_ok && groups_ok && claims_ok
-    }
+/// Email rules (an address or its domain) AND group rules AND every claim
+/// rule; a kind of rule not configured does not restrict. Addresses and
+/// domains were lower-cased at load; only a route with email rules pays for
+/// lower-casing the identity's email.
+fn permits(rules: &AllowRules, id: &Identity) -> bool {
+    let email_ok = (rules.emails.is_empty() && rules.email_domains.is_empty())
+        || id.email.as_deref().map(str::to_ascii_lowercase).is_some_and(|e| {
+            rules.emails.contains(&e)
+                || e.rsplit_once('@').is_some_and(|(_, d)| rules.email_domains.iter().any(|a| a == d))
+        });
+    let groups_ok = rules.groups.is_empty() || id.groups.iter().any(|g| rules.groups.contains(g));
+    let claims_ok = rules
+        .claims
+        .iter()
+        .all(|(name, allowed)| id.claims.get(name).is_some_and(|vs| vs.iter().any(|v| allowed.contains(v))));
+    email_ok && groups_ok && claims_ok
 }
 
 /// The outcome of the authenticate phase: go on (with an identity, or
@@ -307,7 +289,7 @@ impl Gateway {
 
     /// The route's `allow` rules on an identity.
     fn allowed<B>(&self, req: &Request<B>, route: &Route, identity: Arc<Identity>) -> Outcome {
-        if route.allow.permits(&identity) {
+        if permits(&route.allow, &identity) {
             return Outcome::Pass(Some(identity));
         }
         info!(route = %route.id, user = %identity.sub, "signed in but not allowed");
@@ -569,7 +551,7 @@ fn compile_route(
         login,
         bearer,
         public_paths: r.public_paths.clone(),
-        allow: Allow::new(&r.allow),
+        allow: r.allow.clone(),
         strip_untrusted,
         identity,
         claim_headers: r.headers.clone(),

@@ -123,6 +123,7 @@ pub(crate) fn build_provider(
                     logout_url: m.logout_url.clone(),
                     leeway: Duration::from_secs(m.leeway_seconds),
                     validity,
+                    signing: m.signing.clone(),
                 },
                 fetcher.clone(),
             )

@@ -307,3 +307,65 @@ async fn email_from_the_attribute_user_from_the_name_id() {
     let (_, answer) = saml.answer_for("/", &[("email", "not-an-email"), ("name_id", USER_EMAIL)]).await;
     saml.assert_refused(&answer.saml_response, &answer.relay_state, PROVIDER, "invalid_email").await;
 }
+
+/// `sp_key_file` + `sp_cert_file`: porteiro signs its AuthnRequests on the
+/// HTTP-Redirect binding (RSA-SHA256 over SAMLRequest, RelayState and
+/// SigAlg) and publishes the certificate in its metadata; an IdP that
+/// requires signed requests (pysaml2 with want_authn_requests_signed, as
+/// Azure AD with "require verification certificates") verifies them with
+/// that certificate and signs the user in.
+#[tokio::test]
+async fn signed_authn_requests_are_verified_by_the_idp() {
+    let saml = Setup::new().signed_requests().start().await;
+
+    let md = saml.client.get(saml.url("/sso/saml/metadata")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(attribute(&md, "SPSSODescriptor", "AuthnRequestsSigned").as_deref(), Some("true"), "{md}");
+    assert_eq!(attribute(&md, "KeyDescriptor", "use").as_deref(), Some("signing"), "{md}");
+    let published = text_of(&md, "X509Certificate").expect("the SP certificate in the metadata");
+    let cert_pem = std::fs::read_to_string(saml.dir.path().join("sp.crt")).unwrap();
+    let cert_b64: String = cert_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert_eq!(published, cert_b64);
+
+    let deep = "/timesheets/2024-05?employee=42";
+    let begun = saml.begin(deep).await;
+    let query = begun.location.split_once('?').unwrap().1;
+    let names: Vec<&str> = query.split('&').map(|p| p.split_once('=').unwrap().0).collect();
+    assert_eq!(names, ["SAMLRequest", "RelayState", "SigAlg", "Signature"], "the binding's order: {query}");
+    let sig_alg = url::Url::parse(&begun.location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "SigAlg")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(sig_alg.as_deref(), Some("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"));
+
+    // The IdP verifies the signature and answers; the login completes.
+    let answer = saml.idp_answer(&begun, &[]).await;
+    let resp = saml.post_acs(&answer.saml_response, &answer.relay_state).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "{:?}", resp.text().await);
+    assert_eq!(resp.headers()["location"], deep);
+    assert!(session_cookie(&resp).is_some());
+
+    // The signature covers the RelayState: one edited in transit, or a
+    // request stripped of its signature, is refused by the IdP.
+    let begun = saml.begin("/").await;
+    let edited = begun.location.replace(&format!("RelayState={}", begun.relay_state), "RelayState=forged");
+    assert_ne!(edited, begun.location);
+    let resp = saml.client.get(&edited).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "the IdP must refuse an edited request");
+    assert!(resp.text().await.unwrap().contains("IncorrectlySigned"));
+    let unsigned = begun.location.split("&SigAlg=").next().unwrap();
+    let resp = saml.client.get(unsigned).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "the IdP must refuse an unsigned request");
+}
+
+/// The control for the test above: without `sp_key_file` porteiro's
+/// requests are unsigned, and an IdP that requires signatures refuses them.
+#[tokio::test]
+async fn an_idp_that_requires_signed_requests_refuses_unsigned_ones() {
+    let saml = Setup::new().idp_wants_signed_requests().start().await;
+    let begun = saml.begin("/").await;
+    assert!(!begun.location.contains("Signature="), "{}", begun.location);
+    let resp = saml.client.get(&begun.location).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(resp.text().await.unwrap().contains("IncorrectlySigned"));
+}

@@ -16,8 +16,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use samael::crypto::AllowedSignatureAlgorithm;
-use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, SpSsoDescriptor};
+use samael::key_info::{KeyInfo, X509Data};
+use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor};
 use samael::schema::Assertion;
 use samael::service_provider::{ServiceProvider, ServiceProviderBuilder};
 use samael::traits::ToXml;
@@ -29,6 +32,7 @@ use super::fetch::Fetcher;
 use super::seal::random_id;
 use super::session::Identity;
 use super::store::Store;
+use crate::config::SamlSigning;
 
 /// How long a login attempt may take.
 const ATTEMPT_SECONDS: u64 = 600;
@@ -36,6 +40,7 @@ const ATTEMPT_SECONDS: u64 = 600;
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 const REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 const EMAIL_NAME_ID: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 
 /// Where IdP metadata comes from.
@@ -59,6 +64,8 @@ pub struct SamlSettings {
     pub leeway: Duration,
     /// Session validity in seconds.
     pub validity: u64,
+    /// Signs AuthnRequests (and is published in the SP metadata) when set.
+    pub signing: Option<SamlSigning>,
 }
 
 pub struct SamlLogin {
@@ -122,8 +129,18 @@ fn build_sp(s: &SamlSettings, xml: &str) -> Result<ServiceProvider, String> {
 fn sp_metadata(s: &SamlSettings) -> EntityDescriptor {
     let sp = SpSsoDescriptor {
         protocol_support_enumeration: Some(PROTOCOL.to_string()),
-        authn_requests_signed: Some(false),
+        authn_requests_signed: Some(s.signing.is_some()),
         want_assertions_signed: Some(true),
+        key_descriptors: s.signing.as_ref().map(|signing| {
+            vec![KeyDescriptor {
+                key_use: Some("signing".to_string()),
+                key_info: KeyInfo {
+                    id: None,
+                    x509_data: Some(X509Data { certificates: vec![STANDARD.encode(&signing.cert_der)] }),
+                },
+                encryption_methods: None,
+            }]
+        }),
         // With no email attribute the email is the NameID: ask for that format.
         name_id_formats: s.email_attribute.is_none().then(|| vec![EMAIL_NAME_ID.to_string()]),
         assertion_consumer_services: vec![IndexedEndpoint {
@@ -200,7 +217,10 @@ impl SamlLogin {
             .redirect(&relay)
             .map_err(|e| fail("authn_request", e.to_string()))?
             .ok_or_else(|| fail("authn_request", "Cannot encode the AuthnRequest."))?;
-        Ok(url.to_string())
+        match &self.s.signing {
+            None => Ok(url.to_string()),
+            Some(signing) => sign_redirect(&idp_url, &url, &relay, signing),
+        }
     }
 
     /// Checks a posted SAMLResponse for the attempt its RelayState names.
@@ -329,6 +349,41 @@ fn refusal(e: &samael::service_provider::Error) -> SamlFailure {
     }
 }
 
+/// The HTTP-Redirect binding's signature (SAML bindings 3.4.4.1): RSA-SHA256
+/// over exactly `SAMLRequest=..&RelayState=..&SigAlg=..` as sent, whatever
+/// query the IdP's own URL already carries (samael's `signed_redirect` signs
+/// the whole query, which such an IdP would not verify).
+fn sign_redirect(
+    idp_url: &str,
+    unsigned: &url::Url,
+    relay: &str,
+    signing: &SamlSigning,
+) -> Result<String, SamlFailure> {
+    use openssl::hash::MessageDigest;
+    use openssl::sign::Signer;
+
+    let request = unsigned
+        .query_pairs()
+        .find(|(k, _)| k == "SAMLRequest")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| fail("authn_request", "Cannot encode the AuthnRequest."))?;
+    let signed_part = form_urlencoded::Serializer::new(String::new())
+        .append_pair("SAMLRequest", &request)
+        .append_pair("RelayState", relay)
+        .append_pair("SigAlg", RSA_SHA256)
+        .finish();
+    let signature = Signer::new(MessageDigest::sha256(), &signing.key)
+        .and_then(|mut signer| {
+            signer.update(signed_part.as_bytes())?;
+            signer.sign_to_vec()
+        })
+        .map_err(|e| fail("authn_request", format!("cannot sign the AuthnRequest: {e}")))?;
+    let signature =
+        form_urlencoded::Serializer::new(String::new()).append_pair("Signature", &STANDARD.encode(signature)).finish();
+    let joint = if idp_url.contains('?') { '&' } else { '?' };
+    Ok(format!("{idp_url}{joint}{signed_part}&{signature}"))
+}
+
 fn relay_key(relay: &str) -> String {
     format!("saml-relay:{relay}")
 }
@@ -436,6 +491,7 @@ impl SettingsCopy {
             logout_url: None,
             leeway: self.leeway,
             validity: 0,
+            signing: None,
         }
     }
 }
@@ -514,7 +570,38 @@ mod tests {
             logout_url: None,
             leeway: Duration::from_secs(60),
             validity: 900,
+            signing: None,
         }
+    }
+
+    /// The signature covers only SAMLRequest, RelayState and SigAlg, as
+    /// sent, even when the IdP's URL carries a query of its own.
+    #[test]
+    fn redirect_signature_over_the_binding_parameters_only() {
+        use openssl::hash::MessageDigest;
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        use openssl::sign::Verifier;
+
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let signing = SamlSigning { key: key.clone(), cert_der: Vec::new() };
+        let idp = "https://accounts.example.com/o/saml2/idp?idpid=C01";
+        let unsigned = url::Url::parse(&format!("{idp}&SAMLRequest=fZ%2Bx%2F%3D&RelayState=r-1")).unwrap();
+        let url = sign_redirect(idp, &unsigned, "r-1", &signing).unwrap();
+        let signed_part = "SAMLRequest=fZ%2Bx%2F%3D&RelayState=r-1&SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23rsa-sha256";
+        assert!(url.starts_with(&format!("{idp}&{signed_part}&Signature=")), "{url}");
+        let signature = url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "Signature")
+            .map(|(_, v)| STANDARD.decode(v.as_bytes()).unwrap())
+            .unwrap();
+        let mut verifier = Verifier::new(MessageDigest::sha256(), &key).unwrap();
+        verifier.update(signed_part.as_bytes()).unwrap();
+        assert!(verifier.verify(&signature).unwrap());
+        let mut verifier = Verifier::new(MessageDigest::sha256(), &key).unwrap();
+        verifier.update(format!("idpid=C01&{signed_part}").as_bytes()).unwrap();
+        assert!(!verifier.verify(&signature).unwrap(), "the IdP's own parameters are not signed");
     }
 
     #[test]

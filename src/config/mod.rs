@@ -171,6 +171,22 @@ pub struct SamlConfig {
     pub groups_attribute: Option<String>,
     pub logout_url: Option<String>,
     pub leeway_seconds: u64,
+    /// The SP key pair that signs AuthnRequests, when configured.
+    pub signing: Option<SamlSigning>,
+}
+
+/// An RSA key (>= 2048 bits) and its certificate, checked to match at load.
+#[derive(Clone)]
+pub struct SamlSigning {
+    pub key: openssl::pkey::PKey<openssl::pkey::Private>,
+    /// The certificate, DER, as SP metadata publishes it.
+    pub cert_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for SamlSigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamlSigning").field("key", &"<redacted>").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]

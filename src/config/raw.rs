@@ -108,6 +108,8 @@ pub struct RawProvider {
     pub email_attribute: Option<Spanned<String>>,
     pub name_attribute: Option<Spanned<String>>,
     pub groups_attribute: Option<Spanned<String>>,
+    pub sp_key_file: Option<Spanned<String>>,
+    pub sp_cert_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,3 +114,132 @@ fn redis_store_is_refused_not_faked() {
     assert!(e.contains("session.redis_url") || e.contains("session.store"), "{e}");
     assert!(e.contains("not available"), "{e}");
 }
+
+mod saml_signing {
+    use std::path::Path;
+
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    use super::*;
+
+    const IDP_METADATA: &str = r#"<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://idp.example/"><IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example/sso"/></IDPSSODescriptor></EntityDescriptor>"#;
+
+    fn cert_for(key: &PKey<Private>) -> Vec<u8> {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "sp.porteiro.test").unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+        b.sign(key, MessageDigest::sha256()).unwrap();
+        b.build().to_pem().unwrap()
+    }
+
+    fn rsa(bits: u32) -> PKey<Private> {
+        PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap()
+    }
+
+    /// A saml provider with `extra` keys, the files written to `dir`.
+    fn config(dir: &Path, extra: &str) -> String {
+        let metadata = dir.join("idp.xml");
+        std::fs::write(&metadata, IDP_METADATA).unwrap();
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\n\
+             [[providers]]\nid = \"azure\"\nkind = \"saml\"\nidp_metadata_file = \"{}\"\n{extra}\n\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"builtin:whoami\"\nlogin = \"azure\"\n",
+            metadata.display()
+        )
+    }
+
+    fn write_pair(dir: &Path, key: &PKey<Private>, cert: &[u8]) -> String {
+        let (k, c) = (dir.join("sp.key"), dir.join("sp.crt"));
+        std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        std::fs::write(&c, cert).unwrap();
+        format!("sp_key_file = \"{}\"\nsp_cert_file = \"{}\"", k.display(), c.display())
+    }
+
+    fn error(text: &str) -> String {
+        load(text).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_matching_rsa_pair_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rsa(2048);
+        let cert = cert_for(&key);
+        let c = load(&config(dir.path(), &write_pair(dir.path(), &key, &cert))).unwrap_or_else(|e| panic!("{e}"));
+        let ProviderKind::Saml(saml) = &c.providers[0].kind else { panic!("a saml provider") };
+        let signing = saml.signing.as_ref().expect("signing configured");
+        assert_eq!(signing.cert_der, X509::from_pem(&cert).unwrap().to_der().unwrap());
+        assert!(!format!("{signing:?}").contains("PRIVATE"), "the key never shows in Debug");
+        let unsigned = load(&config(dir.path(), "")).unwrap_or_else(|e| panic!("{e}"));
+        let ProviderKind::Saml(saml) = &unsigned.providers[0].kind else { panic!("a saml provider") };
+        assert!(saml.signing.is_none());
+    }
+
+    #[test]
+    fn half_a_pair_names_the_missing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = error(&config(dir.path(), "sp_key_file = \"/nonexistent/sp.key\""));
+        assert!(e.contains("providers[0].sp_key_file: sp_key_file needs sp_cert_file"), "{e}");
+        assert!(e.contains("test.toml:11:"), "{e}");
+        let e = error(&config(dir.path(), "sp_cert_file = \"/nonexistent/sp.crt\""));
+        assert!(e.contains("providers[0].sp_cert_file: sp_cert_file needs sp_key_file"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_or_malformed_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e =
+            error(&config(dir.path(), "sp_key_file = \"/nonexistent/sp.key\"\nsp_cert_file = \"/nonexistent/sp.crt\""));
+        assert!(e.contains("providers[0].sp_key_file: cannot read /nonexistent/sp.key"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not pem").unwrap();
+        let e = error(&config(dir.path(), &format!("sp_key_file = \"{0}\"\nsp_cert_file = \"{0}\"", junk.display())));
+        assert!(e.contains("providers[0].sp_key_file: not a PEM private key"), "{e}");
+        let key = rsa(2048);
+        let keys = write_pair(dir.path(), &key, b"not a certificate");
+        let e = error(&config(dir.path(), &keys));
+        assert!(e.contains("providers[0].sp_cert_file: not a PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn a_certificate_of_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = cert_for(&rsa(2048));
+        let e = error(&config(dir.path(), &write_pair(dir.path(), &rsa(2048), &other)));
+        assert!(e.contains("providers[0].sp_cert_file: the certificate is not for the key in sp_key_file"), "{e}");
+    }
+
+    #[test]
+    fn weak_or_non_rsa_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = rsa(1024);
+        let e = error(&config(dir.path(), &write_pair(dir.path(), &short, &cert_for(&short))));
+        assert!(e.contains("must be RSA, at least 2048 bits"), "{e}");
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let ec = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let e = error(&config(dir.path(), &write_pair(dir.path(), &ec, &cert_for(&ec))));
+        assert!(e.contains("providers[0].sp_key_file: the SP signing key must be RSA"), "{e}");
+    }
+
+    #[test]
+    fn only_saml_providers_take_an_sp_key() {
+        let text = MINIMAL.replace(
+            "[[routes]]",
+            "[[providers]]\nid = \"api\"\nkind = \"bearer\"\nissuer = \"https://id.example\"\n\
+             secret = \"0123456789abcdef0123456789abcdef\"\nsp_key_file = \"k\"\n\n[[routes]]",
+        );
+        let e = error(&text);
+        assert!(e.contains("sp_key_file does not apply to kind = \"bearer\""), "{e}");
+    }
+}

@@ -17,8 +17,8 @@ use super::raw::{RawAllow, RawConfig, RawProvider, RawRoute, RawServer, RawSessi
 use super::secret::{self, Resolved, Secret};
 use super::{
     Access, AllowRules, BearerConfig, CodeConfig, Config, ConfigError, HostPattern, JwtConfig, KeyConfig, LogFormat,
-    OidcConfig, OidcEndpoints, ProviderConfig, ProviderKind, RouteConfig, SamlConfig, SamlMetadata, ServerConfig,
-    SessionConfig, StoreKind, TlsFiles, TokenConfig, TokenEndpointAuth, Upstream, VALIDITY_MINUTES,
+    OidcConfig, OidcEndpoints, ProviderConfig, ProviderKind, RouteConfig, SamlConfig, SamlMetadata, SamlSigning,
+    ServerConfig, SessionConfig, StoreKind, TlsFiles, TokenConfig, TokenEndpointAuth, Upstream, VALIDITY_MINUTES,
 };
 
 /// Where errors point: the text (for line numbers) and its name.
@@ -503,6 +503,8 @@ fn provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConfig) -
         ("email_attribute", raw.email_attribute.is_some(), saml),
         ("name_attribute", raw.name_attribute.is_some(), saml),
         ("groups_attribute", raw.groups_attribute.is_some(), saml),
+        ("sp_key_file", raw.sp_key_file.is_some(), saml),
+        ("sp_cert_file", raw.sp_cert_file.is_some(), saml),
         ("clients", !raw.clients.is_empty(), &["code"]),
         ("code_ttl_seconds", raw.code_ttl_seconds.is_some(), &["code"]),
         ("required_scopes", raw.required_scopes.is_some(), &["bearer"]),
@@ -546,7 +548,41 @@ fn saml_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider, server: &ServerConf
         groups_attribute: attr(&raw.groups_attribute),
         logout_url: raw.logout_url.as_ref().map(|u| absolute_url(ctx, &key("logout_url"), u)).transpose()?,
         leeway_seconds: raw.leeway_seconds.as_ref().map_or(60, |v| *v.get_ref()),
+        signing: saml_signing(ctx, i, raw)?,
     })
+}
+
+/// `sp_key_file` + `sp_cert_file`: the pair that signs AuthnRequests. RSA
+/// only: RSA-SHA256 is what every IdP verifies on the HTTP-Redirect binding.
+fn saml_signing(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<Option<SamlSigning>, ConfigError> {
+    use openssl::pkey::{Id, PKey};
+    use openssl::x509::X509;
+
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let (key_file, cert_file) = match (&raw.sp_key_file, &raw.sp_cert_file) {
+        (None, None) => return Ok(None),
+        (Some(k), Some(c)) => (k, c),
+        (Some(k), None) => return Err(ctx.at(key("sp_key_file"), k, "sp_key_file needs sp_cert_file")),
+        (None, Some(c)) => return Err(ctx.at(key("sp_cert_file"), c, "sp_cert_file needs sp_key_file")),
+    };
+    let read = |ctx: &Ctx, name: &str, f: &Spanned<String>| {
+        std::fs::read(f.get_ref()).map_err(|e| ctx.at(key(name), f, format!("cannot read {}: {e}", f.get_ref())))
+    };
+    let pem = read(ctx, "sp_key_file", key_file)?;
+    let pkey = PKey::private_key_from_pem(&pem)
+        .map_err(|_| ctx.at(key("sp_key_file"), key_file, "not a PEM private key (PKCS#8 or PKCS#1)"))?;
+    if pkey.id() != Id::RSA || pkey.bits() < 2048 {
+        return Err(ctx.at(key("sp_key_file"), key_file, "the SP signing key must be RSA, at least 2048 bits"));
+    }
+    let cert_pem = read(ctx, "sp_cert_file", cert_file)?;
+    let cert =
+        X509::from_pem(&cert_pem).map_err(|_| ctx.at(key("sp_cert_file"), cert_file, "not a PEM certificate"))?;
+    let matches = cert.public_key().is_ok_and(|public| public.public_eq(&pkey));
+    if !matches {
+        return Err(ctx.at(key("sp_cert_file"), cert_file, "the certificate is not for the key in sp_key_file"));
+    }
+    let cert_der = cert.to_der().map_err(|e| ctx.at(key("sp_cert_file"), cert_file, e.to_string()))?;
+    Ok(Some(SamlSigning { key: pkey, cert_der }))
 }
 
 fn oidc_provider(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<OidcConfig, ConfigError> {

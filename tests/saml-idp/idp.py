@@ -12,6 +12,11 @@ pysaml2 to HTTP:
                          with an auto-submitting form (HTTP-POST binding)
                          carrying the signed SAMLResponse and the RelayState
 
+With --want-signed-requests the IdP verifies the HTTP-Redirect signature of
+each AuthnRequest (SigAlg, Signature) against the signing certificate in the
+SP's metadata, and refuses unsigned or badly signed requests, as Azure AD
+does with "require verification certificates".
+
 The SP's metadata is read from --sp-metadata-url (porteiro's
 /sso/saml/metadata) when an AuthnRequest arrives, so the IdP knows the SP the
 way a real IdP does once an administrator has pasted that metadata.
@@ -120,7 +125,7 @@ class KnobPolicy(Policy):
         return super().get_lifetime(sp_entity_id)
 
 
-def make_server(base, entity_id, key, cert, xmlsec):
+def make_server(base, entity_id, key, cert, xmlsec, want_signed_requests=False):
     conf = IdPConfig()
     conf.load(
         {
@@ -133,7 +138,10 @@ def make_server(base, entity_id, key, cert, xmlsec):
                     },
                     "policy": POLICY,
                     "name_id_format": [NAMEID_FORMAT_EMAILADDRESS],
-                    "want_authn_requests_signed": False,
+                    # When set, pysaml2 verifies the HTTP-Redirect signature
+                    # (SigAlg, Signature) with the certificate in the SP's
+                    # metadata, and refuses unsigned requests.
+                    "want_authn_requests_signed": want_signed_requests,
                 },
             },
             "key_file": key,
@@ -150,8 +158,9 @@ class Idp:
     def __init__(self, args, base):
         self.lock = threading.Lock()
         self.sp_metadata_url = args.sp_metadata_url
-        self.server = make_server(base, args.entity_id, args.key, args.cert, args.xmlsec)
-        self.alt = make_server(base, args.entity_id, args.alt_key, args.alt_cert, args.xmlsec) if args.alt_key else None
+        signed = args.want_signed_requests
+        self.server = make_server(base, args.entity_id, args.key, args.cert, args.xmlsec, signed)
+        self.alt = make_server(base, args.entity_id, args.alt_key, args.alt_cert, args.xmlsec, signed) if args.alt_key else None
         self.metadata_xml = str(entity_descriptor(self.server.config))
         self.sp_loaded = False
 
@@ -170,7 +179,13 @@ class Idp:
         knob = {k: v[-1] for k, v in query.items()}
         with self.lock:
             self.load_sp_metadata()
-            parsed = self.server.parse_authn_request(knob["SAMLRequest"], BINDING_HTTP_REDIRECT)
+            parsed = self.server.parse_authn_request(
+                knob["SAMLRequest"],
+                BINDING_HTTP_REDIRECT,
+                relay_state=knob.get("RelayState"),
+                sigalg=knob.get("SigAlg"),
+                signature=knob.get("Signature"),
+            )
             request = parsed.message
             # Where the SP's metadata says its ACS is, for the binding it asked.
             args = self.server.response_args(request, [BINDING_HTTP_POST])
@@ -273,6 +288,11 @@ def main():
     p.add_argument("--xmlsec", default=shutil.which("xmlsec1"), help="path of the xmlsec1 binary")
     p.add_argument("--sp-metadata-url", required=True)
     p.add_argument("--entity-id", help="the IdP's entity id (default: its metadata URL)")
+    p.add_argument(
+        "--want-signed-requests",
+        action="store_true",
+        help="refuse AuthnRequests without a valid HTTP-Redirect signature by the SP's metadata key",
+    )
     args = p.parse_args()
     if not args.xmlsec:
         sys.exit("idp: the xmlsec1 binary is not installed (Debian package xmlsec1)")

@@ -104,13 +104,13 @@ fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
-/// A self-signed RSA-2048 key pair for the IdP, written to `dir`.
+/// A self-signed RSA-2048 key pair (the IdP's or the SP's), written to `dir`.
 pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(format!("{name}.key"));
     let cert = dir.join(format!("{name}.crt"));
     let out = std::process::Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={name}.idp.test"))
+        .arg(format!("/CN={name}.porteiro.test"))
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -138,7 +138,9 @@ impl Idp {
     /// Starts the IdP with a fresh key pair (and a second one it signs with
     /// on `signer=alt`), reading the SP metadata from `sp_metadata_url`.
     /// Its entity id is its metadata URL unless `entity_id` says otherwise.
-    pub async fn start(dir: &Path, sp_metadata_url: &str, entity_id: Option<&str>) -> Idp {
+    /// With `want_signed_requests` it refuses AuthnRequests that are not
+    /// signed by the key in the SP's metadata.
+    pub async fn start(dir: &Path, sp_metadata_url: &str, entity_id: Option<&str>, want_signed_requests: bool) -> Idp {
         let tools = tools();
         let (key, cert) = key_pair(dir, "idp");
         let (alt_key, alt_cert) = key_pair(dir, "stranger");
@@ -157,6 +159,7 @@ impl Idp {
             .arg(&tools.xmlsec1)
             .args(["--sp-metadata-url", sp_metadata_url])
             .args(entity_id.map(|e| ["--entity-id", e]).into_iter().flatten())
+            .args(want_signed_requests.then_some("--want-signed-requests"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -230,6 +233,8 @@ pub struct Setup {
     attributes: bool,
     public_url: Option<String>,
     route_extra: String,
+    sp_signing: bool,
+    idp_wants_signed: bool,
 }
 
 impl Default for Setup {
@@ -250,6 +255,8 @@ impl Setup {
             attributes: true,
             public_url: None,
             route_extra: String::new(),
+            sp_signing: false,
+            idp_wants_signed: false,
         }
     }
 
@@ -292,6 +299,20 @@ impl Setup {
         self
     }
 
+    /// porteiro signs its AuthnRequests (`sp_key_file`, `sp_cert_file`: a
+    /// fresh RSA pair) and the IdP requires signed requests.
+    pub fn signed_requests(mut self) -> Setup {
+        self.sp_signing = true;
+        self.idp_wants_signed = true;
+        self
+    }
+
+    /// The IdP requires signed AuthnRequests, whether or not porteiro signs.
+    pub fn idp_wants_signed_requests(mut self) -> Setup {
+        self.idp_wants_signed = true;
+        self
+    }
+
     /// More keys for the protected route (`allow = {...}`).
     pub fn route(mut self, toml: &str) -> Setup {
         self.route_extra.push_str(toml);
@@ -305,7 +326,7 @@ impl Setup {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let base = format!("http://127.0.0.1:{port}");
         let entity_id = self.azure_metadata.then_some(AZURE_ISSUER);
-        let idp = Idp::start(dir.path(), &format!("{base}/sso/saml/metadata"), entity_id).await;
+        let idp = Idp::start(dir.path(), &format!("{base}/sso/saml/metadata"), entity_id, self.idp_wants_signed).await;
         let upstream = FakeUpstream::new("clockin").start().await;
         let public_url = self.public_url.clone().unwrap_or_else(|| base.clone());
         let toml = self.toml(port, &public_url, &idp, dir.path(), &upstream).await;
@@ -347,6 +368,14 @@ impl Setup {
         }
         if let Some(l) = self.leeway {
             provider.push_str(&format!("leeway_seconds = {l}\n"));
+        }
+        if self.sp_signing {
+            let (key, cert) = key_pair(dir, "sp");
+            provider.push_str(&format!(
+                "sp_key_file = {}\nsp_cert_file = {}\n",
+                q(key.to_str().unwrap()),
+                q(cert.to_str().unwrap())
+            ));
         }
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = {}\n\n\

@@ -282,7 +282,7 @@ impl Gateway {
             return self.authenticate_bearer(req, route, bearer).await;
         }
         match self.session(req.headers(), route) {
-            Some(identity) => self.allowed(req, route, Arc::new(identity)),
+            Some(identity) => self.allowed(req, route, identity),
             None => Outcome::Respond(self.sign_in_required(req, route, &return_path(path, req.uri().query())).await),
         }
     }
@@ -353,7 +353,7 @@ impl Gateway {
 
     /// The session in the request's cookies, valid for `route`'s provider
     /// and not revoked.
-    pub(crate) fn session(&self, headers: &http::HeaderMap, route: &Route) -> Option<Identity> {
+    pub(crate) fn session(&self, headers: &http::HeaderMap, route: &Route) -> Option<Arc<Identity>> {
         let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
         let provider = route.login.as_ref()?;
         if identity.provider != provider.id() {

@@ -253,7 +253,7 @@ impl Gateway {
     }
 
     /// The session in the request, from any provider, not revoked.
-    fn any_session(&self, headers: &http::HeaderMap) -> Option<Identity> {
+    fn any_session(&self, headers: &http::HeaderMap) -> Option<std::sync::Arc<Identity>> {
         let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
         let store = &self.shared.store;
         (!store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)).then_some(identity)

@@ -6,11 +6,13 @@
 //! producing cookies browsers would drop.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
 use http::HeaderValue;
 use http::header::{self, HeaderMap};
+use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
 use super::seal::{Purpose, Sealer};
@@ -21,6 +23,10 @@ use crate::config::SessionConfig;
 const CHUNK_BYTES: usize = 3800;
 /// Most cookies one session may span.
 pub const MAX_CHUNKS: usize = 5;
+/// Bytes of sealed cookies (and their identities) kept opened.
+const OPENED_BYTES: u64 = 32 * 1024 * 1024;
+/// An opened session not seen for this long is forgotten.
+const OPENED_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// Who a signed-in user is, as porteiro carries it in the session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +79,12 @@ pub struct SessionCookies {
     secure: bool,
     validity: Duration,
     sealer: Sealer,
+    /// Sessions already opened, by their whole sealed value: a browser sends
+    /// the same cookie on every request, and a hit skips the AEAD open and
+    /// the JSON decode. Only cookies that opened are kept, so garbage cannot
+    /// fill it; `exp` is still checked on every hit, and revocation by the
+    /// caller.
+    opened: Cache<Box<str>, Arc<Identity>>,
 }
 
 impl SessionCookies {
@@ -85,6 +97,12 @@ impl SessionCookies {
             secure,
             validity: config.validity,
             sealer: Sealer::new(secret, &config.previous_secrets, Purpose::Session),
+            opened: Cache::builder()
+                .max_capacity(OPENED_BYTES)
+                // The identity's share is roughly its sealed size again.
+                .weigher(|sealed: &Box<str>, _| u32::try_from(sealed.len() * 2).unwrap_or(u32::MAX))
+                .time_to_idle(OPENED_IDLE)
+                .build(),
         })
     }
 
@@ -107,7 +125,7 @@ impl SessionCookies {
 
     /// The identity in the request's cookies, if any, still valid at `now`.
     /// Tampered, truncated, foreign or expired cookies are "no session".
-    pub fn read(&self, headers: &HeaderMap, now: u64) -> Option<Identity> {
+    pub fn read(&self, headers: &HeaderMap, now: u64) -> Option<Arc<Identity>> {
         let mut whole: Option<&str> = None;
         let mut chunks: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
         for (name, value) in cookie_pairs(headers) {
@@ -135,8 +153,17 @@ impl SessionCookies {
                 std::borrow::Cow::Owned(joined)
             }
         };
-        let plain = self.sealer.open(self.name.as_bytes(), &sealed)?;
-        let identity: Identity = serde_json::from_slice(&plain).ok()?;
+        let identity = match self.opened.get(sealed.as_ref()) {
+            Some(hit) => hit,
+            None => {
+                let plain = self.sealer.open(self.name.as_bytes(), &sealed)?;
+                let identity: Arc<Identity> = Arc::new(serde_json::from_slice(&plain).ok()?);
+                if identity.exp > now {
+                    self.opened.insert(sealed.into(), identity.clone());
+                }
+                identity
+            }
+        };
         (identity.exp > now).then_some(identity)
     }
 
@@ -265,6 +292,26 @@ mod tests {
         h
     }
 
+    /// The opened-session cache answers for the very cookie it opened and
+    /// nothing else: expiry still applies, and a cookie edited by one byte
+    /// is opened (and refused) afresh.
+    #[test]
+    fn opened_sessions_are_cached_by_the_whole_cookie() {
+        let c = cookies("porteiro_session");
+        let set = c.write(&identity(2), &HeaderMap::new()).unwrap();
+        let req = as_request(&set);
+        let first = c.read(&req, 1500).unwrap();
+        let again = c.read(&req, 1500).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second read is the cached session");
+        assert_eq!(c.read(&req, 1900), None, "a cached session still expires");
+        let mut edited = req[header::COOKIE].to_str().unwrap().as_bytes().to_vec();
+        let middle = edited.len() / 2 + 10;
+        edited[middle] = if edited[middle] == b'A' { b'B' } else { b'A' };
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_bytes(&edited).unwrap());
+        assert_eq!(c.read(&h, 1500), None);
+    }
+
     #[test]
     fn round_trip_with_flags() {
         let c = cookies("__Host-porteiro_session");
@@ -274,7 +321,7 @@ mod tests {
         for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=900"] {
             assert!(s.contains(flag), "{s} lacks {flag}");
         }
-        assert_eq!(c.read(&as_request(&set), 1500), Some(identity(2)));
+        assert_eq!(c.read(&as_request(&set), 1500).as_deref(), Some(&identity(2)));
         assert_eq!(c.read(&as_request(&set), 1900), None, "expired");
     }
 
@@ -284,7 +331,7 @@ mod tests {
         let set = c.write(&identity(300), &HeaderMap::new()).unwrap();
         assert!(set.len() > 1 && set.len() <= MAX_CHUNKS, "{}", set.len());
         assert!(set.iter().all(|v| v.len() < 4096));
-        assert_eq!(c.read(&as_request(&set), 1500), Some(identity(300)));
+        assert_eq!(c.read(&as_request(&set), 1500).as_deref(), Some(&identity(300)));
         // A smaller session later clears the chunks the browser still has.
         let small = c.write(&identity(1), &as_request(&set)).unwrap();
         assert_eq!(small.len(), 1 + set.len());

@@ -364,23 +364,33 @@ impl Gateway {
         (!revoked).then_some(identity)
     }
 
+    /// Sends a browser on an app's path to `provider`'s login.
+    pub(crate) async fn start_login(
+        &self,
+        provider: &Provider,
+        headers: &http::HeaderMap,
+        return_to: &str,
+    ) -> Response<Body> {
+        // An OpenID Connect attempt begins at `{auth_prefix}/start`: the
+        // browser sends the attempt cookies it holds (`Path=/sso/`) only
+        // there, and only with them can the oldest beyond the bound be
+        // expired. Here, on the app's path, it sends none.
+        if provider.as_oidc().is_some() {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("provider", provider.id())
+                .append_pair("redirectUrl", return_to)
+                .finish();
+            return redirect(&format!("{}/start?{query}", self.auth_prefix));
+        }
+        self.begin_login(provider, headers, return_to, None).await
+    }
+
     /// Not signed in: a browser navigation goes to the login page, anything
     /// else gets a 401 it can act on.
     pub(crate) async fn sign_in_required<B>(&self, req: &Request<B>, route: &Route, return_to: &str) -> Response<Body> {
         match &route.login {
-            // An OpenID Connect attempt begins at `{auth_prefix}/start`: the
-            // browser sends the attempt cookies it holds (`Path=/sso/`) only
-            // there, and only with them can the oldest beyond the bound be
-            // expired. Here, on the app's path, it sends none.
-            Some(provider) if is_navigation(req.method(), req.headers()) && provider.as_oidc().is_some() => {
-                let query = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("provider", provider.id())
-                    .append_pair("redirectUrl", return_to)
-                    .finish();
-                redirect(&format!("{}/start?{query}", self.auth_prefix))
-            }
             Some(provider) if is_navigation(req.method(), req.headers()) => {
-                self.begin_login(provider, req.headers(), return_to, None).await
+                self.start_login(provider, req.headers(), return_to).await
             }
             _ => error::error(
                 StatusCode::UNAUTHORIZED,

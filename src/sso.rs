@@ -861,7 +861,7 @@ impl Gateway {
                 let return_to = gateway::return_path(path, query);
                 match &route.login {
                     Some(p) if redirect_mode && is_original_navigation(req) => {
-                        self.begin_login(p, req.headers(), &return_to, None).await
+                        self.start_login(p, req.headers(), &return_to).await
                     }
                     _ => error::json(
                         StatusCode::UNAUTHORIZED,

@@ -190,6 +190,29 @@ async fn a_sixth_attempt_expires_the_oldest() {
     }
 }
 
+/// Forward auth with `?redirect=true` (Traefik, Caddy) sends a signed-out
+/// browser through `/sso/start` too, where it shows the attempt cookies it
+/// holds, so those logins are bounded like any other.
+#[tokio::test]
+async fn forward_auth_logins_start_at_sso_start() {
+    let (_idp, gw, _up) = setup().await;
+    let browser = gw.browser();
+    let auth = format!("{PUBLIC_URL}/sso/auth?redirect=true");
+    let page = browser.get_with(&auth, &[("x-original-url", &format!("{PUBLIC_URL}/tickets/1?x=y"))]).await;
+    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
+    assert_eq!(page.location().path(), "/sso/start");
+    assert_eq!(page.location_param("provider").as_deref(), Some("idp"));
+    assert_eq!(page.location_param("redirectUrl").as_deref(), Some("/tickets/1?x=y"));
+    assert!(browser.state_cookies().is_empty(), "no attempt is made before /sso/start");
+    for i in 1..=7 {
+        let page = browser.get_with(&auth, &[("x-original-url", &format!("{PUBLIC_URL}/r/{i}"))]).await;
+        let to_idp = browser.follow(&page).await;
+        assert_eq!(to_idp.status, StatusCode::FOUND, "{}", to_idp.body);
+        assert!(to_idp.location_param("state").is_some(), "{}", to_idp.location());
+    }
+    assert_eq!(browser.state_cookies().len(), 5, "the five newest attempts remain");
+}
+
 #[tokio::test]
 async fn attempts_started_at_sso_start_are_bounded_too() {
     let (_idp, gw, _up) = setup().await;

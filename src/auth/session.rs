@@ -84,7 +84,7 @@ pub struct SessionCookies {
     /// the JSON decode. Only cookies that opened are kept, so garbage cannot
     /// fill it; `exp` is still checked on every hit, and revocation by the
     /// caller.
-    opened: Cache<Box<str>, Arc<Identity>>,
+    opened: Cache<Arc<str>, Arc<Identity>>,
 }
 
 impl SessionCookies {
@@ -100,7 +100,7 @@ impl SessionCookies {
             opened: Cache::builder()
                 .max_capacity(OPENED_BYTES)
                 // The identity's share is roughly its sealed size again.
-                .weigher(|sealed: &Box<str>, _| u32::try_from(sealed.len() * 2).unwrap_or(u32::MAX))
+                .weigher(|sealed: &Arc<str>, _| u32::try_from(sealed.len() * 2).unwrap_or(u32::MAX))
                 .time_to_idle(OPENED_IDLE)
                 .build(),
         })

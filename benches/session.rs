@@ -59,6 +59,7 @@ fn identity(now: u64) -> Identity {
         claims: BTreeMap::new(),
         iat: now,
         exp: now + 15 * 60,
+        header_values: Default::default(),
     }
 }
 

@@ -420,9 +420,7 @@ impl Gateway {
             strip_cookies(req.headers_mut(), |name| sessions.owns(name));
         }
         if let Some(identity) = identity {
-            for (name, value) in identity_headers(identity, route, Audience::Upstream) {
-                req.headers_mut().insert(name, value);
-            }
+            put_identity_headers(req.headers_mut(), identity, route, Audience::Upstream);
         }
         // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
         if !req.headers().contains_key(header::HOST) {
@@ -500,9 +498,10 @@ pub(crate) enum Audience {
     ForwardAuth,
 }
 
-/// The identity headers for `route`. Values were checked for control
-/// characters at login; anything still unrepresentable is left out.
-pub(crate) fn identity_headers(id: &Identity, route: &Route, to: Audience) -> Vec<(HeaderName, HeaderValue)> {
+/// Sets the identity headers for `route`. Values were checked for control
+/// characters at login; anything still unrepresentable is left out. The
+/// standard four are made once per identity (cached sessions share them).
+pub(crate) fn put_identity_headers(headers: &mut http::HeaderMap, id: &Identity, route: &Route, to: Audience) {
     let names: [&'static str; 4] = match to {
         Audience::Upstream => {
             ["x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username", "x-forwarded-groups"]
@@ -514,28 +513,25 @@ pub(crate) fn identity_headers(id: &Identity, route: &Route, to: Audience) -> Ve
             "x-auth-request-groups",
         ],
     };
-    let groups = (!id.groups.is_empty()).then(|| id.groups.join(","));
-    let values = [Some(id.sub.as_str()), id.email.as_deref(), id.username.as_deref(), groups.as_deref()];
-    let mut out = Vec::with_capacity(4 + route.claim_headers.len());
+    let values = id.header_values();
     for (name, value) in names.iter().zip(values) {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-            out.push((HeaderName::from_static(name), v));
+        if let Some(v) = value {
+            headers.insert(HeaderName::from_static(name), v.clone());
         }
     }
     for (name, claim) in &route.claim_headers {
         let value = match claim.as_str() {
-            "sub" => Some(id.sub.clone()),
-            "name" => id.name.clone(),
-            "email" => id.email.clone(),
-            "preferred_username" => id.username.clone(),
-            "groups" => groups.clone(),
-            other => id.claims.get(other).map(|v| v.join(",")),
+            "sub" => values[0].clone(),
+            "email" => values[1].clone(),
+            "preferred_username" => values[2].clone(),
+            "groups" => values[3].clone(),
+            "name" => id.name.as_deref().and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
+            other => id.claims.get(other).and_then(|v| HeaderValue::from_bytes(v.join(",").as_bytes()).ok()),
         };
-        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-            out.push((name.clone(), v));
+        if let Some(v) = value {
+            headers.insert(name.clone(), v);
         }
     }
-    out
 }
 
 /// `custom` is every route's custom identity header names.

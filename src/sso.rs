@@ -27,7 +27,7 @@ use crate::auth::{self, Identity, Provider, claims, redirect as sanitize};
 use crate::body::Body;
 use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, SamlMetadata, TokenConfig, TokenEndpointAuth};
 use crate::error::{self, escape_html};
-use crate::gateway::{self, Audience, Gateway, Outcome, identity_headers, is_navigation, redirect, request_host};
+use crate::gateway::{self, Audience, Gateway, Outcome, is_navigation, put_identity_headers, redirect, request_host};
 use crate::path;
 use crate::server::ConnInfo;
 
@@ -849,9 +849,7 @@ impl Gateway {
             Outcome::Pass(identity) => {
                 let mut resp = Response::new(Body::empty());
                 if let Some(id) = identity {
-                    for (name, value) in identity_headers(&id, route, Audience::ForwardAuth) {
-                        resp.headers_mut().insert(name, value);
-                    }
+                    put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
                 }
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 resp

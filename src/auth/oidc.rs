@@ -524,6 +524,7 @@ impl OidcLogin {
             claims: claims::kept_claims(c, &keep),
             iat: now,
             exp: now + self.s.validity,
+            header_values: Default::default(),
         };
         identity.check_header_safe().map_err(|why| Failure::new(StatusCode::UNAUTHORIZED, "unsafe_claims", why))?;
         Ok(identity)

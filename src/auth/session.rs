@@ -6,7 +6,7 @@
 //! producing cookies browsers would drop.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
@@ -51,9 +51,47 @@ pub struct Identity {
     /// Unix seconds.
     pub iat: u64,
     pub exp: u64,
+    /// Derived: the identity header values, made once per identity, which a
+    /// cached session or token shares across all its requests.
+    #[serde(skip)]
+    pub header_values: HeaderValues,
+}
+
+/// The values of the user, email, preferred-username and groups headers.
+/// Derived data: it takes no part in comparing identities.
+#[derive(Clone, Default)]
+pub struct HeaderValues(OnceLock<[Option<HeaderValue>; 4]>);
+
+impl HeaderValues {
+    fn get(&self, id: &Identity) -> &[Option<HeaderValue>; 4] {
+        self.0.get_or_init(|| {
+            let groups = (!id.groups.is_empty()).then(|| id.groups.join(","));
+            [Some(id.sub.as_str()), id.email.as_deref(), id.username.as_deref(), groups.as_deref()]
+                .map(|v| v.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()))
+        })
+    }
+}
+
+impl PartialEq for HeaderValues {
+    fn eq(&self, _: &HeaderValues) -> bool {
+        true
+    }
+}
+
+impl Eq for HeaderValues {}
+
+impl std::fmt::Debug for HeaderValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeaderValues")
+    }
 }
 
 impl Identity {
+    /// The user, email, preferred-username and groups (comma-joined) header
+    /// values; `None` where absent or not representable.
+    pub fn header_values(&self) -> &[Option<HeaderValue>; 4] {
+        self.header_values.get(self)
+    }
     /// Every value that may become an upstream header must be a clean header
     /// value: no CR, LF, NUL or other control characters.
     pub fn check_header_safe(&self) -> Result<(), &'static str> {
@@ -277,6 +315,7 @@ mod tests {
             claims: BTreeMap::new(),
             iat: 1000,
             exp: 1900,
+            header_values: Default::default(),
         }
     }
 

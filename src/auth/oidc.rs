@@ -14,7 +14,6 @@ use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use cookie::{Cookie, SameSite};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
@@ -27,7 +26,7 @@ use super::claims::{self, ClaimMap};
 use super::fetch::{FetchError, Fetcher, url_allowed};
 use super::jwks::{Jwks, JwksSettings};
 use super::seal::{Purpose, Sealer, random_id};
-use super::session::{Identity, cookie_pairs};
+use super::session::{Identity, cookie_pairs, set_cookie};
 use super::token::{KeySource, Rules, TokenError, Verifier, string_claim};
 use crate::config::Secret;
 
@@ -615,14 +614,7 @@ impl LoginStates {
     }
 
     fn cookie(&self, name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
-        let mut c = Cookie::new(name, value);
-        c.set_path(self.path.clone());
-        c.set_http_only(true);
-        c.set_secure(self.secure);
-        // The IdP's redirect back is a top-level GET: Lax cookies are sent.
-        c.set_same_site(SameSite::Lax);
-        c.set_max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(0)));
-        HeaderValue::from_str(&c.to_string()).ok()
+        set_cookie(name, value, &self.path, None, self.secure, max_age)
     }
 
     fn store(&self, attempt: &Attempt, request: &HeaderMap) -> Option<Vec<HeaderValue>> {

@@ -248,17 +248,32 @@ impl SessionCookies {
     }
 
     fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> Result<HeaderValue, &'static str> {
-        let mut c = Cookie::new(name, value);
-        c.set_path("/");
-        c.set_http_only(true);
-        c.set_secure(self.secure);
-        c.set_same_site(SameSite::Lax);
-        c.set_max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
-        if let Some(d) = &self.domain {
-            c.set_domain(d.clone());
-        }
-        HeaderValue::from_str(&c.to_string()).map_err(|_| "cannot encode the session cookie")
+        set_cookie(name, value, "/", self.domain.as_deref(), self.secure, max_age)
+            .ok_or("cannot encode the session cookie")
     }
+}
+
+/// A `Set-Cookie` value as porteiro writes all its cookies: HttpOnly,
+/// SameSite=Lax (the IdP's redirect back is a top-level GET, so Lax cookies
+/// come with it), Secure under https.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    domain: Option<&str>,
+    secure: bool,
+    max_age: u64,
+) -> Option<HeaderValue> {
+    let mut c = Cookie::new(name, value);
+    c.set_path(path);
+    c.set_http_only(true);
+    c.set_secure(secure);
+    c.set_same_site(SameSite::Lax);
+    c.set_max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
+    if let Some(d) = domain {
+        c.set_domain(d);
+    }
+    HeaderValue::from_str(&c.to_string()).ok()
 }
 
 /// `(name, value)` of every cookie in every `Cookie` header.

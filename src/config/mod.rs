@@ -92,11 +92,18 @@ pub struct SessionConfig {
     pub store: StoreKind,
 }
 
-/// Where single-use and revocation state lives. Only in-process memory so
-/// far; a shared store for replicas is planned.
+/// Where single-use and revocation state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
+    /// In-process (moka): one replica needs nothing else.
     Memory,
+    /// Shared by replicas through one Redis (`session.store = "redis"`).
+    Redis {
+        /// `redis://` or `rediss://` URL; may carry a password, so a secret.
+        url: Secret,
+        /// Prepended to every key and the revocation channel (default `porteiro:`).
+        prefix: String,
+    },
 }
 
 /// One `[[providers]]` entry.

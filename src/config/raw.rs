@@ -63,6 +63,7 @@ pub struct RawSession {
     pub cookie_domain: Option<Spanned<String>>,
     pub store: Option<Spanned<String>>,
     pub redis_url: Option<Spanned<String>>,
+    pub redis_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -318,18 +318,41 @@ fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<Sessi
             name.clone()
         }
     };
-    if let Some(u) = &raw.redis_url {
-        return Err(ctx.at("session.redis_url", u, "the Redis store is not available in this version"));
-    }
     let store = match raw.store.as_ref().map(|s| (s, s.get_ref().as_str())) {
-        None | Some((_, "memory")) => StoreKind::Memory,
-        // Refused rather than quietly served from memory: replicas would each
-        // keep their own single-use and revocation state.
+        None | Some((_, "memory")) => {
+            // A URL without the store would silently keep state per replica.
+            if let Some(u) = &raw.redis_url {
+                return Err(ctx.at("session.redis_url", u, "only used with session.store = \"redis\""));
+            }
+            if let Some(p) = &raw.redis_prefix {
+                return Err(ctx.at("session.redis_prefix", p, "only used with session.store = \"redis\""));
+            }
+            StoreKind::Memory
+        }
         Some((s, "redis")) => {
-            return Err(ctx.at("session.store", s, "the Redis store is not available in this version; use \"memory\""));
+            let Some(u) = &raw.redis_url else {
+                return Err(ctx.at("session.store", s, "\"redis\" needs session.redis_url"));
+            };
+            let url = ctx.secret("session.redis_url", u)?;
+            redis_url(url.expose()).map_err(|why| ctx.at("session.redis_url", u, why))?;
+            let prefix = match &raw.redis_prefix {
+                None => "porteiro:".to_string(),
+                Some(p) => {
+                    let prefix = p.get_ref();
+                    if prefix.is_empty() || prefix.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                        return Err(ctx.at(
+                            "session.redis_prefix",
+                            p,
+                            "must be non-empty, without spaces or control characters",
+                        ));
+                    }
+                    prefix.clone()
+                }
+            };
+            StoreKind::Redis { url, prefix }
         }
         Some((s, other)) => {
-            return Err(ctx.at("session.store", s, format!("{other:?}: expected \"memory\"")));
+            return Err(ctx.at("session.store", s, format!("{other:?}: expected \"memory\" or \"redis\"")));
         }
     };
     Ok(SessionConfig {
@@ -340,6 +363,26 @@ fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<Sessi
         cookie_domain,
         store,
     })
+}
+
+/// Checks a Redis URL without echoing it: it may carry a password.
+fn redis_url(bytes: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "is not UTF-8".to_string())?;
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err("must start with redis:// or rediss://".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must be redis[s]://[user:password@]host[:port][/db] without a query".into());
+    }
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err("the path, when present, is the database number".into());
+    }
+    Ok(())
 }
 
 /// `porteiro_session`, or `__Host-porteiro_session` under HTTPS without a domain.

@@ -32,9 +32,10 @@ use tracing::{info, warn};
 
 use crate::auth::identifiers::Identifiers;
 use crate::auth::jwks::JwksRegistry;
-use crate::auth::store::MemoryStore;
+use crate::auth::redis_store::RedisStore;
+use crate::auth::store::{MemoryStore, Store};
 use crate::body::Body;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::gateway::{Gateway, Shared};
 use crate::metrics::Metrics;
 use crate::server::{ConnInfo, Handler, Limits, TlsSwap};
@@ -48,6 +49,10 @@ pub enum StartError {
     Setup(String),
 }
 
+/// Entries of each kind the in-process store (or the revocation mirror of
+/// the Redis store) keeps before evicting.
+const STORE_CAPACITY: u64 = 1_000_000;
+
 /// The serving state: the current gateway (swapped whole on reload) and
 /// what outlives reloads.
 pub struct App {
@@ -60,10 +65,16 @@ pub struct App {
 impl App {
     /// Compiles `config` into a gateway.
     pub fn new(config: Config) -> Result<App, StartError> {
+        let store: Arc<dyn Store> = match &config.session.store {
+            StoreKind::Memory => Arc::new(MemoryStore::new(STORE_CAPACITY)),
+            StoreKind::Redis { url, prefix } => {
+                Arc::new(RedisStore::new(url.expose(), prefix, STORE_CAPACITY).map_err(StartError::Setup)?)
+            }
+        };
         let shared = Arc::new(Shared {
             metrics: Arc::new(Metrics::new()),
             draining: Arc::new(AtomicBool::new(false)),
-            store: Arc::new(MemoryStore::new(1_000_000)),
+            store,
             jwks: JwksRegistry::default(),
             identifiers: match &config.server.state_dir {
                 Some(dir) => Some(Identifiers::open(dir).map_err(StartError::Setup)?),
@@ -100,6 +111,11 @@ impl App {
         if old.server.listen != config.server.listen || old.server.admin_listen != config.server.admin_listen {
             warn!("server.listen / server.admin_listen changed: the new addresses take effect after a restart");
         }
+        if old.session.store != config.session.store {
+            warn!(
+                "session.store / session.redis_url / session.redis_prefix changed: the new store takes effect after a restart"
+            );
+        }
         if old.server.state_dir != config.server.state_dir {
             warn!("server.state_dir changed: the new directory takes effect after a restart");
         }
@@ -115,9 +131,10 @@ impl App {
         &self.shared.metrics
     }
 
-    /// Ready to take traffic: not draining and every provider has its keys.
+    /// Ready to take traffic: not draining, every provider has its keys, and
+    /// the state store is reachable (always, for the in-process one).
     pub fn ready(&self) -> bool {
-        self.gateway.load().ready()
+        self.gateway.load().ready() && self.shared.store.ready()
     }
 }
 

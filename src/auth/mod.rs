@@ -10,6 +10,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod oidc;
 pub mod redirect;
+pub mod redis_store;
 pub mod saml;
 pub mod seal;
 pub mod session;

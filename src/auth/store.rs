@@ -1,6 +1,7 @@
 //! Shared single-use and revocation state: replayed token ids, login
-//! attempts, (later) single-use codes. The in-memory store (moka) serves one
-//! process; a Redis store implements the same trait for replicas.
+//! attempts, single-use codes, revocations. The in-memory store (moka) serves
+//! one process; [`crate::auth::redis_store::RedisStore`] implements the same
+//! trait for replicas.
 //!
 //! Every operation that decides "first time or not" is atomic in the store
 //! itself (`insert_once`, `take`), so exactly one caller wins a race.
@@ -47,6 +48,11 @@ pub trait Store: Send + Sync + 'static {
     /// Is a session revoked? Answers from local memory, never the network:
     /// it runs on every request.
     fn is_revoked(&self, session_id: &str, subject: &str, email: Option<&str>, issued_at: u64) -> bool;
+
+    /// Can the store serve logins now? Feeds `/readyz`; memory always can.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone)]
@@ -98,6 +104,21 @@ impl MemoryStore {
             any_revoked: AtomicBool::new(false),
         }
     }
+
+    /// Records a revocation in local memory only: the body of
+    /// [`Store::revoke`] here, and the local mirror of a shared store.
+    pub(crate) fn record(&self, what: Revocation, now: u64, ttl: Duration) {
+        self.any_revoked.store(true, Ordering::SeqCst);
+        let entry = Entry { value: now.to_be_bytes().to_vec(), expires: Instant::now() + ttl };
+        match what {
+            // A session id names one session whenever it was issued.
+            Revocation::Session(s) => {
+                self.revoked_sessions.insert(s, Entry { value: u64::MAX.to_be_bytes().to_vec(), ..entry })
+            }
+            Revocation::Subject(s) => self.revoked_subjects.insert(s, entry),
+            Revocation::Email(e) => self.revoked_emails.insert(e.to_ascii_lowercase(), entry),
+        }
+    }
 }
 
 /// A revocation entry applies to sessions issued at or before its time.
@@ -128,15 +149,7 @@ impl Store for MemoryStore {
     }
 
     fn revoke<'a>(&'a self, what: Revocation, now: u64, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.any_revoked.store(true, Ordering::SeqCst);
-        let entry = Entry { value: now.to_be_bytes().to_vec(), expires: Instant::now() + ttl };
-        match what {
-            Revocation::Session(s) => {
-                self.revoked_sessions.insert(s, Entry { value: u64::MAX.to_be_bytes().to_vec(), ..entry })
-            }
-            Revocation::Subject(s) => self.revoked_subjects.insert(s, entry),
-            Revocation::Email(e) => self.revoked_emails.insert(e.to_ascii_lowercase(), entry),
-        }
+        self.record(what, now, ttl);
         Box::pin(std::future::ready(Ok(())))
     }
 

@@ -1,0 +1,339 @@
+//! Several replicas sharing one real Redis (`session.store = "redis"`,
+//! DESIGN §1, §2.3): single-use codes, the jti replay cache, generic
+//! put/take state and revocations hold across replicas; while Redis is down
+//! logins that need it fail closed, existing sessions keep working (the
+//! per-request revocation check reads local memory only), `/readyz` says
+//! 503, and everything works again once Redis is back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+
+mod auth_support;
+mod redis_support;
+
+use std::time::{Duration, Instant};
+
+use auth_support::{COOKIE, Conf, EchoUpstream, Gw, claims, claims_with, hs_token, json_error, q, random_id};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::StatusCode;
+use porteiro::auth::redis_store::RedisStore;
+use porteiro::auth::store::{Revocation, Store};
+use redis_support::RedisServer;
+use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+const CODE_CLIENT: (&str, &str) = ("app1", "app1-secret-0123456789");
+/// How long a revocation may take to reach another replica.
+const PROPAGATION: Duration = Duration::from_secs(3);
+
+/// A replica: the `intranet` jwt login on `/`, a `kb` code login on `/kb/`,
+/// the admin API, all state in the Redis at `redis_url`.
+fn replica(upstream: &EchoUpstream, redis_url: &str) -> Conf {
+    Conf::new(&upstream.authority())
+        .server("admin_token", q(ADMIN_TOKEN))
+        .session("store", q("redis"))
+        .session("redis_url", q(redis_url))
+        .raw(&format!(
+            r#"
+[[providers]]
+id = "kb"
+kind = "code"
+login_url = "https://app.test/login"
+clients = [{{ client_id = "{}", client_secret = "{}" }}]
+
+[[routes]]
+id = "kb"
+path_prefix = "/kb/"
+upstream = "http://{}"
+login = "kb"
+"#,
+            CODE_CLIENT.0,
+            CODE_CLIENT.1,
+            upstream.authority()
+        ))
+}
+
+async fn mint(gw: &Gw) -> reqwest::Response {
+    let basic = format!("Basic {}", STANDARD.encode(format!("{}:{}", CODE_CLIENT.0, CODE_CLIENT.1)));
+    let body = json!({"username": "ana.souza", "firstName": "Ana", "lastName": "Souza", "emailId": "ana@example.com"});
+    gw.client.post(gw.url("/sso/code")).header("authorization", basic).json(&body).send().await.unwrap()
+}
+
+async fn mint_code(gw: &Gw) -> String {
+    let resp = mint(gw).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    v["code"].as_str().unwrap().to_string()
+}
+
+async fn redeem(gw: &Gw, code: &str) -> reqwest::Response {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", code)
+        .append_pair("redirectUrl", "/kb/page")
+        .finish();
+    gw.browser(&format!("/sso/authorize?{query}")).send().await.unwrap()
+}
+
+fn has_session_cookie(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with(&format!("{COOKIE}=")) && !v.to_str().unwrap().contains("Max-Age=0"))
+}
+
+async fn readyz(gw: &Gw) -> StatusCode {
+    gw.client.get(format!("{}/readyz", gw.admin.as_ref().unwrap())).send().await.unwrap().status()
+}
+
+/// Polls `check` every 50 ms until it holds or `within` has passed.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Does `cookie` still open a session on `gw`?
+async fn session_works(gw: &Gw, cookie: &str) -> bool {
+    let resp = gw.get("/").header("cookie", cookie).send().await.unwrap();
+    match resp.status() {
+        StatusCode::OK => true,
+        StatusCode::UNAUTHORIZED => false,
+        other => panic!("unexpected {other}"),
+    }
+}
+
+fn store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::new(server.url().as_bytes(), prefix, 1000).unwrap()
+}
+
+async fn wait_store_ready(s: &RedisStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.ready() {
+        assert!(Instant::now() < deadline, "the Redis store never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn store_operations_against_a_real_redis() {
+    let server = RedisServer::start();
+    let a = store(&server, "t:");
+    let b = store(&server, "t:");
+    wait_store_ready(&a).await;
+    let ttl = Duration::from_secs(60);
+
+    // insert_once: the first caller wins, on whichever replica.
+    assert!(a.insert_once("jti:1", ttl).await.unwrap());
+    assert!(!a.insert_once("jti:1", ttl).await.unwrap());
+    assert!(!b.insert_once("jti:1", ttl).await.unwrap());
+
+    // put on one replica, take on the other: exactly once.
+    a.put("relay:x", b"attempt".to_vec(), ttl).await.unwrap();
+    assert_eq!(b.take("relay:x").await.unwrap(), Some(b"attempt".to_vec()));
+    assert_eq!(a.take("relay:x").await.unwrap(), None);
+    assert_eq!(b.take("relay:x").await.unwrap(), None);
+
+    // Short TTLs expire in Redis.
+    a.put("short", b"v".to_vec(), Duration::from_millis(100)).await.unwrap();
+    assert!(a.insert_once("once", Duration::from_millis(100)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(b.take("short").await.unwrap(), None);
+    assert!(b.insert_once("once", Duration::from_millis(100)).await.unwrap());
+
+    // Keys live under the prefix; another prefix is another namespace.
+    assert!(server.command("EXISTS t:jti:1").contains(":1"));
+    let other = store(&server, "other:");
+    assert!(other.insert_once("jti:1", ttl).await.unwrap());
+
+    // A revocation reaches the other replica's local mirror.
+    a.revoke(Revocation::Email("Ana@Example.com".into()), 100, ttl).await.unwrap();
+    assert!(a.is_revoked("s1", "ana", Some("ana@example.com"), 100), "applied locally at once");
+    eventually(PROPAGATION, "revocation reaches b", || async {
+        b.is_revoked("s2", "ana", Some("ANA@example.com"), 99)
+    })
+    .await;
+    assert!(!b.is_revoked("s3", "ana", Some("ana@example.com"), 101), "later sessions stay valid");
+    assert!(!other.is_revoked("s2", "ana", Some("ana@example.com"), 99), "other prefix, other revocations");
+
+    // A store started afterwards catches up from the revocation keys.
+    let late = store(&server, "t:");
+    wait_store_ready(&late).await;
+    assert!(late.is_revoked("s4", "x", Some("ana@example.com"), 50));
+}
+
+#[tokio::test]
+async fn a_code_is_redeemed_once_across_replicas() {
+    let server = RedisServer::start();
+    let upstream = EchoUpstream::start().await;
+    let a = replica(&upstream, &server.url()).start().await;
+    let b = replica(&upstream, &server.url()).start().await;
+
+    // Minted on A, redeemed on B; then refused on both.
+    let code = mint_code(&a).await;
+    let resp = redeem(&b, &code).await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert!(has_session_cookie(&resp));
+    for gw in [&a, &b] {
+        let resp = redeem(gw, &code).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    }
+
+    // 50 concurrent redemptions over both replicas: exactly one session.
+    let code = mint_code(&b).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let gw = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let code = code.clone();
+        tasks.push(tokio::spawn(async move {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("code", &code)
+                .append_pair("redirectUrl", "/kb/page")
+                .finish();
+            let resp = auth_support::client()
+                .get(format!("{gw}/sso/authorize?{query}"))
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), has_session_cookie(&resp))
+        }));
+    }
+    let mut sessions = 0;
+    for t in tasks {
+        let (status, cookie) = t.await.unwrap();
+        match status {
+            StatusCode::FOUND => {
+                assert!(cookie);
+                sessions += 1;
+            }
+            StatusCode::BAD_REQUEST => assert!(!cookie),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(sessions, 1);
+}
+
+#[tokio::test]
+async fn a_jwt_used_on_one_replica_is_refused_on_the_other() {
+    let server = RedisServer::start();
+    let upstream = EchoUpstream::start().await;
+    let a = replica(&upstream, &server.url()).start().await;
+    let b = replica(&upstream, &server.url()).start().await;
+
+    let token = hs_token(&claims());
+    a.login(&token).await;
+    let resp = b.callback(&token, "/").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Another token with the same jti is a replay too.
+    let jti = random_id();
+    b.login(&hs_token(&claims_with(json!({"jti": jti})))).await;
+    let resp = a.callback(&hs_token(&claims_with(json!({"jti": jti, "name": "Other"}))), "/").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn admin_revoke_on_one_replica_ends_the_session_on_all() {
+    let server = RedisServer::start();
+    let upstream = EchoUpstream::start().await;
+    let a = replica(&upstream, &server.url()).start().await;
+    let b = replica(&upstream, &server.url()).start().await;
+
+    // Sessions are stateless cookies: one from A opens on B.
+    let carla = a.login(&hs_token(&claims_with(json!({"userid": "C-7", "email": "carla@example.com"})))).await;
+    let ana = b.login(&hs_token(&claims())).await;
+    assert!(session_works(&b, &carla).await);
+
+    let resp = a.revoke(ADMIN_TOKEN, json!({"subject": "C-7"})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!session_works(&a, &carla).await, "revoked on A at once");
+    eventually(PROPAGATION, "B refuses the revoked session", || async { !session_works(&b, &carla).await }).await;
+    assert!(session_works(&a, &ana).await && session_works(&b, &ana).await, "other sessions stay");
+
+    // A replica started after the revocation loads it before saying ready.
+    let c = replica(&upstream, &server.url()).start().await;
+    assert!(!session_works(&c, &carla).await, "late replica caught up");
+    assert!(session_works(&c, &ana).await);
+
+    // Revoked by email on C: A and B follow.
+    let resp = c.revoke(ADMIN_TOKEN, json!({"email": "ANA@example.com"})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    for gw in [&a, &b] {
+        eventually(PROPAGATION, "revocation by email", || async { !session_works(gw, &ana).await }).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_down_fails_logins_closed_and_keeps_sessions() {
+    let mut server = RedisServer::start();
+    let upstream = EchoUpstream::start().await;
+    let a = replica(&upstream, &server.url()).start().await;
+    let b = replica(&upstream, &server.url()).start().await;
+    let ana = a.login(&hs_token(&claims())).await;
+    let code = mint_code(&a).await;
+    let bruno = b.login(&hs_token(&claims_with(json!({"userid": "B-1", "email": "bruno@example.com"})))).await;
+    let resp = a.revoke(ADMIN_TOKEN, json!({"subject": "B-1"})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    eventually(PROPAGATION, "revocation reaches B", || async { !session_works(&b, &bruno).await }).await;
+
+    server.stop();
+    for gw in [&a, &b] {
+        eventually(PROPAGATION, "/readyz turns 503", || async { readyz(gw).await == StatusCode::SERVICE_UNAVAILABLE })
+            .await;
+        // Existing sessions keep working, revocations still hold: the
+        // per-request check never touches Redis.
+        assert!(session_works(gw, &ana).await);
+        assert!(!session_works(gw, &bruno).await);
+        // Logins that need the store fail closed with 503.
+        let resp = mint(gw).await;
+        assert_eq!(json_error(resp, StatusCode::SERVICE_UNAVAILABLE).await, "temporarily_unavailable");
+        let resp = redeem(gw, &code).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!has_session_cookie(&resp));
+        let resp = gw.callback(&hs_token(&claims()), "/").await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let resp = gw.revoke(ADMIN_TOKEN, json!({"subject": "nobody"})).await;
+        assert_eq!(json_error(resp, StatusCode::SERVICE_UNAVAILABLE).await, "store_unavailable");
+    }
+
+    // Back (empty: nothing was persisted): ready again, logins work again.
+    server.resume();
+    for gw in [&a, &b] {
+        eventually(Duration::from_secs(10), "/readyz turns 200", || async { readyz(gw).await == StatusCode::OK }).await;
+    }
+    eventually(Duration::from_secs(10), "minting works again", || async { mint(&a).await.status() == StatusCode::OK })
+        .await;
+    let code = mint_code(&a).await;
+    let resp = redeem(&b, &code).await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert!(has_session_cookie(&resp));
+    let token = hs_token(&claims());
+    b.login(&token).await;
+    assert_eq!(a.callback(&token, "/").await.status(), StatusCode::UNAUTHORIZED);
+    // A revocation made now reaches the other replica over the new subscription.
+    let resp = b.revoke(ADMIN_TOKEN, json!({"email": "ana@example.com"})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    eventually(PROPAGATION, "revocation after reconnect", || async { !session_works(&a, &ana).await }).await;
+}
+
+#[tokio::test]
+async fn starts_while_redis_is_down_and_becomes_ready_when_it_is_up() {
+    let mut server = RedisServer::start();
+    server.stop();
+    let upstream = EchoUpstream::start().await;
+    let running = porteiro::start(replica(&upstream, &server.url()).config()).await.unwrap();
+    let admin = format!("http://{}/readyz", running.admin_addr.unwrap());
+    let client = auth_support::client();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.get(&admin).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    server.resume();
+    eventually(Duration::from_secs(10), "ready once Redis is up", || async {
+        client.get(&admin).send().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+}

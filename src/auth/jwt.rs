@@ -59,7 +59,10 @@ impl JwtLogin {
         match store.insert_once(&key, ttl).await {
             Ok(true) => Ok(identity),
             Ok(false) => Err(TokenError::Replayed),
-            Err(_) => Err(TokenError::StoreUnavailable),
+            Err(e) => {
+                tracing::warn!(provider = %self.id, error = %e, "replay cache unavailable; login refused");
+                Err(TokenError::StoreUnavailable)
+            }
         }
     }
 }

@@ -300,7 +300,8 @@ impl OidcLogin {
                     "This sign-in answer was already used.",
                 )));
             }
-            Err(_) => {
+            Err(e) => {
+                warn!(error = %e, "login state store unavailable; login refused");
                 return Err(fail(Failure::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",

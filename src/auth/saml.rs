@@ -209,10 +209,10 @@ impl SamlLogin {
         let attempt =
             Attempt { provider: self.s.id.clone(), request_id: request.id.clone(), return_to: return_to.to_string() };
         let value = serde_json::to_vec(&attempt).map_err(|e| fail("internal", e.to_string()))?;
-        store
-            .put(&relay_key(&relay), value, Duration::from_secs(ATTEMPT_SECONDS))
-            .await
-            .map_err(|_| fail("store_unavailable", "Login state is unavailable."))?;
+        store.put(&relay_key(&relay), value, Duration::from_secs(ATTEMPT_SECONDS)).await.map_err(|e| {
+            warn!(error = %e, "login state store unavailable; SAML login not started");
+            fail("store_unavailable", "Login state is unavailable.")
+        })?;
         let url = request
             .redirect(&relay)
             .map_err(|e| fail("authn_request", e.to_string()))?
@@ -261,7 +261,10 @@ impl SamlLogin {
         {
             Ok(true) => {}
             Ok(false) => return Err(fail("assertion_replayed", "This sign-in answer was already used.")),
-            Err(_) => return Err(fail("store_unavailable", "Login state is unavailable.")),
+            Err(e) => {
+                warn!(error = %e, "assertion replay cache unavailable; login refused");
+                return Err(fail("store_unavailable", "Login state is unavailable."));
+            }
         }
         let identity = self.identity(&assertion, now)?;
         info!(provider = %self.s.id, user = %identity.sub, "SAML assertion accepted");
@@ -396,8 +399,10 @@ pub async fn take_attempt(relay: &str, store: &dyn Store) -> Result<Attempt, Sam
     if relay.is_empty() || relay.len() > 80 {
         return Err(unknown());
     }
-    let raw =
-        store.take(&relay_key(relay)).await.map_err(|_| fail("store_unavailable", "Login state is unavailable."))?;
+    let raw = store.take(&relay_key(relay)).await.map_err(|e| {
+        warn!(error = %e, "login state store unavailable; SAML answer refused");
+        fail("store_unavailable", "Login state is unavailable.")
+    })?;
     raw.and_then(|r| serde_json::from_slice(&r).ok()).ok_or_else(unknown)
 }
 

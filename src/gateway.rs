@@ -59,7 +59,8 @@ pub struct Shared {
     /// Replay ids, revocations, login state: must survive reloads.
     pub store: Arc<dyn Store>,
     pub jwks: JwksRegistry,
-    /// Identifier mappings, when `server.state_dir` is set.
+    /// Identifier mappings: in Redis with `session.store = "redis"`, else in
+    /// redb when `server.state_dir` is set.
     pub identifiers: Option<crate::auth::identifiers::Identifiers>,
 }
 

@@ -65,10 +65,20 @@ pub struct App {
 impl App {
     /// Compiles `config` into a gateway.
     pub fn new(config: Config) -> Result<App, StartError> {
-        let store: Arc<dyn Store> = match &config.session.store {
-            StoreKind::Memory => Arc::new(MemoryStore::new(STORE_CAPACITY)),
+        // Replicas sharing Redis share identifier mappings there too; one
+        // process keeps them in redb under server.state_dir.
+        let (store, identifiers): (Arc<dyn Store>, _) = match &config.session.store {
+            StoreKind::Memory => (
+                Arc::new(MemoryStore::new(STORE_CAPACITY)),
+                match &config.server.state_dir {
+                    Some(dir) => Some(Identifiers::open(dir).map_err(StartError::Setup)?),
+                    None => None,
+                },
+            ),
             StoreKind::Redis { url, prefix } => {
-                Arc::new(RedisStore::new(url.expose(), prefix, STORE_CAPACITY).map_err(StartError::Setup)?)
+                let store = RedisStore::new(url.expose(), prefix, STORE_CAPACITY).map_err(StartError::Setup)?;
+                let identifiers = Identifiers::redis(store.connection(), prefix);
+                (Arc::new(store), Some(identifiers))
             }
         };
         let shared = Arc::new(Shared {
@@ -76,10 +86,7 @@ impl App {
             draining: Arc::new(AtomicBool::new(false)),
             store,
             jwks: JwksRegistry::default(),
-            identifiers: match &config.server.state_dir {
-                Some(dir) => Some(Identifiers::open(dir).map_err(StartError::Setup)?),
-                None => None,
-            },
+            identifiers,
         });
         let gateway = Gateway::new(&config, shared.clone()).map_err(StartError::Setup)?;
         let tls = match &config.server.tls {

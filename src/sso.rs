@@ -656,7 +656,7 @@ impl Gateway {
             Ok(v) => v,
             Err(resp) => return resp,
         };
-        let pending = match provider.pending(&body, &client, self.shared.identifiers.as_ref()) {
+        let pending = match provider.pending(&body, &client, self.shared.identifiers.as_ref()).await {
             Ok(p) => p,
             Err(CodeError::Bad(code::BadRequest(why))) => return invalid_request(&why),
             Err(CodeError::UnknownIdentifier) => {
@@ -687,7 +687,7 @@ impl Gateway {
         let Some(ids) = self.shared.identifiers.clone() else {
             return error::json(
                 StatusCode::NOT_FOUND,
-                &json!({ "error": "not_configured", "error_description": "identifier mappings need server.state_dir" }),
+                &json!({ "error": "not_configured", "error_description": "identifier mappings need server.state_dir or session.store = \"redis\"" }),
             );
         };
         let method = req.method().clone();
@@ -700,14 +700,13 @@ impl Gateway {
         } else {
             None
         };
-        // redb writes are durable (fsync): keep them off the async workers.
-        let task = tokio::task::spawn_blocking(move || match (method, body, identifier) {
-            (Method::POST, Some(body), _) => add_mappings(&ids, &client, body),
-            (Method::GET, _, _) => match ids.list(&client) {
+        match (method, body, identifier) {
+            (Method::POST, Some(body), _) => add_mappings(&ids, &client, body).await,
+            (Method::GET, _, _) => match ids.list(&client).await {
                 Ok(list) => error::json(StatusCode::OK, &json!(list)),
                 Err(e) => unavailable(&e.to_string()),
             },
-            (_, _, Some(identifier)) => match ids.remove(&client, &identifier) {
+            (_, _, Some(identifier)) => match ids.remove(&client, &identifier).await {
                 Ok(true) => error::json(StatusCode::OK, &json!({ "removed": identifier })),
                 Ok(false) => error::json(
                     StatusCode::NOT_FOUND,
@@ -716,8 +715,7 @@ impl Gateway {
                 Err(e) => unavailable(&e.to_string()),
             },
             _ => invalid_request("identifier is required (?identifier=...)"),
-        });
-        task.await.unwrap_or_else(|_| unavailable("identifier store task failed"))
+        }
     }
 
     /// `GET /sso/start?provider=&redirectUrl=[&login_hint=]`: begin a login
@@ -950,7 +948,7 @@ fn unavailable(why: &str) -> Response<Body> {
 }
 
 /// Validates an Engage identifiers array and stores it, all or nothing.
-fn add_mappings(ids: &Identifiers, client: &str, body: serde_json::Value) -> Response<Body> {
+async fn add_mappings(ids: &Identifiers, client: &str, body: serde_json::Value) -> Response<Body> {
     let serde_json::Value::Array(items) = body else {
         return invalid_request("the body must be an array of {user_login, client_application_id, identifier}");
     };
@@ -979,7 +977,7 @@ fn add_mappings(ids: &Identifiers, client: &str, body: serde_json::Value) -> Res
         }
         mappings.push(mapping);
     }
-    match ids.add(client, &mappings) {
+    match ids.add(client, &mappings).await {
         Ok(added) => error::json(StatusCode::OK, &json!({ "added": added, "total": mappings.len() })),
         Err(MappingError::Conflict(identifier)) => error::json(
             StatusCode::CONFLICT,

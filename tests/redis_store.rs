@@ -337,3 +337,87 @@ async fn starts_while_redis_is_down_and_becomes_ready_when_it_is_up() {
     })
     .await;
 }
+
+/// `/sso/identifiers` as the code client: `method`, `?identifier=`, JSON body.
+async fn identifiers(gw: &Gw, method: reqwest::Method, identifier: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut url = gw.url("/sso/identifiers");
+    if let Some(i) = identifier {
+        url = format!("{url}?identifier={i}");
+    }
+    let mut req = gw.client.request(method, url).basic_auth(CODE_CLIENT.0, Some(CODE_CLIENT.1));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+fn mapping(user: &str, identifier: &str) -> Value {
+    json!({"user_login": user, "client_application_id": CODE_CLIENT.0, "identifier": identifier})
+}
+
+async fn mint_by_identifier(gw: &Gw, identifier: &str) -> reqwest::Response {
+    let body = json!({ "user_identifier": identifier });
+    gw.client.post(gw.url("/sso/code")).basic_auth(CODE_CLIENT.0, Some(CODE_CLIENT.1)).json(&body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn identifier_mappings_are_shared_by_replicas() {
+    let server = RedisServer::start();
+    let upstream = EchoUpstream::start().await;
+    // No server.state_dir: with the Redis store the mappings live in Redis.
+    let a = replica(&upstream, &server.url()).start().await;
+    let b = replica(&upstream, &server.url()).start().await;
+    let post = reqwest::Method::POST;
+
+    let added = identifiers(&a, post.clone(), None, Some(json!([mapping("ana.souza", "u-1"), mapping("bob", "u-2")])));
+    assert_eq!(added.await, (200, json!({"added": 2, "total": 2})));
+    let both = json!([
+        {"user_login": "ana.souza", "client_application_id": "app1", "identifier": "u-1"},
+        {"user_login": "bob", "client_application_id": "app1", "identifier": "u-2"},
+    ]);
+    assert_eq!(identifiers(&b, reqwest::Method::GET, None, None).await, (200, both.clone()));
+    assert!(server.command("EXISTS porteiro:identifiers:app1").contains(":1"));
+
+    // The same mapping again is a no-op; a conflict (with a stored mapping or
+    // inside the batch) is 409 and stores nothing of the batch.
+    let again = identifiers(&b, post.clone(), None, Some(json!([mapping("ana.souza", "u-1")]))).await;
+    assert_eq!(again, (200, json!({"added": 0, "total": 1})));
+    let (status, body) =
+        identifiers(&b, post.clone(), None, Some(json!([mapping("carol", "u-3"), mapping("eve", "u-1")]))).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("u-1"), "{body}");
+    let (status, _) =
+        identifiers(&a, post.clone(), None, Some(json!([mapping("carol", "u-4"), mapping("dave", "u-4")]))).await;
+    assert_eq!(status, 409);
+    assert_eq!(identifiers(&a, reqwest::Method::GET, None, None).await, (200, both));
+
+    // Two replicas racing to map one identifier to different users: one wins.
+    let (x, y) = tokio::join!(
+        identifiers(&a, post.clone(), None, Some(json!([mapping("xavier", "u-9")]))),
+        identifiers(&b, post.clone(), None, Some(json!([mapping("yara", "u-9")]))),
+    );
+    let mut statuses = [x.0, y.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{x:?} {y:?}");
+
+    // A code by identifier minted on B, redeemed on A.
+    let resp = mint_by_identifier(&b, "u-1").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let code = resp.json::<Value>().await.unwrap()["code"].as_str().unwrap().to_string();
+    let resp = redeem(&a, &code).await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(mint_by_identifier(&a, "u-404").await.status(), StatusCode::NOT_FOUND);
+
+    // Removed on A: gone on B.
+    let removed = identifiers(&a, reqwest::Method::DELETE, Some("u-1"), None).await;
+    assert_eq!(removed, (200, json!({"removed": "u-1"})));
+    assert_eq!(identifiers(&b, reqwest::Method::DELETE, Some("u-1"), None).await.0, 404);
+    assert_eq!(mint_by_identifier(&b, "u-1").await.status(), StatusCode::NOT_FOUND);
+
+    // Redis down: 503, not a stale answer.
+    drop(server);
+    let (status, body) = identifiers(&a, reqwest::Method::GET, None, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(mint_by_identifier(&b, "u-2").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -66,7 +66,12 @@ impl CodeLogin {
 
     /// Validates a Document360-style body (or an Engage `user_identifier`)
     /// into the content of a code.
-    pub fn pending(&self, body: &Value, client: &str, identifiers: Option<&Identifiers>) -> Result<Pending, CodeError> {
+    pub async fn pending(
+        &self,
+        body: &Value,
+        client: &str,
+        identifiers: Option<&Identifiers>,
+    ) -> Result<Pending, CodeError> {
         let Value::Object(obj) = body else {
             return Err(CodeError::Bad(BadRequest("the body must be a JSON object".into())));
         };
@@ -79,9 +84,12 @@ impl CodeLogin {
             Some(_) => return Err(bad("tokenValidity must be a whole number of minutes")),
         };
         if let Some(identifier) = text(obj, "user_identifier")? {
-            let ids = identifiers.ok_or_else(|| bad("user_identifier needs identifier mappings (server.state_dir)"))?;
+            let ids = identifiers.ok_or_else(|| {
+                bad("user_identifier needs identifier mappings (server.state_dir, or session.store = \"redis\")")
+            })?;
             let user = ids
                 .lookup(client, &identifier)
+                .await
                 .map_err(|e| CodeError::Unavailable(e.to_string()))?
                 .ok_or(CodeError::UnknownIdentifier)?;
             let email = valid_email(&user).then(|| user.clone());
@@ -227,8 +235,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn document360_body() {
+    #[tokio::test]
+    async fn document360_body() {
         let p = provider()
             .pending(
                 &json!({"username": "ana.souza", "firstName": "Ana", "lastName": "Souza", "emailId": "ana@x.test",
@@ -236,31 +244,36 @@ mod tests {
                 "app1",
                 None,
             )
+            .await
             .unwrap();
         assert_eq!((p.sub.as_str(), p.name.as_deref(), p.validity_minutes), ("ana@x.test", Some("Ana Souza"), 1440));
         assert_eq!(p.groups, ["g1"]);
         assert_eq!(
             provider()
                 .pending(&json!({"emailId": "a@x.test", "tokenValidity": 2}), "app1", None)
+                .await
                 .unwrap()
                 .validity_minutes,
             5
         );
     }
 
-    #[test]
-    fn bad_bodies_name_the_field() {
-        let msg = |v: Value| match provider().pending(&v, "app1", None) {
+    async fn refusal(v: Value) -> String {
+        match provider().pending(&v, "app1", None).await {
             Err(CodeError::Bad(BadRequest(m))) => m,
             other => panic!("{other:?}"),
-        };
-        assert!(msg(json!([])).contains("object"));
-        assert!(msg(json!({})).contains("emailId"));
-        assert!(msg(json!({"emailId": 5})).contains("emailId"));
-        assert!(msg(json!({"emailId": "nope"})).contains("emailId"));
-        assert!(msg(json!({"emailId": "a@x.test", "tokenValidity": "15"})).contains("tokenValidity"));
-        assert!(msg(json!({"emailId": "a@x.test", "readerGroupIds": "g"})).contains("readerGroupIds"));
-        assert!(msg(json!({"emailId": "a@x.test", "firstName": "A\r\nB"})).contains("firstName"));
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_name_the_field() {
+        assert!(refusal(json!([])).await.contains("object"));
+        assert!(refusal(json!({})).await.contains("emailId"));
+        assert!(refusal(json!({"emailId": 5})).await.contains("emailId"));
+        assert!(refusal(json!({"emailId": "nope"})).await.contains("emailId"));
+        assert!(refusal(json!({"emailId": "a@x.test", "tokenValidity": "15"})).await.contains("tokenValidity"));
+        assert!(refusal(json!({"emailId": "a@x.test", "readerGroupIds": "g"})).await.contains("readerGroupIds"));
+        assert!(refusal(json!({"emailId": "a@x.test", "firstName": "A\r\nB"})).await.contains("firstName"));
     }
 
     #[test]

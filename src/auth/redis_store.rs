@@ -137,6 +137,14 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The shared connection (it reconnects by itself), for other shared
+    /// state such as identifier mappings.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
 impl Store for RedisStore {
     fn insert_once<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {

@@ -421,3 +421,27 @@ async fn identifier_mappings_are_shared_by_replicas() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(mint_by_identifier(&b, "u-2").await.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn an_unanswering_redis_fails_logins_within_the_timeouts() {
+    let server = RedisServer::start();
+    let upstream = EchoUpstream::start().await;
+    let a = replica(&upstream, &server.url()).start().await;
+    let ana = a.login(&hs_token(&claims())).await;
+
+    // Connections stay open but nothing answers (a partition).
+    server.freeze(true);
+    let started = Instant::now();
+    assert_eq!(mint(&a).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(8), "a login never hangs: {:?}", started.elapsed());
+    assert!(session_works(&a, &ana).await, "the per-request path never waits on Redis");
+    eventually(Duration::from_secs(15), "/readyz turns 503", || async {
+        readyz(&a).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+
+    server.freeze(false);
+    eventually(Duration::from_secs(15), "/readyz turns 200", || async { readyz(&a).await == StatusCode::OK }).await;
+    eventually(Duration::from_secs(10), "minting works again", || async { mint(&a).await.status() == StatusCode::OK })
+        .await;
+}

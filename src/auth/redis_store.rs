@@ -30,6 +30,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The subscriber's wait between reconnect attempts grows to this.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How often the subscriber checks that Redis still answers: a connection
+/// that hangs without closing (a network partition) still turns `/readyz`
+/// to 503 within about this plus [`RESPONSE_TIMEOUT`].
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// Keys asked for per SCAN step during catch-up.
 const SCAN_COUNT: usize = 500;
 
@@ -267,13 +271,22 @@ impl Follower {
         self.live.store(true, Ordering::Relaxed);
         info!(revocations = loaded, "redis store: connected");
         let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
-            match std::str::from_utf8(msg.get_payload_bytes()).ok().and_then(parse_message) {
-                Some((what, at, ttl)) => self.mirror.record(what, at, ttl),
-                None => warn!("redis store: ignoring a malformed revocation message"),
+        let mut health = tokio::time::interval(HEALTH_INTERVAL);
+        health.tick().await;
+        loop {
+            tokio::select! {
+                msg = messages.next() => {
+                    let Some(msg) = msg else { return Ok(()) };
+                    match std::str::from_utf8(msg.get_payload_bytes()).ok().and_then(parse_message) {
+                        Some((what, at, ttl)) => self.mirror.record(what, at, ttl),
+                        None => warn!("redis store: ignoring a malformed revocation message"),
+                    }
+                }
+                _ = health.tick() => {
+                    redis::cmd("PING").query_async::<()>(&mut self.conn.clone()).await.map_err(|e| store_error(&e))?;
+                }
             }
         }
-        Ok(())
     }
 
     /// Loads every current revocation key into the mirror.

@@ -46,6 +46,16 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: connections stay
+    /// open but nothing answers, as in a network partition.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("redis-server running").id().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        // The shell's own `kill`: no procps package needed.
+        let status = Command::new("sh").args(["-c", &format!("kill {signal} {pid}")]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts the server again on the same port.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");

@@ -156,6 +156,11 @@ fn print_summary(path: &std::path::Path, config: &Config) {
     );
     println!("public_url {}", s.public_url);
     println!("session    {} min, cookie {}", config.session.validity.as_secs() / 60, config.session.cookie_name);
+    // The Redis URL may carry a password: only the prefix is shown.
+    match &config.session.store {
+        porteiro::config::StoreKind::Memory => println!("store      memory"),
+        porteiro::config::StoreKind::Redis { prefix, .. } => println!("store      redis, prefix {prefix}"),
+    }
     println!("providers  {}", config.providers.len());
     for p in &config.providers {
         let detail = match &p.kind {

@@ -76,6 +76,27 @@ fn route_without_access_is_refused() {
 }
 
 #[test]
+fn check_names_the_redis_store_without_its_url() {
+    let file = ConfigFile::new(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[session]\nstore = \"redis\"\n\
+         redis_url = \"redis://:hunter2-password@127.0.0.1:6379\"\nredis_prefix = \"kb:\"\n\n\
+         [[routes]]\nupstream = \"http://127.0.0.1:1\"\npublic = true\n",
+    );
+    let out = run_binary(&["check", "--config", file.path_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("store      redis, prefix kb:\n"), "{text}");
+    assert!(!text.contains("hunter2") && !stderr(&out).contains("hunter2"), "{text}");
+    // Without the store, the URL is an error that names the key and line.
+    let (_file, err) = refused(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[session]\nredis_url = \"redis://:hunter2@h\"\n\n\
+         [[routes]]\nupstream = \"http://127.0.0.1:1\"\npublic = true\n",
+    );
+    assert!(err.contains(":5:") && err.contains("session.redis_url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
 fn check_accepts_the_committed_demo_config() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
     let out = run_binary(&["check", "--config", path]);

@@ -7,11 +7,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
+
+use crate::upstream::UpstreamBody;
 
 pub enum Body {
     Full(Option<Bytes>),
-    Stream(Incoming),
+    /// An upstream's answer; it returns its connection to the pool.
+    Upstream(UpstreamBody),
 }
 
 impl Body {
@@ -25,9 +27,9 @@ impl Body {
     }
 }
 
-impl From<Incoming> for Body {
-    fn from(body: Incoming) -> Body {
-        Body::Stream(body)
+impl From<UpstreamBody> for Body {
+    fn from(body: UpstreamBody) -> Body {
+        Body::Upstream(body)
     }
 }
 
@@ -38,21 +40,21 @@ impl http_body::Body for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(body) => Pin::new(body).poll_frame(cx),
+            Body::Upstream(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(bytes) => bytes.is_none(),
-            Body::Stream(body) => body.is_end_stream(),
+            Body::Upstream(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Stream(body) => body.size_hint(),
+            Body::Upstream(body) => body.size_hint(),
         }
     }
 }

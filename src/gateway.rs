@@ -38,6 +38,7 @@ use crate::path;
 use crate::proxy::{self, Forwarding, Proxy, StripSet, Target};
 use crate::routes::{RouteTable, prefix_matches};
 use crate::server::ConnInfo;
+use crate::upstream::Pool;
 
 /// Identity headers porteiro sets for upstreams (oauth2-proxy compatible) and
 /// answers to forward-auth callers; always stripped from clients' requests.
@@ -164,6 +165,8 @@ impl Gateway {
         // client must not forge on a public route (often the same app) what
         // a protected route's login sets.
         let custom: Vec<&str> = config.routes.iter().flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str())).collect();
+        // One connection pool per distinct upstream, shared by its routes.
+        let mut pools: Vec<Arc<Pool>> = Vec::new();
         let routes = RouteTable::new(config.routes.iter().map(|r| {
             let (login, bearer) = match &r.access {
                 Access::Protected { login, bearer } => {
@@ -171,7 +174,21 @@ impl Gateway {
                 }
                 Access::Public => (None, Vec::new()),
             };
-            (r.host.clone(), r.path_prefix.clone(), compile_route(r, login, bearer, &custom, &shared.metrics))
+            let target = match &r.upstream {
+                Upstream::Http { scheme, authority } => {
+                    let pool = match pools.iter().find(|p| p.is_for(scheme, authority)) {
+                        Some(pool) => pool.clone(),
+                        None => {
+                            let pool = proxy.pool(scheme, authority);
+                            pools.push(pool.clone());
+                            pool
+                        }
+                    };
+                    Target::Http(pool)
+                }
+                Upstream::Whoami => Target::Whoami,
+            };
+            (r.host.clone(), r.path_prefix.clone(), compile_route(r, target, login, bearer, &custom, &shared.metrics))
         }));
         Ok(Gateway {
             routes,
@@ -434,20 +451,22 @@ impl Gateway {
                 let path = rewritten.as_deref().unwrap_or(req.uri().path());
                 proxy::whoami(&req, path, &route.identity)
             }
-            Target::Http { scheme, authority } => {
-                if !route.preserve_host {
-                    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                        req.headers_mut().insert(header::HOST, v);
+            Target::Http(upstream) => {
+                // The upstream's own name, unless the route keeps the client's
+                // (and the client sent one: HTTP/1.1 upstreams need a Host).
+                if !route.preserve_host || !req.headers().contains_key(header::HOST) {
+                    if let Some(v) = upstream.host_header() {
+                        req.headers_mut().insert(header::HOST, v.clone());
                     }
                 }
                 let html = error::wants_html(req.headers());
-                match self.proxy.forward(req, scheme, authority, rewritten, upgrade).await {
+                match self.proxy.forward(req, upstream, rewritten, upgrade).await {
                     Ok((resp, took)) => {
                         route.metrics.upstream_duration(took.as_secs_f64());
                         resp
                     }
                     Err(e) => {
-                        warn!(route = %route.id, upstream = %authority, error = %e, "upstream failed");
+                        warn!(route = %route.id, upstream = %upstream.authority(), error = %e, "upstream failed");
                         let (status, code, text) = match e {
                             proxy::UpstreamError::Timeout(_) => (
                                 StatusCode::GATEWAY_TIMEOUT,
@@ -538,6 +557,7 @@ pub(crate) fn put_identity_headers(headers: &mut http::HeaderMap, id: &Identity,
 /// `custom` is every route's custom identity header names.
 fn compile_route(
     r: &RouteConfig,
+    target: Target,
     login: Option<Arc<Provider>>,
     bearer: Vec<Arc<Provider>>,
     custom: &[&str],
@@ -547,10 +567,6 @@ fn compile_route(
     let strip_untrusted = StripSet::new(
         IDENTITY_HEADERS.iter().chain(proxy::FORWARDING_HEADERS.iter()).copied().chain(custom.iter().copied()),
     );
-    let target = match &r.upstream {
-        Upstream::Http { scheme, authority } => Target::Http { scheme: scheme.clone(), authority: authority.clone() },
-        Upstream::Whoami => Target::Whoami,
-    };
     Route {
         id: r.id.clone(),
         target,

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod sso;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! The upstream side: a pooled HTTP/1.1 client (plain or rustls), header
-//! hygiene on the way in and out, protocol upgrades, and the built-in
-//! `whoami` upstream.
+//! The upstream side: forwarding over porteiro's connection pools
+//! ([`crate::upstream`]), header hygiene on the way in and out, protocol
+//! upgrades, and the built-in `whoami` upstream.
 //!
 //! Bodies are streamed both ways: the client's request body goes upstream as
 //! hyper's `Incoming`, the upstream's answer comes back the same way.
@@ -15,25 +15,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use crate::body::Body;
 use crate::error::escape_html;
-
-/// Why an upstream could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream connection failed")]
-    Connect,
-    #[error("upstream did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("upstream request failed")]
-    Request,
-}
+pub use crate::upstream::UpstreamError;
+use crate::upstream::{Connector, Pool, UpstreamBody};
 
 /// What the proxy needs to know about the client connection.
 #[derive(Debug, Clone, Copy)]
@@ -266,15 +254,16 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 }
 
 /// Where one route sends its traffic.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Target {
-    Http { scheme: Scheme, authority: Authority },
+    /// An upstream server, through its connection pool.
+    Http(Arc<Pool>),
     Whoami,
 }
 
-/// The upstream client, shared by every route.
+/// Forwards requests to upstreams; one per gateway.
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    connector: Connector,
     timeout: Duration,
 }
 
@@ -287,70 +276,51 @@ pub struct ProxySettings {
 
 impl Proxy {
     pub fn new(settings: ProxySettings) -> Proxy {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(settings.tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Proxy { client, timeout: settings.timeout }
+        Proxy { connector: Connector::new(settings.tls, settings.connect_timeout), timeout: settings.timeout }
     }
 
-    /// Sends `req` (headers already prepared) to `scheme://authority` and
+    /// A new, empty connection pool for `scheme://authority`. The gateway
+    /// makes one per distinct upstream and routes share it.
+    pub fn pool(&self, scheme: &Scheme, authority: &Authority) -> Arc<Pool> {
+        Arc::new(Pool::new(scheme, authority, &self.connector))
+    }
+
+    /// Sends `req` (headers already prepared, `Host` set) to `upstream` and
     /// streams the answer back. `rewritten` is the normalised path when it
     /// differs from the request's. Returns the response and how long the
-    /// upstream took to answer its head.
+    /// upstream took to answer its head (connecting included).
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
-        scheme: &Scheme,
-        authority: &Authority,
+        upstream: &Arc<Pool>,
         rewritten: Option<String>,
         upgrade: bool,
     ) -> Result<(Response<Body>, Duration), UpstreamError> {
-        let path_and_query = match (rewritten, req.uri().path_and_query()) {
-            (None, Some(pq)) => pq.clone(),
-            (None, None) => PathAndQuery::from_static("/"),
-            (Some(mut path), pq) => {
-                if let Some(q) = pq.and_then(PathAndQuery::query) {
+        // Origin form (`/path?query`). An HTTP/1.1 client's URI already is,
+        // unless the path was normalised; HTTP/2 and absolute-form URIs carry
+        // a scheme and authority to drop.
+        match rewritten {
+            Some(mut path) => {
+                if let Some(q) = req.uri().query() {
                     path.push('?');
                     path.push_str(q);
                 }
-                PathAndQuery::try_from(path).map_err(|_| UpstreamError::Request)?
+                let pq = PathAndQuery::try_from(path).map_err(|_| UpstreamError::Request)?;
+                *req.uri_mut() = Uri::from(pq);
             }
-        };
-        let uri = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| UpstreamError::Request)?;
-        *req.uri_mut() = uri;
+            None if req.uri().scheme().is_some() || req.uri().authority().is_some() => {
+                let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *req.uri_mut() = Uri::from(pq);
+            }
+            None => {}
+        }
         *req.version_mut() = Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let started = Instant::now();
-        let mut resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let (mut resp, conn) = match tokio::time::timeout(self.timeout, upstream.send(req)).await {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) if e.is_connect() => {
-                debug!(error = %e, "upstream connect failed");
-                return Err(UpstreamError::Connect);
-            }
-            Ok(Err(e)) => {
-                debug!(error = %e, "upstream request failed");
-                return Err(UpstreamError::Request);
-            }
-            Ok(Ok(resp)) => resp,
+            Ok(result) => result?,
         };
         let elapsed = started.elapsed();
 
@@ -363,11 +333,24 @@ impl Proxy {
                 // An upstream may not switch protocols nobody asked for.
                 None => return Err(UpstreamError::Request),
             }
-        } else {
-            remove_hop_by_hop(resp.headers_mut());
+            // The socket now belongs to the tunnel.
+            return Ok((resp.map(|b| Body::from(UpstreamBody::new(b, None))), elapsed));
         }
-        Ok((resp.map(Body::from), elapsed))
+        // Read before hop-by-hop headers go: the upstream will close this
+        // connection once the answer is out.
+        let reusable = !wants_close(resp.headers());
+        remove_hop_by_hop(resp.headers_mut());
+        let conn = reusable.then_some(conn);
+        Ok((resp.map(|b| Body::from(UpstreamBody::new(b, conn))), elapsed))
     }
+}
+
+/// Whether a `Connection` header lists `close`.
+fn wants_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))))
 }
 
 /// Copies bytes both ways between an upgraded client and upstream.

@@ -8,7 +8,8 @@
 //! - [`GatewayProcess`]: the real `porteiro` binary, config in a temp file,
 //!   addresses read from its (JSON) log, stderr kept for assertions.
 //! - [`FakeUpstream`]: a small fluent hyper server — echoes requests as JSON,
-//!   counts streamed bodies, sleeps, serves large bodies, echoes WebSockets.
+//!   counts streamed bodies, sleeps, serves large bodies, echoes WebSockets,
+//!   counts the TCP connections it accepts and sees closed.
 //! - [`client`]: a reqwest client that never follows redirects and never
 //!   uses a proxy from the environment; [`raw_request`] for requests that
 //!   must reach the gateway byte for byte (dot segments, odd header names).
@@ -240,6 +241,10 @@ enum Reply {
     Download(u64),
     /// Answers a WebSocket upgrade and echoes every message back.
     WebSocketEcho,
+    /// `204 No Content`.
+    NoContent,
+    /// Echoes with `Connection: close` (and hyper then closes).
+    Close,
 }
 
 /// A fluent fake upstream:
@@ -260,6 +265,8 @@ pub struct RunningUpstream {
     pub name: String,
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
 }
 
 /// One request as the upstream received it.
@@ -372,20 +379,37 @@ impl FakeUpstream {
         self
     }
 
+    /// Requests under `prefix` get `204 No Content`.
+    pub fn no_content(mut self, prefix: &str) -> Self {
+        self.replies.push((prefix.into(), Reply::NoContent));
+        self
+    }
+
+    /// Requests under `prefix` are echoed with `Connection: close`.
+    pub fn closing(mut self, prefix: &str) -> Self {
+        self.replies.push((prefix.into(), Reply::Close));
+        self
+    }
+
     pub async fn start(mut self) -> RunningUpstream {
         self.replies.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let shared =
             Arc::new(Shared { name: self.name.clone(), replies: self.replies, hits: hits.clone(), seen: seen.clone() });
+        let (accepted_in, closed_in) = (accepted.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted_in.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
+                let closed = closed_in.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let shared = shared.clone();
@@ -395,10 +419,11 @@ impl FakeUpstream {
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
+                    closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        RunningUpstream { addr, name: self.name, hits, seen }
+        RunningUpstream { addr, name: self.name, hits, seen, accepted, closed }
     }
 }
 
@@ -436,6 +461,12 @@ impl Shared {
             }
             Reply::Download(n) => download(n),
             Reply::WebSocketEcho => websocket_echo(req),
+            Reply::NoContent => text(StatusCode::NO_CONTENT, String::new()),
+            Reply::Close => {
+                let mut resp = self.echo(req, uri, headers).await;
+                resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                resp
+            }
         }
     }
 
@@ -534,6 +565,30 @@ impl RunningUpstream {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections that have ended (closed by either side).
+    pub fn closed_connections(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` connections have ended.
+    pub async fn wait_for_closed(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.closed_connections() < n {
+            assert!(
+                Instant::now() < deadline,
+                "upstream {}: {} connections closed, expected {n}",
+                self.name,
+                self.closed_connections()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until at least `n` requests have arrived.

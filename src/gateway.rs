@@ -253,7 +253,9 @@ impl Gateway {
         // Phase 3: internal endpoints.
         if prefix_matches(&self.auth_prefix, path) {
             let endpoint = path[self.auth_prefix.len()..].to_string();
-            return self.internal(req, &endpoint, conn).await;
+            // Boxed: login flows need KBs of future state, which every
+            // proxied request's future would otherwise carry and copy.
+            return Box::pin(self.internal(req, &endpoint, conn)).await;
         }
 
         // Phase 4: match.

@@ -160,7 +160,10 @@ impl Pool {
             },
             None => req,
         };
-        let mut sender = self.connect().await?;
+        // Boxed: connecting (TLS included) takes a few KB of future state
+        // that every request would otherwise carry, and copy as its future
+        // moves, while few requests connect.
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => Ok((resp, Conn { sender, pool: self.clone() })),
             Err(e) => {

@@ -434,9 +434,11 @@ impl Gateway {
             }
         }
         // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
-        if !req.headers().contains_key(header::HOST) {
+        let mut has_host = req.headers().contains_key(header::HOST);
+        if !has_host {
             if let Some(h) = host {
                 req.headers_mut().insert(header::HOST, h);
+                has_host = true;
             }
         }
         match &route.target {
@@ -447,7 +449,7 @@ impl Gateway {
             Target::Http(upstream) => {
                 // The upstream's own name, unless the route keeps the client's
                 // (and the client sent one: HTTP/1.1 upstreams need a Host).
-                if !route.preserve_host || !req.headers().contains_key(header::HOST) {
+                if !route.preserve_host || !has_host {
                     if let Some(v) = upstream.host_header() {
                         req.headers_mut().insert(header::HOST, v.clone());
                     }

@@ -254,7 +254,9 @@ impl Gateway {
         // Phase 3: internal endpoints.
         if prefix_matches(&self.auth_prefix, path) {
             let endpoint = path[self.auth_prefix.len()..].to_string();
-            return self.internal(req, &endpoint, conn).await;
+            // Boxed: login flows need KBs of future state, which every
+            // proxied request's future would otherwise carry and copy.
+            return Box::pin(self.internal(req, &endpoint, conn)).await;
         }
 
         // Phase 4: match.
@@ -441,9 +443,11 @@ impl Gateway {
             put_identity_headers(req.headers_mut(), identity, route, Audience::Upstream);
         }
         // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
-        if !req.headers().contains_key(header::HOST) {
+        let mut has_host = req.headers().contains_key(header::HOST);
+        if !has_host {
             if let Some(h) = host {
                 req.headers_mut().insert(header::HOST, h);
+                has_host = true;
             }
         }
         match &route.target {
@@ -454,7 +458,7 @@ impl Gateway {
             Target::Http(upstream) => {
                 // The upstream's own name, unless the route keeps the client's
                 // (and the client sent one: HTTP/1.1 upstreams need a Host).
-                if !route.preserve_host || !req.headers().contains_key(header::HOST) {
+                if !route.preserve_host || !has_host {
                     if let Some(v) = upstream.host_header() {
                         req.headers_mut().insert(header::HOST, v.clone());
                     }

@@ -38,6 +38,9 @@ pub struct Forwarding {
 #[derive(Debug, Clone)]
 pub struct StripSet {
     names: Vec<Vec<u8>>,
+    /// Bit `n % 64` is set when a name is `n` bytes long: most of a
+    /// request's headers are skipped on their length alone.
+    lengths: u64,
 }
 
 /// Headers that describe a client's path through proxies; believed only from
@@ -58,11 +61,16 @@ impl StripSet {
         let mut names: Vec<Vec<u8>> = names.into_iter().map(|n| canonical(n.as_bytes())).collect();
         names.sort();
         names.dedup();
-        StripSet { names }
+        let lengths = names.iter().fold(0, |bits, n| bits | length_bit(n.len()));
+        StripSet { names, lengths }
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {
-        self.names.iter().any(|n| n.len() == name.len() && n.iter().zip(name).all(|(a, b)| *a == canonical_byte(*b)))
+        self.lengths & length_bit(name.len()) != 0
+            && self
+                .names
+                .iter()
+                .any(|n| n.len() == name.len() && n.iter().zip(name).all(|(a, b)| *a == canonical_byte(*b)))
     }
 
     /// Removes every header in the set (all values, all spellings).
@@ -77,6 +85,10 @@ impl StripSet {
             headers.remove(name);
         }
     }
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << (len % 64)
 }
 
 fn canonical_byte(b: u8) -> u8 {
@@ -106,17 +118,47 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// the entries of [`HOP_BY_HOP`], bit 0 being `Connection`.
 const UPGRADE_BIT: u16 = 1 << HOP_BY_HOP.len();
 
+/// [`length_bit`] of every name in [`HOP_BY_HOP`] and `Upgrade` (2, 7, 10,
+/// 16, 17, 18 and 19 bytes): other names are passed over on their length.
+const HOP_BY_HOP_LENGTHS: u64 = {
+    let lengths = [2, 7, 10, 16, 17, 18, 19];
+    let mut bits = 0;
+    let mut i = 0;
+    while i < lengths.len() {
+        bits |= 1 << lengths[i];
+        i += 1;
+    }
+    bits
+};
+
+/// What the `Connection` header and its kin said.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HopByHop {
+    /// The message asks for a protocol upgrade (`Connection: upgrade` and `Upgrade`).
+    pub upgrade: bool,
+    /// `Connection: close`: the sender closes the connection after this message.
+    pub close: bool,
+}
+
 /// Removes hop-by-hop headers and those named in `Connection`. Returns true
 /// when the message asks for a protocol upgrade, in which case `Connection:
 /// upgrade` and `Upgrade` are kept.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    strip_hop_by_hop(headers).upgrade
+}
+
+/// [`remove_hop_by_hop`], also telling whether `Connection` said `close`.
 ///
 /// Runs twice per proxied request (request and response). It first notes
 /// which hop-by-hop names are present in one pass over the message's names;
 /// most messages have none, or only `Connection`, so this spares a hash
 /// lookup per name in the list.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> HopByHop {
     let mut present: u16 = 0;
     for name in headers.keys() {
+        if HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()) == 0 {
+            continue;
+        }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
         } else if name == header::UPGRADE {
@@ -124,30 +166,33 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
         }
     }
     if present == 0 {
-        return false;
+        return HopByHop::default();
     }
     let mut upgrade = false;
+    let mut close = false;
     if present & 1 != 0 {
-        // Every `Connection` line counts: a client may split the list.
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| {
-                let t = t.trim();
-                if t.eq_ignore_ascii_case("upgrade") {
+        // Every `Connection` line counts: a client may split the list. Read
+        // as bytes: the usual value is a lone `keep-alive` or `close`.
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"upgrade") {
                     upgrade = true;
-                    return None;
+                } else if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                    // A field named `Close`, if any, goes as before.
+                    listed.push(HeaderName::from_static("close"));
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    // (`Keep-Alive` is removed below with the other hop-by-hop
+                    // headers: skipping it spares building, and allocating, a
+                    // header name per message.)
+                    if let Ok(name) = HeaderName::from_bytes(token) {
+                        listed.push(name);
+                    }
                 }
-                // Removed below with the other hop-by-hop headers; skipping it
-                // here spares building (allocating) a header name per request.
-                if t.eq_ignore_ascii_case("keep-alive") {
-                    return None;
-                }
-                HeaderName::from_bytes(t.as_bytes()).ok()
-            })
-            .collect();
+            }
+        }
         for name in listed {
             if name != header::UPGRADE {
                 headers.remove(name);
@@ -166,7 +211,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     } else if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
-    upgrade
+    HopByHop { upgrade, close }
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -188,6 +233,9 @@ pub fn prepare_request_headers(
     strip: &StripSet,
 ) -> bool {
     let upgrade = remove_hop_by_hop(headers);
+    // Room for the three X-Forwarded-* set below: one growth, not several.
+    // (Only a map at its maximum size fails; the inserts then fail alike.)
+    let _ = headers.try_reserve(3);
     let prior_for = if fwd.trusted { joined(headers, &X_FORWARDED_FOR) } else { None };
     let prior_proto = if fwd.trusted { headers.get(X_FORWARDED_PROTO).cloned() } else { None };
     let prior_host = if fwd.trusted { headers.get(X_FORWARDED_HOST).cloned() } else { None };
@@ -336,21 +384,11 @@ impl Proxy {
             // The socket now belongs to the tunnel.
             return Ok((resp.map(|b| Body::from(UpstreamBody::new(b, None))), elapsed));
         }
-        // Read before hop-by-hop headers go: the upstream will close this
-        // connection once the answer is out.
-        let reusable = !wants_close(resp.headers());
-        remove_hop_by_hop(resp.headers_mut());
-        let conn = reusable.then_some(conn);
+        // After `Connection: close` the upstream closes this connection
+        // once the answer is out: not one to pool.
+        let conn = (!strip_hop_by_hop(resp.headers_mut()).close).then_some(conn);
         Ok((resp.map(|b| Body::from(UpstreamBody::new(b, conn))), elapsed))
     }
-}
-
-/// Whether a `Connection` header lists `close`.
-fn wants_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))))
 }
 
 /// Copies bytes both ways between an upgraded client and upstream.
@@ -508,6 +546,37 @@ mod tests {
         remove_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
+    }
+
+    #[test]
+    fn the_length_prefilter_passes_every_hop_by_hop_name() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert_ne!(HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()), 0, "{name}");
+        }
+        let set = strip();
+        for name in FORWARDING_HEADERS.iter().chain(&["x-forwarded-user", "x-forwarded-email"]) {
+            assert!(set.matches(name.as_bytes()), "{name}");
+            assert!(set.matches(name.to_ascii_uppercase().replace('-', "_").as_bytes()), "{name}");
+        }
+        for other in ["host", "accept-language", "x-forwarded-fox", "x-forwarded-for-", ""] {
+            assert!(!set.matches(other.as_bytes()), "{other}");
+        }
+    }
+
+    #[test]
+    fn connection_close_is_reported_and_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Close"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let hop = strip_hop_by_hop(&mut h);
+        assert!(hop.close && !hop.upgrade);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert!(!strip_hop_by_hop(&mut h).close);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -160,7 +160,10 @@ impl Pool {
             },
             None => req,
         };
-        let mut sender = self.connect().await?;
+        // Boxed: connecting (TLS included) takes a few KB of future state
+        // that every request would otherwise carry, and copy as its future
+        // moves, while few requests connect.
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => Ok((resp, Conn { sender, pool: self.clone() })),
             Err(e) => {
@@ -180,10 +183,8 @@ impl Pool {
         let now = Instant::now();
         let mut idle = self.lock();
         expire_oldest(&mut idle, now);
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            let c = &idle[i];
+        for i in (0..idle.len()).rev() {
+            let Some(c) = idle.get(i) else { continue };
             if c.sender.is_ready() {
                 return idle.remove(i).map(|c| c.sender);
             }
@@ -246,9 +247,14 @@ impl Pool {
             match tokio::time::timeout(share, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     // Requests are written whole: no reason to wait for more.
-                    stream.set_nodelay(true)?;
+                    // Either option failing leaves a working connection.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!(upstream = %self.authority, error = %e, "cannot set TCP_NODELAY");
+                    }
                     let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-                    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+                    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+                        debug!(upstream = %self.authority, error = %e, "cannot set TCP keepalive");
+                    }
                     return Ok(stream);
                 }
                 Ok(Err(e)) => last = e,

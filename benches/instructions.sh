@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: a
+# measure of the proxy's own work that other load on the machine hardly
+# changes (req/s it changes a lot).
+#
+#   bash benches/instructions.sh                          # porteiro (release build) and nginx
+#   PORTEIRO_BIN=/path/a bash benches/instructions.sh     # a given binary, e.g. an older commit's
+#   SYSTEMS=porteiro DURATION=60 bash benches/instructions.sh
+#
+# The `public` case of benches/load.sh: one public route to an upstream nginx
+# answering `200 ok`; porteiro with `worker_threads = 1`, nginx with one
+# worker proxying with keep-alive and the same X-Forwarded-* headers. Each
+# proxy runs under callgrind, not instrumented at first; after a warm-up,
+# instrumentation is switched on, `wrk -c$CONNECTIONS` sends requests for
+# DURATION seconds, it is switched off, and the instructions (Ir)
+# counted in between are divided by the requests wrk completed (the few
+# dozen in flight when wrk stops are counted in Ir only: well under 1%).
+# Startup and warm-up are not counted. Under callgrind a proxy answers a
+# few thousand requests a second. ANNOTATE=1 prints the top functions
+# (callgrind_annotate, inclusive; ANNOTATE_LINES=60), PROFILE_DIR=dir keeps
+# the profiles (callgrind.out.porteiro, callgrind.out.nginx).
+#
+# Needs valgrind, nginx and wrk (Debian: valgrind nginx-light wrk).
+
+set -euo pipefail
+
+DURATION=${DURATION:-20}
+CONNECTIONS=${CONNECTIONS:-50}
+WARMUP=${WARMUP:-3}
+SYSTEMS=${SYSTEMS:-porteiro nginx}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+ANNOTATE=${ANNOTATE:-0}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "instructions.sh: $*"; exit 1; }
+
+for tool in valgrind callgrind_control nginx wrk curl; do
+    command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt-get install valgrind nginx-light wrk curl)"
+done
+
+WORK=$(mktemp -d /tmp/porteiro-ir.XXXXXX)
+chmod 755 "$WORK"
+declare -a STARTED=()
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    local url=$1 deadline=$((SECONDS + 120))
+    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+        ((SECONDS < deadline)) || die "nothing answers at $url (logs in $WORK)"
+        sleep 0.2
+    done
+}
+
+if [[ -z ${PORTEIRO_BIN:-} && $SYSTEMS == *porteiro* ]]; then
+    log "building porteiro (release)"
+    (cd "$REPO" && cargo build --release --quiet --bin porteiro)
+    PORTEIRO_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/porteiro
+fi
+
+nginx_conf() { # dir master body
+    mkdir -p "$1"
+    cat >"$1/nginx.conf" <<EOF
+daemon off;
+master_process $2;
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+$3
+}
+EOF
+}
+
+UPSTREAM_PORT=$(free_port)
+nginx_conf "$WORK/upstream" on "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        location / { default_type text/plain; return 200 \"ok\n\"; }
+    }"
+taskset -c "$LOAD_CPU" nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" \
+    >"$WORK/upstream.log" 2>&1 &
+STARTED+=("$!")
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
+
+# Runs wrk for $2 seconds; prints how many requests it completed.
+load() { # port seconds
+    local out
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$2s" --timeout 30s "http://127.0.0.1:$1/")
+    if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+        log "warning: errors in this run:
+$out"
+    fi
+    awk '/requests in/ { print $1 }' <<<"$out"
+}
+
+# Starts $2... under callgrind (not instrumented yet), loads port $1, prints "Ir requests".
+measure() { # name port command...
+    local name=$1 port=$2 pid requests ir out=$WORK/callgrind.$1
+    shift 2
+    taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out.%p" \
+        "$@" >"$WORK/$name.log" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    wait_http "http://127.0.0.1:$port/"
+    load "$port" "$WARMUP" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    requests=$(load "$port" "$DURATION")
+    callgrind_control -i off "$pid" >/dev/null 2>&1
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    # The dump taken while running (".1"), not the one at exit.
+    ir=$(awk '/^totals:/ { print $2 }' "$out.$pid.1")
+    [[ -z ${PROFILE_DIR:-} ]] || cp "$out.$pid.1" "$PROFILE_DIR/callgrind.out.$name"
+    if [[ $ANNOTATE == 1 ]]; then
+        callgrind_annotate --inclusive=yes --threshold=99 "$out.$pid.1" | head -"${ANNOTATE_LINES:-60}" >&2
+    fi
+    echo "$ir $requests"
+}
+
+printf '| system | instructions (Ir) | requests | Ir per request |\n| --- | ---: | ---: | ---: |\n'
+for sys in $SYSTEMS; do
+    case $sys in
+    porteiro)
+        port=$(free_port) admin=$(free_port)
+        cat >"$WORK/gateway.toml" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$admin"
+worker_threads = 1
+shutdown_grace_seconds = 1
+
+[[routes]]
+path_prefix = "/"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+public = true
+EOF
+        read -r ir n < <(RUST_LOG=warn measure porteiro "$port" "$PORTEIRO_BIN" --config "$WORK/gateway.toml")
+        ;;
+    nginx)
+        port=$(free_port)
+        nginx_conf "$WORK/nginx" off "
+    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }"
+        read -r ir n < <(measure nginx "$port" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
+        ;;
+    *) die "unknown system $sys (porteiro, nginx)" ;;
+    esac
+    printf '| %s | %s | %s | %s |\n' "$sys" "$ir" "$n" "$(awk -v a="$ir" -v b="$n" 'BEGIN { printf "%.0f", a / b }')"
+done

@@ -16,7 +16,13 @@ async fn browser_flow_hop_by_hop_under_https_public_url() {
     let upstream = EchoUpstream::start().await;
     // Browsers reach porteiro over HTTPS (a TLS terminator in front); the
     // test talks plain HTTP to the listener to see the cookie flags.
-    let gw = Conf::new(&upstream.authority()).server("public_url", q("https://helpdesk.example.com")).start().await;
+    // Custom headers may name the standard identity fields too.
+    let headers = r#"{ "X-Name" = "name", "X-Sub" = "sub", "X-Mail" = "email", "X-Login" = "preferred_username", "X-Teams" = "groups" }"#;
+    let gw = Conf::new(&upstream.authority())
+        .server("public_url", q("https://helpdesk.example.com"))
+        .route("headers", headers)
+        .start()
+        .await;
     let cookie_name = "__Host-porteiro_session";
 
     // Hop 1: a browser opens a protected page and is sent to the login page
@@ -73,12 +79,21 @@ async fn browser_flow_hop_by_hop_under_https_public_url() {
     assert_eq!(echo.header("x-forwarded-groups").as_deref(), Some("support,agents"));
     assert_eq!(echo.header("x-forwarded-preferred-username").as_deref(), Some("C-42"));
     assert_eq!(echo.header("x-name").as_deref(), Some("Ana Souza"));
+    assert_eq!(echo.header("x-sub").as_deref(), Some("C-42"));
+    assert_eq!(echo.header("x-mail").as_deref(), Some("ana@example.com"));
+    assert_eq!(echo.header("x-login").as_deref(), Some("C-42"));
+    assert_eq!(echo.header("x-teams").as_deref(), Some("support,agents"));
+    // A second request with the same cookie (the session now cached) carries the same identity.
+    let resp = gw.browser("/tickets/2").header("cookie", jar.header()).send().await.unwrap();
+    let again = Echo::from(resp).await;
+    assert_eq!(again.header("x-forwarded-groups").as_deref(), Some("support,agents"));
+    assert_eq!(again.header("x-teams").as_deref(), Some("support,agents"));
     let sent = echo.all("cookie").join("; ");
     assert!(!sent.contains(cookie_name), "porteiro's cookie leaked upstream: {sent}");
     let mut kept: Vec<&str> = sent.split("; ").collect();
     kept.sort();
     assert_eq!(kept, ["app_session=abc", "theme=dark"]);
-    assert_eq!(upstream.hits(), 1);
+    assert_eq!(upstream.hits(), 2);
 }
 
 #[tokio::test]

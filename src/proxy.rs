@@ -3,7 +3,8 @@
 //! upgrades, and the built-in `whoami` upstream.
 //!
 //! Bodies are streamed both ways: the client's request body goes upstream as
-//! hyper's `Incoming`, the upstream's answer comes back the same way.
+//! hyper hands it over, the upstream's answer is read from its connection as
+//! the client takes it ([`crate::upstream::UpstreamBody`]).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
@@ -21,7 +22,7 @@ use tracing::{debug, warn};
 use crate::body::Body;
 use crate::error::escape_html;
 pub use crate::upstream::UpstreamError;
-use crate::upstream::{Connector, Pool, UpstreamBody};
+use crate::upstream::{Connector, Pool, Upgraded};
 
 /// What the proxy needs to know about the client connection.
 #[derive(Debug, Clone, Copy)]
@@ -362,46 +363,38 @@ impl Proxy {
             }
             None => {}
         }
-        *req.version_mut() = Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let started = Instant::now();
-        let (mut resp, conn) = match tokio::time::timeout(self.timeout, upstream.send(req)).await {
+        let mut resp = match tokio::time::timeout(self.timeout, upstream.send(req)).await {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
             Ok(result) => result?,
         };
         let elapsed = started.elapsed();
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            match client_upgrade {
-                Some(client_side) => {
-                    let upstream_side = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(tunnel(client_side, upstream_side));
-                }
-                // An upstream may not switch protocols nobody asked for.
-                None => return Err(UpstreamError::Request),
-            }
-            // The socket now belongs to the tunnel.
-            return Ok((resp.map(|b| Body::from(UpstreamBody::new(b, None))), elapsed));
+            // An upstream may not switch protocols nobody asked for.
+            let (Some(client_side), Some(upstream_side)) = (client_upgrade, resp.body_mut().take_upgraded()) else {
+                return Err(UpstreamError::Request);
+            };
+            tokio::spawn(tunnel(client_side, upstream_side));
+            return Ok((resp.map(|_| Body::empty()), elapsed));
         }
-        // After `Connection: close` the upstream closes this connection
-        // once the answer is out: not one to pool.
-        let conn = (!strip_hop_by_hop(resp.headers_mut()).close).then_some(conn);
-        Ok((resp.map(|b| Body::from(UpstreamBody::new(b, conn))), elapsed))
+        strip_hop_by_hop(resp.headers_mut());
+        Ok((resp.map(Body::from), elapsed))
     }
 }
 
 /// Copies bytes both ways between an upgraded client and upstream.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+async fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: Upgraded) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => {
             debug!(error = %e, "upgrade failed");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         debug!(error = %e, "upgraded connection ended");
     }

@@ -1,44 +1,53 @@
 //! porteiro's HTTP/1.1 client for upstreams: one pool of keep-alive
 //! connections per upstream (scheme + authority), built with the gateway.
 //!
-//! Why not hyper-util's pooled client: per request it boxed a ~3 KB future,
-//! hashed a pool key, built an absolute URI and spawned a task to put the
-//! connection back. Here a route holds an `Arc` of its pool, a request takes
-//! an idle connection under a short lock, and the connection goes back when
-//! the response body ends ([`UpstreamBody`]).
+//! The exchange runs inside the request's own task: the request head is
+//! written, the answer's head read and parsed ([`h1`]), and the answer's
+//! body read from the socket as the client's connection takes it
+//! ([`UpstreamBody`]). No task per connection, no channels between the two
+//! sides: on the hot path (a pooled connection, an answer in one read) a
+//! request costs one `write` and one `read` upstream, and its buffers are
+//! the connection's own, reused.
 //!
 //! - Idle connections are kept last-in first-out: the warmest is reused and
 //!   the coldest, at the front, expire after [`IDLE_TIMEOUT`]; at most
-//!   [`MAX_IDLE`] per upstream. A connection found closed is dropped.
-//! - A request an idle connection could not take (it closed as it was picked,
-//!   and hyper handed the request back unsent) is retried once on a new
-//!   connection. A request that may have reached the upstream is never
-//!   retried.
-//! - A connection is not reused after `101 Switching Protocols` (the socket
-//!   belongs to the tunnel), after `Connection: close`, or when the response
-//!   body was not read to its end (the client went away mid-answer).
+//!   [`MAX_IDLE`] per upstream. One the upstream has closed (or sent
+//!   anything to) while idle is dropped when picked: the event loop has
+//!   already seen it readable, so checking costs no system call.
+//! - A request that met a connection closing as it was picked is retried
+//!   once on a new connection when it cannot have been acted on: its head
+//!   could not be written, or it is bodiless and idempotent and not a byte
+//!   of answer came back. Otherwise the client gets a 502.
+//! - A connection goes back to the pool only when its exchange ended
+//!   cleanly: the request body sent whole, the answer read to its end, no
+//!   stray bytes after it, neither `Connection: close` nor a body delimited
+//!   by the close. After `101 Switching Protocols` it belongs to the tunnel.
+
+mod h1;
 
 use std::collections::VecDeque;
-use std::io;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
+
+use h1::{BodyKind, Chunk, ChunkedDecoder, ParseError, RequestFraming};
 
 /// Idle connections kept per upstream; one more is closed instead.
 pub const MAX_IDLE: usize = 1024;
@@ -49,6 +58,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// TCP keepalive probes start after this much silence, so a dead upstream
 /// host is noticed on connections the pool keeps.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// A connection's read buffer: allocated once, reused while the bytes read
+/// into it have been let go (answers are passed on before the next request).
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Why an upstream could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +84,7 @@ pub struct Connector {
 impl Connector {
     /// `tls` verifies `https` upstreams; `connect_timeout` bounds name
     /// resolution and the TCP connect (the TLS handshake counts against the
-    /// request's own timeout, as it did with hyper-util's client).
+    /// request's own timeout).
     pub fn new(mut tls: rustls::ClientConfig, connect_timeout: Duration) -> Connector {
         // Only HTTP/1.1 is spoken upstream.
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -95,7 +108,7 @@ pub struct Pool {
 }
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -137,40 +150,75 @@ impl Pool {
         self.host_header.as_ref()
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a
-    /// new one, and returns the response head with the connection it came
-    /// on. Not bounded in time here: the caller's timeout covers it all.
-    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<(Response<Incoming>, Conn), UpstreamError> {
-        let req = match self.take_idle() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Conn { sender, pool: self.clone() })),
-                Err(mut e) => match e.take_message() {
-                    // The connection closed before the request was written
-                    // (the upstream ended it while idle): nothing reached the
-                    // upstream, so a new connection may take the request.
-                    Some(req) => {
-                        debug!(upstream = %self.authority, error = %e.into_error(), "idle upstream connection closed; retrying on a new one");
-                        req
+    /// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers gone) on
+    /// an idle connection or a new one and returns the answer's head; its
+    /// body streams from the connection. Not bounded in time here: the
+    /// caller's timeout covers it all.
+    pub async fn send<B>(self: &Arc<Self>, req: Request<B>) -> Result<Response<UpstreamBody<B>>, UpstreamError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+    {
+        let (parts, body) = req.into_parts();
+        let framing = RequestFraming::of(&parts.method, body.is_end_stream(), body.size_hint().exact());
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let bodiless = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
+        // Bodiless requests keep theirs here (empty; it ends with the request).
+        let (_empty, mut body) = if bodiless { (Some(body), None) } else { (None, Some(body)) };
+        let mut idle = self.take_idle();
+        loop {
+            let reused = idle.is_some();
+            let mut conn = match idle.take() {
+                Some(conn) => conn,
+                // Boxed: connecting (TLS included) takes a few KB of future
+                // state that every request would otherwise carry.
+                None => Box::pin(self.connect()).await?,
+            };
+            h1::encode_request_head(&mut conn.head, &parts.method, target, &parts.headers, framing);
+            let mut upload = body.take().map(|b| Box::new(Upload::new(b, framing == RequestFraming::Chunked)));
+            match exchange(&mut conn, &mut upload, &parts.method).await {
+                Ok(head) => return Ok(self.answer(conn, head, upload)),
+                Err(failure) => {
+                    let unsent = matches!(failure, Failure::HeadWrite(_));
+                    let unanswered = matches!(failure, Failure::Unanswered(_));
+                    if reused && (unsent || (unanswered && bodiless && parts.method.is_idempotent())) {
+                        // The upstream closed the connection as it was picked:
+                        // nothing was acted on, so a new connection may try.
+                        debug!(upstream = %self.authority, error = %failure, "pooled upstream connection closed; retrying on a new one");
+                        body = upload.map(|u| u.body);
+                        continue;
                     }
-                    None => {
-                        debug!(upstream = %self.authority, error = %e.into_error(), "upstream request failed");
-                        return Err(UpstreamError::Request);
-                    }
-                },
-            },
-            None => req,
-        };
-        // Boxed: connecting (TLS included) takes a few KB of future state
-        // that every request would otherwise carry, and copy as its future
-        // moves, while few requests connect.
-        let mut sender = Box::pin(self.connect()).await?;
-        match sender.try_send_request(req).await {
-            Ok(resp) => Ok((resp, Conn { sender, pool: self.clone() })),
-            Err(e) => {
-                debug!(upstream = %self.authority, error = %e.into_error(), "upstream request failed");
-                Err(UpstreamError::Request)
+                    debug!(upstream = %self.authority, error = %failure, "upstream request failed");
+                    return Err(UpstreamError::Request);
+                }
             }
         }
+    }
+
+    /// The answer for `head`: its body reads on from `conn`.
+    fn answer<B>(
+        self: &Arc<Self>,
+        conn: Box<Conn>,
+        head: h1::Head,
+        upload: Option<Box<Upload<B>>>,
+    ) -> Response<UpstreamBody<B>> {
+        let reading = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            Reading::Switched
+        } else {
+            match head.body {
+                BodyKind::Empty => Reading::Done,
+                BodyKind::Length(n) => Reading::Length(n),
+                BodyKind::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+                BodyKind::Close => Reading::Close,
+            }
+        };
+        let mut body = UpstreamBody { conn: Some(conn), pool: self.clone(), reading, upload, reusable: head.reusable };
+        if matches!(body.reading, Reading::Done) {
+            body.finish();
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        resp
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
@@ -178,39 +226,32 @@ impl Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The most recently used idle connection that can take a request now.
-    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    /// The most recently used idle connection still open.
+    fn take_idle(&self) -> Option<Box<Conn>> {
         let now = Instant::now();
-        let mut idle = self.lock();
-        expire_oldest(&mut idle, now);
-        for i in (0..idle.len()).rev() {
-            let Some(c) = idle.get(i) else { continue };
-            if c.sender.is_ready() {
-                return idle.remove(i).map(|c| c.sender);
+        loop {
+            let mut conn = {
+                let mut idle = self.lock();
+                expire_oldest(&mut idle, now);
+                idle.pop_back()?.conn
+            };
+            if conn.is_idle_and_open() {
+                return Some(conn);
             }
-            if c.sender.is_closed() || now.duration_since(c.since) > IDLE_TIMEOUT {
-                idle.remove(i);
-            }
-            // Otherwise still busy finishing its last exchange (a request
-            // body still going out): left for a later request.
         }
-        None
     }
 
-    /// Puts a connection whose exchange has ended back, newest last.
-    fn put(&self, sender: SendRequest<Incoming>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Puts a connection whose exchange has ended cleanly back, newest last.
+    fn put(&self, conn: Box<Conn>) {
         let now = Instant::now();
         let mut idle = self.lock();
         expire_oldest(&mut idle, now);
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: now });
+            idle.push_back(Idle { conn, since: now });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self) -> Result<Box<Conn>, UpstreamError> {
         let tcp = match tokio::time::timeout(self.connect_timeout, self.tcp()).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {
@@ -223,10 +264,10 @@ impl Pool {
             }
         };
         match &self.tls {
-            None => handshake(tcp).await,
+            None => Ok(Conn::new(Stream::Plain(tcp))),
             Some((_, None)) => Err(UpstreamError::Connect),
             Some((connector, Some(name))) => match connector.connect(name.clone(), tcp).await {
-                Ok(tls) => handshake(tls).await,
+                Ok(tls) => Ok(Conn::new(Stream::Tls(Box::new(tls)))),
                 Err(e) => {
                     debug!(upstream = %self.authority, error = %e, "upstream TLS handshake failed");
                     Err(UpstreamError::Connect)
@@ -273,87 +314,500 @@ fn expire_oldest(idle: &mut VecDeque<Idle>, now: Instant) {
     }
 }
 
-/// An HTTP/1.1 handshake on `io`; one spawned task drives the connection
-/// for its whole life, `with_upgrades` so that after a `101` the socket is
-/// handed to the tunnel.
-async fn handshake<T>(io: T) -> Result<SendRequest<Incoming>, UpstreamError>
+/// Why an exchange produced no answer.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The request head could not be written: the upstream cannot have
+    /// acted on the request.
+    #[error("writing the request failed: {0}")]
+    HeadWrite(io::Error),
+    /// The connection ended (or failed) before a byte of answer came.
+    #[error("the connection ended without an answer: {0}")]
+    Unanswered(io::Error),
+    /// It ended inside the answer's head.
+    #[error("the connection ended inside the answer's head")]
+    Truncated,
+    #[error("reading the answer failed: {0}")]
+    Read(io::Error),
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    /// The client's request body failed (the client went away).
+    #[error("the client's request body failed")]
+    ClientBody,
+    /// `101` after the request body started: nothing can be tunnelled.
+    #[error("the upstream switched protocols during a request body")]
+    SwitchedMidBody,
+}
+
+/// Writes the request head, then reads the answer's head while sending the
+/// request body (an upstream may answer before reading it all).
+async fn exchange<B>(conn: &mut Conn, upload: &mut Option<Box<Upload<B>>>, method: &Method) -> Result<h1::Head, Failure>
 where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Unpin,
 {
-    let (sender, conn) = http1::handshake(TokioIo::new(io)).await.map_err(|e| {
-        debug!(error = %e, "upstream HTTP handshake failed");
-        UpstreamError::Connect
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            debug!(error = %e, "upstream connection ended with an error");
+    let Conn { stream, head, .. } = conn;
+    stream.write_all(head).await.map_err(Failure::HeadWrite)?;
+    if upload.is_none() {
+        // Nothing more to write: the TLS layer may still hold the head.
+        stream.flush().await.map_err(Failure::HeadWrite)?;
+    }
+    let head_request = *method == Method::HEAD;
+    let mut received = false;
+    let head = poll_fn(|cx| {
+        if let Some(up) = upload.as_mut() {
+            match up.poll_send(cx, &mut conn.stream) {
+                Poll::Ready(Ok(())) => *upload = None,
+                Poll::Ready(Err(UploadError::Body)) => return Poll::Ready(Err(Failure::ClientBody)),
+                // The upstream stopped reading; its answer may still come.
+                // The connection is not reused: the body is cut short.
+                Poll::Ready(Err(UploadError::Write(e))) => {
+                    debug!(error = %e, "upstream stopped reading the request body");
+                    if let Some(up) = upload.as_mut() {
+                        up.failed = true;
+                    }
+                }
+                Poll::Pending => {}
+            }
         }
-    });
-    Ok(sender)
+        conn.poll_head(cx, head_request, &mut received)
+    })
+    .await?;
+    if head.status == StatusCode::SWITCHING_PROTOCOLS && upload.is_some() {
+        return Err(Failure::SwitchedMidBody);
+    }
+    Ok(head)
 }
 
-/// A connection taken from a pool for one exchange. Dropped, it closes;
-/// [`UpstreamBody`] puts it back when the answer has been read whole.
-pub struct Conn {
-    sender: SendRequest<Incoming>,
+/// An upstream connection: the socket and its buffers.
+struct Conn {
+    stream: Stream,
+    /// Read into, then frozen into `input`: answers' heads and bodies are
+    /// slices of it, no copies.
+    read_buf: BytesMut,
+    /// Bytes received and not yet consumed.
+    input: Bytes,
+    /// The request head being written; its capacity is kept.
+    head: Vec<u8>,
+}
+
+impl Conn {
+    /// Boxed: it moves between the pool and each answer's body.
+    fn new(stream: Stream) -> Box<Conn> {
+        Box::new(Conn {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_BUFFER),
+            input: Bytes::new(),
+            head: Vec::with_capacity(1024),
+        })
+    }
+
+    /// An idle connection is usable when the event loop has seen nothing
+    /// arrive on it (a close, a reset, stray bytes): reading then answers
+    /// `Pending` without a system call.
+    fn is_idle_and_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        matches!(Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+    }
+
+    /// Whether the exchange left nothing unread.
+    fn is_drained(&self) -> bool {
+        self.input.is_empty() && self.read_buf.is_empty()
+    }
+
+    /// Reads more onto the end of `input`; `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if !self.input.is_empty() {
+            // An element split across reads (rare): its start goes first.
+            self.read_buf.extend_from_slice(&self.input);
+            self.input = Bytes::new();
+        }
+        if self.read_buf.capacity() - self.read_buf.len() < READ_BUFFER / 4 {
+            // Reclaims the whole buffer when every slice of it is gone.
+            self.read_buf.reserve(READ_BUFFER);
+        }
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf))?;
+        self.input = self.read_buf.split().freeze();
+        Poll::Ready(Ok(n))
+    }
+
+    /// Reads and parses the answer's head, skipping interim (`1xx`) ones
+    /// other than `101`. `received`: a byte of answer has arrived.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+        received: &mut bool,
+    ) -> Poll<Result<h1::Head, Failure>> {
+        loop {
+            if !self.input.is_empty() {
+                if let Some((len, head)) = h1::parse_response_head(&self.input, head_request)? {
+                    self.consume(len);
+                    if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                        continue;
+                    }
+                    return Poll::Ready(Ok(head));
+                }
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if *received => return Poll::Ready(Err(Failure::Truncated)),
+                Ok(0) => {
+                    return Poll::Ready(Err(Failure::Unanswered(io::ErrorKind::UnexpectedEof.into())));
+                }
+                Ok(_) => *received = true,
+                Err(e) if *received => return Poll::Ready(Err(Failure::Read(e))),
+                Err(e) => return Poll::Ready(Err(Failure::Unanswered(e))),
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.input.advance(n);
+        if self.input.is_empty() {
+            // An empty slice still holds the buffer: let it go, so the next
+            // read can reuse the buffer.
+            self.input = Bytes::new();
+        }
+    }
+
+    /// Up to `max` bytes of what has been read.
+    fn take_input(&mut self, max: u64) -> Bytes {
+        let n = usize::try_from(max).unwrap_or(usize::MAX).min(self.input.len());
+        let data = self.input.split_to(n);
+        if self.input.is_empty() {
+            self.input = Bytes::new();
+        }
+        data
+    }
+}
+
+/// A connection's transport.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+enum UploadError {
+    /// The client's body failed.
+    Body,
+    /// The upstream connection would not take more.
+    Write(io::Error),
+}
+
+/// A request body on its way upstream, as it arrives from the client.
+struct Upload<B> {
+    body: B,
+    chunked: bool,
+    /// What is still to be written of the current frame: chunk size line,
+    /// data, CRLF.
+    pending: VecDeque<Bytes>,
+    /// The body has ended and its end is queued.
+    ended: bool,
+    /// The upstream stopped taking it; nothing more is sent.
+    failed: bool,
+}
+
+impl<B> Upload<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    fn new(body: B, chunked: bool) -> Upload<B> {
+        Upload { body, chunked, pending: VecDeque::with_capacity(3), ended: false, failed: false }
+    }
+
+    /// Sends what the client's body gives until it ends (`Ready(Ok)`), the
+    /// client has nothing more yet or the upstream takes no more (`Pending`).
+    fn poll_send(&mut self, cx: &mut Context<'_>, stream: &mut Stream) -> Poll<Result<(), UploadError>> {
+        if self.failed {
+            return Poll::Pending;
+        }
+        loop {
+            while !self.pending.is_empty() {
+                let slices: [IoSlice<'_>; 3] =
+                    std::array::from_fn(|i| IoSlice::new(self.pending.get(i).map_or(&[][..], |b| &b[..])));
+                let mut n =
+                    ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices)).map_err(UploadError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(UploadError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                while n > 0 {
+                    let Some(front) = self.pending.front_mut() else { break };
+                    let step = n.min(front.len());
+                    front.advance(step);
+                    n -= step;
+                    if front.is_empty() {
+                        self.pending.pop_front();
+                    }
+                }
+            }
+            if self.ended {
+                return Pin::new(&mut *stream).poll_flush(cx).map_err(UploadError::Write);
+            }
+            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => {
+                    // Waiting on the client: what the TLS layer holds goes out now.
+                    ready!(Pin::new(&mut *stream).poll_flush(cx)).map_err(UploadError::Write)?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    if self.chunked {
+                        self.pending.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    self.ended = true;
+                    continue;
+                }
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(UploadError::Body)),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) if data.is_empty() => {}
+                Ok(data) if self.chunked => {
+                    self.pending.push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                    self.pending.push_back(data);
+                    self.pending.push_back(Bytes::from_static(b"\r\n"));
+                }
+                Ok(data) => self.pending.push_back(data),
+                // Trailers go in the last chunk; without chunking there is
+                // no place for them.
+                Err(frame) => {
+                    if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
+                        let mut last = b"0\r\n".to_vec();
+                        for (name, value) in &trailers {
+                            last.extend_from_slice(name.as_str().as_bytes());
+                            last.extend_from_slice(b": ");
+                            last.extend_from_slice(value.as_bytes());
+                            last.extend_from_slice(b"\r\n");
+                        }
+                        last.extend_from_slice(b"\r\n");
+                        self.pending.push_back(Bytes::from(last));
+                        self.ended = true;
+                        self.chunked = false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the rest of an answer's body is delimited.
+enum Reading {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+    /// `101`: the connection is the tunnel's; see [`UpstreamBody::take_upgraded`].
+    Switched,
+    Done,
+}
+
+/// An upstream's response body, read from its connection as the client
+/// takes it. Once it has ended cleanly the connection goes back to the
+/// pool; dropped before (the client went away), the connection closes with
+/// it: the rest is still on the wire.
+pub struct UpstreamBody<B = Incoming> {
+    conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
+    reading: Reading,
+    /// The request body, when it is still going out.
+    upload: Option<Box<Upload<B>>>,
+    /// The answer allows another exchange on this connection.
+    reusable: bool,
 }
 
-/// An upstream's response body, streamed through. It holds the connection
-/// the body arrives on and puts it back in the pool once the body has ended
-/// — read to its end, or empty from the start (`HEAD`, `204`, `304`), which
-/// a server may drop without reading. Dropped before its end (the client went
-/// away), it closes the connection with it: the rest is still on the wire.
-pub struct UpstreamBody {
-    body: Incoming,
-    conn: Option<Conn>,
+/// A connection after `101 Switching Protocols`: what the upstream sent
+/// after its head comes first, then the socket.
+pub struct Upgraded {
+    stream: Stream,
+    prefix: Bytes,
 }
 
-impl UpstreamBody {
-    /// `conn` is `None` when the connection must not be reused.
-    pub fn new(body: Incoming, conn: Option<Conn>) -> UpstreamBody {
-        UpstreamBody { body, conn }
+impl<B> UpstreamBody<B> {
+    /// After `101`, the connection for the tunnel.
+    pub fn take_upgraded(&mut self) -> Option<Upgraded> {
+        if !matches!(self.reading, Reading::Switched) {
+            return None;
+        }
+        self.reading = Reading::Done;
+        let conn = self.conn.take()?;
+        let Conn { stream, input, .. } = *conn;
+        Some(Upgraded { stream, prefix: input })
     }
 
-    fn release(&mut self) {
+    /// The body has ended: the connection goes back when nothing of the
+    /// exchange is left over.
+    fn finish(&mut self) {
+        self.reading = Reading::Done;
         if let Some(conn) = self.conn.take() {
-            conn.pool.put(conn.sender);
+            if self.reusable && self.upload.is_none() && conn.is_drained() {
+                self.pool.put(conn);
+            }
         }
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.reading = Reading::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
-impl http_body::Body for UpstreamBody {
+impl<B> http_body::Body for UpstreamBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &frame {
-            None => this.release(),
-            // A length-delimited body's last bytes: done, whether or not
-            // the reader polls once more.
-            Some(Ok(_)) if this.body.is_end_stream() => this.release(),
-            Some(Ok(_)) => {}
-            Some(Err(_)) => this.conn = None,
+        // A request body still going out keeps going (an upstream that
+        // answers as it reads, or answered early).
+        if let (Some(up), Some(conn)) = (this.upload.as_mut(), this.conn.as_mut()) {
+            match up.poll_send(cx, &mut conn.stream) {
+                Poll::Ready(Ok(())) => this.upload = None,
+                Poll::Ready(Err(_)) => up.failed = true,
+                Poll::Pending => {}
+            }
         }
-        Poll::Ready(frame)
+        let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+        loop {
+            match &mut this.reading {
+                Reading::Length(left) => {
+                    if !conn.input.is_empty() {
+                        let data = conn.take_input(*left);
+                        *left -= data.len() as u64;
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Reading::Chunked(decoder) => match decoder.decode(&mut conn.input) {
+                    Ok(Chunk::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Chunk::Trailers(trailers)) => {
+                        // The last frame: a server may not poll past it.
+                        if conn.input.is_empty() {
+                            conn.input = Bytes::new();
+                        }
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Chunk::End) => {
+                        if conn.input.is_empty() {
+                            conn.input = Bytes::new();
+                        }
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Chunk::NeedMore) => {}
+                    Err(e) => return this.fail(io::Error::new(io::ErrorKind::InvalidData, e)),
+                },
+                Reading::Close => {
+                    if !conn.input.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(conn.take_input(u64::MAX)))));
+                    }
+                }
+                Reading::Switched | Reading::Done => return Poll::Ready(None),
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.reading, Reading::Close) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed mid-body")),
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        matches!(self.reading, Reading::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.reading {
+            Reading::Length(n) => SizeHint::with_exact(n),
+            Reading::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }
 
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if self.body.is_end_stream() {
-            self.release();
+impl AsyncRead for Upgraded {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
         }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -1,28 +1,41 @@
-//! The pool's own rules, on hand-made connections: which idle connection is
-//! handed out, and the one retry. `#[tokio::test]` runs on one thread, so
-//! which task runs when is fixed by the order of the test's awaits.
+//! The pool's own rules, on real loopback connections: which idle
+//! connection is handed out, when one goes back, and the one retry.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::header::HOST;
-use http_body_util::Empty;
-use hyper::service::service_fn;
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
 
-/// An upstream answering `200` to everything; counts accepted connections.
-async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+/// An upstream that answers every request head on a connection with
+/// `answer`; counts accepted connections. Request bodies are not read.
+async fn upstream(answer: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        while let Ok((mut stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let service = service_fn(|_req| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
         }
     });
     (addr, accepted)
@@ -38,111 +51,154 @@ fn pool_for(addr: SocketAddr) -> Arc<Pool> {
     Arc::new(Pool::new(&Scheme::HTTP, &authority, &Connector::new(tls, Duration::from_secs(2))))
 }
 
-/// A request as the gateway forwards it. Only hyper makes `Incoming`
-/// bodies, so this one is the (empty) body of an answer on a throwaway
-/// in-memory connection.
-async fn request() -> Request<Incoming> {
-    let (client_io, server_io) = tokio::io::duplex(4096);
-    let service = service_fn(|_req| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
-    tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server_io), service));
-    let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(client_io)).await.unwrap();
-    tokio::spawn(conn);
-    let body = sender.send_request(Request::new(Empty::new())).await.unwrap().into_body();
-    Request::builder().uri("/").header(HOST, "up.test").body(body).unwrap()
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::builder().uri(path).header(http::header::HOST, "up.test").body(Empty::new()).unwrap()
 }
 
-/// A connection to nowhere (an in-memory peer that never answers) and its
-/// driver, not yet polled.
-async fn idle_connection() -> (SendRequest<Incoming>, http1::Connection<TokioIo<tokio::io::DuplexStream>, Incoming>) {
-    let (io, peer) = tokio::io::duplex(4096);
-    // The peer half lives as long as the test: an open but silent socket.
-    std::mem::forget(peer);
-    http1::handshake::<_, Incoming>(TokioIo::new(io)).await.unwrap()
+async fn body_of<B>(resp: Response<UpstreamBody<B>>) -> Bytes
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    resp.into_body().collect().await.unwrap().to_bytes()
 }
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 #[tokio::test]
-async fn an_unsent_request_is_retried_once_on_a_new_connection() {
-    let (addr, accepted) = upstream().await;
+async fn a_connection_goes_back_only_once_its_answer_is_read() {
+    let (addr, accepted) = upstream(OK).await;
     let pool = pool_for(addr);
-
-    // An idle connection whose driver the test controls.
-    let (mut sender, conn) = idle_connection().await;
-    let (kill, killed) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tokio::select! {
-            biased;
-            _ = killed => {}
-            _ = conn => {}
-        }
-    });
-    sender.ready().await.unwrap();
-    pool.put(sender);
-
-    // It dies as the request is handed to it, before its driver takes the
-    // request: hyper hands the request back, and the pool sends it on a new
-    // connection.
-    // (The request is made first: making it yields, and the driver would
-    // see the kill then.)
-    let req = request().await;
-    kill.send(()).unwrap();
-    let (resp, _conn) = pool.send(req).await.unwrap();
+    let resp = pool.send(get("/a")).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "sent on one new connection");
+    assert_eq!(pool.lock().len(), 0, "still reading the answer");
+    assert_eq!(body_of(resp).await, "ok");
+    assert_eq!(pool.lock().len(), 1);
+    for _ in 0..3 {
+        assert_eq!(body_of(pool.send(get("/b")).await.unwrap()).await, "ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // An answer dropped unread closes its connection.
+    drop(pool.send(get("/c")).await.unwrap());
+    assert_eq!(pool.lock().len(), 0);
+    assert_eq!(body_of(pool.send(get("/d")).await.unwrap()).await, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
-async fn expired_closed_and_busy_idle_connections_are_not_handed_out() {
-    let (addr, _) = upstream().await;
+async fn a_connection_closed_while_idle_is_not_handed_out() {
+    let (addr, accepted) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let pool = pool_for(addr);
+    let resp = pool.send(get("/")).await.unwrap();
+    body_of(resp).await;
+    // A newer idle connection whose peer has closed it: once the event
+    // loop has seen that, the pool drops it when picked instead of sending
+    // on it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (accepted_side, _) = listener.accept().await.unwrap();
+    drop(accepted_side);
+    // Let the event loop see the close.
+    dead.readable().await.unwrap();
+    pool.lock().push_back(Idle { conn: Conn::new(Stream::Plain(dead)), since: Instant::now() });
+    let taken = pool.take_idle().expect("the older, open connection");
+    assert_eq!(pool.lock().len(), 0);
+    drop(taken);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn expired_connections_are_dropped_and_at_most_max_idle_kept() {
+    let (addr, _) = upstream(OK).await;
+    let pool = pool_for(addr);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut peers = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(TcpStream::connect(listener.local_addr().unwrap()).await.unwrap());
+        peers.push(listener.accept().await.unwrap().0);
+    }
     let now = Instant::now();
-    let mut drivers = Vec::new();
-
-    // Oldest: ready, but idle past the timeout.
-    let (mut expired, conn) = idle_connection().await;
-    tokio::spawn(conn);
-    expired.ready().await.unwrap();
-    // Ready: the one to hand out.
-    let (mut good, conn) = idle_connection().await;
-    tokio::spawn(conn);
-    good.ready().await.unwrap();
-    // Busy: its driver has not asked for a request (still finishing one).
-    let (busy, conn) = idle_connection().await;
-    drivers.push(conn);
-    // Newest: closed.
-    let (closed, conn) = idle_connection().await;
-    drop(conn);
-    assert!(closed.is_closed());
-
     {
         let mut idle = pool.lock();
-        idle.push_back(Idle { sender: expired, since: now.checked_sub(IDLE_TIMEOUT * 2).unwrap() });
-        idle.push_back(Idle { sender: good, since: now });
-        idle.push_back(Idle { sender: busy, since: now });
-        idle.push_back(Idle { sender: closed, since: now });
+        for (i, c) in conns.into_iter().enumerate() {
+            let since = if i == 0 { now.checked_sub(IDLE_TIMEOUT * 2).unwrap() } else { now };
+            idle.push_back(Idle { conn: Conn::new(Stream::Plain(c)), since });
+        }
     }
-    let taken = pool.take_idle().expect("the ready connection");
-    assert!(taken.is_ready());
-    // The busy one stays for later; the expired and closed ones are gone.
-    assert_eq!(pool.lock().len(), 1);
-    assert!(pool.take_idle().is_none(), "a busy connection is not handed out");
-    assert_eq!(pool.lock().len(), 1);
+    assert!(pool.take_idle().is_some());
+    assert_eq!(pool.lock().len(), 1, "the expired one is gone, one left");
+
+    for _ in 0..MAX_IDLE + 3 {
+        let c = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        peers.push(listener.accept().await.unwrap().0);
+        pool.put(Conn::new(Stream::Plain(c)));
+    }
+    assert_eq!(pool.lock().len(), MAX_IDLE);
+}
+
+/// A pooled connection that dies as a bodiless GET is sent on it: the GET
+/// goes again on a new connection. A POST is not sent again.
+#[tokio::test]
+async fn only_requests_that_cannot_have_been_acted_on_are_retried() {
+    let (addr, accepted) = upstream(OK).await;
+    let pool = pool_for(addr);
+
+    // A connection that accepts the request and closes without answering,
+    // before the event loop could notice anything.
+    async fn dying(pool: &Arc<Pool>) -> Arc<AtomicUsize> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let conn = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            if peer.read(&mut buf).await.unwrap_or(0) > 0 {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        pool.lock().push_back(Idle { conn: Conn::new(Stream::Plain(conn)), since: Instant::now() });
+        seen
+    }
+
+    let seen = dying(&pool).await;
+    let resp = pool.send(get("/again")).await.unwrap();
+    assert_eq!(body_of(resp).await, "ok");
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "the dying connection got the GET");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "then a new one");
+
+    let seen = dying(&pool).await;
+    // The good connection is older: the dying one, newest, is picked.
+    let post = Request::builder().method(Method::POST).uri("/charge").body(Empty::<Bytes>::new()).unwrap();
+    assert!(matches!(pool.send(post).await, Err(UpstreamError::Request)));
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the POST was not sent again");
 }
 
 #[tokio::test]
-async fn at_most_max_idle_connections_are_kept() {
-    let (addr, _) = upstream().await;
-    let pool = pool_for(addr);
-    let mut drivers = Vec::new();
-    for _ in 0..MAX_IDLE + 3 {
-        let (sender, conn) = idle_connection().await;
-        drivers.push(conn);
-        pool.put(sender);
-    }
-    assert_eq!(pool.lock().len(), MAX_IDLE);
-    // A closed connection is not kept at all.
-    let (closed, conn) = idle_connection().await;
-    drop(conn);
-    pool.lock().pop_back();
-    pool.put(closed);
-    assert_eq!(pool.lock().len(), MAX_IDLE - 1);
+async fn request_bodies_are_framed_for_the_upstream() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pool = pool_for(listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"hello") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(OK).await.unwrap();
+        String::from_utf8(got).unwrap()
+    });
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/p")
+        .header(http::header::HOST, "up.test")
+        .header(http::header::CONTENT_LENGTH, "999")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let resp = pool.send(req).await.unwrap();
+    assert_eq!(body_of(resp).await, "ok");
+    assert_eq!(server.await.unwrap(), "PUT /p HTTP/1.1\r\nhost: up.test\r\ncontent-length: 5\r\n\r\nhello");
 }

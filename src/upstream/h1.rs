@@ -1,0 +1,491 @@
+//! HTTP/1.1 framing for the upstream client (RFC 9112): request heads out,
+//! response heads and chunked bodies in. Bytes in, bytes out; the sockets
+//! are the parent module's.
+//!
+//! Strict where leniency would let an upstream desynchronise a pooled
+//! connection: a bad or conflicting `Content-Length`, a chunk line without
+//! CRLF, a head over [`MAX_HEAD`] are errors, and any message whose end is
+//! not certain leaves its connection out of the pool.
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Largest response head accepted (status line and header lines).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Most header lines accepted in a response head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+
+/// Longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Largest trailer section of a chunked body.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Most trailer fields accepted.
+const MAX_TRAILER_FIELDS: usize = 32;
+
+/// Why an upstream's answer could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("malformed response head")]
+    Head,
+    #[error("response head larger than {MAX_HEAD} bytes or {MAX_HEADERS} fields")]
+    HeadTooLarge,
+    #[error("invalid or conflicting content-length")]
+    ContentLength,
+    #[error("malformed chunked body")]
+    Chunk,
+}
+
+/// How a request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body and no framing header.
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl RequestFraming {
+    /// `end_stream`: the body is known to be empty; `exact`: its length when
+    /// known. Methods that normally carry a body say `content-length: 0`
+    /// when they carry none, which some servers require.
+    pub fn of(method: &Method, end_stream: bool, exact: Option<u64>) -> RequestFraming {
+        if end_stream {
+            return if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                RequestFraming::Length(0)
+            } else {
+                RequestFraming::None
+            };
+        }
+        exact.map_or(RequestFraming::Chunked, RequestFraming::Length)
+    }
+}
+
+/// Writes a request head into `out` (cleared first). The client's own
+/// framing headers are replaced by `framing`'s; the rest go as they are
+/// (`HeaderName`/`HeaderValue` cannot hold CR or LF).
+pub fn encode_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// None at all: `HEAD`, `1xx`, `204`, `304`, or a zero length.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyKind,
+    /// The connection may carry another request once this body has ended.
+    pub reusable: bool,
+}
+
+/// Parses the response head at the start of `input`: `Ok(None)` while it is
+/// incomplete, else the head and its length in bytes. Header values share
+/// `input`'s memory. `head_request`: the answer is to `HEAD`, so it has no body.
+pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(usize, Head)>, ParseError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(input) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(ParseError::HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadTooLarge),
+        Err(_) => return Err(ParseError::Head),
+    };
+    if len > MAX_HEAD {
+        return Err(ParseError::HeadTooLarge);
+    }
+    let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(ParseError::Head)?;
+    let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    // HTTP/1.0 keep-alive is an opt-in few servers still use: not pooled.
+    let mut close = version == Version::HTTP_10;
+    for field in resp.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ParseError::Head)?;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_content_length(field.value).ok_or(ParseError::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ParseError::ContentLength);
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+            // Only the final coding matters: chunked must be last.
+            chunked = last_token(field.value).eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONNECTION && has_token(field.value, b"close") {
+            close = true;
+        }
+        let value = HeaderValue::from_maybe_shared(input.slice_ref(field.value)).map_err(|_| ParseError::Head)?;
+        headers.append(name, value);
+    }
+
+    let body = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        BodyKind::Empty
+    } else if transfer_encoding {
+        if chunked { BodyKind::Chunked } else { BodyKind::Close }
+    } else {
+        match length {
+            Some(0) => BodyKind::Empty,
+            Some(n) => BodyKind::Length(n),
+            None => BodyKind::Close,
+        }
+    };
+    if transfer_encoding {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3), but a
+        // message with both may be a smuggling attempt: answer it, then
+        // close the connection.
+        if length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+            close = true;
+        }
+        if version == Version::HTTP_10 {
+            close = true;
+        }
+    }
+    let reusable = !close && body != BodyKind::Close;
+    Ok(Some((len, Head { status, headers, body, reusable })))
+}
+
+/// A Content-Length value: digits only; a list of equal values (`5, 5`)
+/// counts as one.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+fn last_token(value: &[u8]) -> &[u8] {
+    value.rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii()
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// What the chunked decoder made of its input so far.
+#[derive(Debug)]
+pub enum Chunk {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body has ended.
+    End,
+    /// More bytes are needed; nothing was consumed past a whole element.
+    NeedMore,
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1) incrementally.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl ChunkedDecoder {
+    /// Consumes what it can from the front of `input`.
+    pub fn decode(&mut self, input: &mut Bytes) -> Result<Chunk, ParseError> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let window = &input[..input.len().min(MAX_CHUNK_LINE)];
+                    let Some(end) = window.iter().position(|b| *b == b'\n') else {
+                        return if input.len() >= MAX_CHUNK_LINE {
+                            Err(ParseError::Chunk)
+                        } else {
+                            Ok(Chunk::NeedMore)
+                        };
+                    };
+                    let size = parse_chunk_line(&input[..end])?;
+                    input.advance(end + 1);
+                    self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
+                }
+                ChunkState::Data(left) => {
+                    if input.is_empty() {
+                        return Ok(Chunk::NeedMore);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                    let data = input.split_to(take);
+                    let left = left - take as u64;
+                    self.state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data(left) };
+                    return Ok(Chunk::Data(data));
+                }
+                ChunkState::DataEnd => {
+                    if input.len() < 2 {
+                        return Ok(Chunk::NeedMore);
+                    }
+                    if &input[..2] != b"\r\n" {
+                        return Err(ParseError::Chunk);
+                    }
+                    input.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+                    let (len, trailers) = match httparse::parse_headers(input, &mut fields) {
+                        Ok(httparse::Status::Complete((len, fields))) => {
+                            let mut map = HeaderMap::new();
+                            for f in fields {
+                                let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| ParseError::Chunk)?;
+                                let value = HeaderValue::from_bytes(f.value).map_err(|_| ParseError::Chunk)?;
+                                map.append(name, value);
+                            }
+                            (len, map)
+                        }
+                        Ok(httparse::Status::Partial) if input.len() > MAX_TRAILERS => return Err(ParseError::Chunk),
+                        Ok(httparse::Status::Partial) => return Ok(Chunk::NeedMore),
+                        Err(_) => return Err(ParseError::Chunk),
+                    };
+                    input.advance(len);
+                    self.state = ChunkState::Done;
+                    if !trailers.is_empty() {
+                        return Ok(Chunk::Trailers(trailers));
+                    }
+                }
+                ChunkState::Done => return Ok(Chunk::End),
+            }
+        }
+    }
+}
+
+/// `line` is a chunk-size line up to (not including) its LF: hex digits,
+/// optional extensions (ignored), then CR.
+fn parse_chunk_line(line: &[u8]) -> Result<u64, ParseError> {
+    let line = line.strip_suffix(b"\r").ok_or(ParseError::Chunk)?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    // 15 hex digits keep the size within u64 with room to spare.
+    if digits == 0 || digits > 15 {
+        return Err(ParseError::Chunk);
+    }
+    let rest = &line[digits..];
+    if !(rest.is_empty() || matches!(rest[0], b';' | b' ' | b'\t')) || rest.contains(&b'\r') {
+        return Err(ParseError::Chunk);
+    }
+    let size = line[..digits].iter().fold(0u64, |n, d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => d - b'A' + 10,
+        };
+        n << 4 | u64::from(v)
+    });
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, head_request: bool) -> Result<Option<(usize, Head)>, ParseError> {
+        parse_response_head(&Bytes::from(text.to_string()), head_request)
+    }
+
+    fn complete(text: &str) -> Head {
+        head(text, false).unwrap().unwrap().1
+    }
+
+    #[test]
+    fn request_head_replaces_the_client_framing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("up.test"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let mut out = Vec::new();
+        encode_request_head(&mut out, &Method::POST, "/p?q=1", &h, RequestFraming::Length(12));
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: up.test\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+        );
+        encode_request_head(&mut out, &Method::GET, "/", &HeaderMap::new(), RequestFraming::Chunked);
+        assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+    }
+
+    #[test]
+    fn request_framing_by_method_and_body() {
+        assert_eq!(RequestFraming::of(&Method::GET, true, Some(0)), RequestFraming::None);
+        assert_eq!(RequestFraming::of(&Method::POST, true, Some(0)), RequestFraming::Length(0));
+        assert_eq!(RequestFraming::of(&Method::PUT, false, Some(7)), RequestFraming::Length(7));
+        assert_eq!(RequestFraming::of(&Method::POST, false, None), RequestFraming::Chunked);
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_ones_fail() {
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-le", false).unwrap().is_none());
+        let big = format!("HTTP/1.1 200 OK\r\nx-big: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(head(&big, false).unwrap_err(), ParseError::HeadTooLarge);
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        assert_eq!(head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).unwrap_err(), ParseError::HeadTooLarge);
+        assert_eq!(head("hello\r\n\r\n", false).unwrap_err(), ParseError::Head);
+    }
+
+    #[test]
+    fn body_kinds() {
+        let h = complete("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        assert_eq!((h.body, h.reusable), (BodyKind::Length(2), true));
+        assert_eq!(h.headers["content-length"], "2");
+        let (len, h) = head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", true).unwrap().unwrap();
+        assert_eq!((len, h.body, h.reusable), (38, BodyKind::Empty, true));
+        for status in [100, 103, 204, 304] {
+            let h = complete(&format!("HTTP/1.1 {status} X\r\ncontent-length: 5\r\n\r\n"));
+            assert_eq!(h.body, BodyKind::Empty, "{status}");
+        }
+        let h = complete("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
+        assert_eq!((h.body, h.reusable), (BodyKind::Chunked, true));
+        let h = complete("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n");
+        assert_eq!((h.body, h.reusable), (BodyKind::Close, false));
+        let h = complete("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((h.body, h.reusable), (BodyKind::Close, false));
+        let h = complete("HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 1\r\n\r\n");
+        assert_eq!((h.body, h.reusable), (BodyKind::Length(1), false));
+        let h = complete("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n");
+        assert_eq!((h.body, h.reusable), (BodyKind::Length(1), false));
+    }
+
+    #[test]
+    fn transfer_encoding_beats_content_length_and_ends_the_connection() {
+        let h = complete("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!((h.body, h.reusable), (BodyKind::Chunked, false));
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn content_length_must_be_digits_and_agree() {
+        for bad in ["abc", "-1", "+5", "5 5", "", "1, 2", "99999999999999999999"] {
+            let text = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
+            assert_eq!(head(&text, false).unwrap_err(), ParseError::ContentLength, "{bad:?}");
+        }
+        let text = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n";
+        assert_eq!(head(text, false).unwrap_err(), ParseError::ContentLength);
+        assert_eq!(complete("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n").body, BodyKind::Length(5));
+    }
+
+    #[test]
+    fn header_values_keep_their_bytes_and_order() {
+        let text = b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nx-obs: caf\xe9\r\n\r\n";
+        let (_, h) = parse_response_head(&Bytes::from_static(text), false).unwrap().unwrap();
+        let cookies: Vec<_> = h.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(h.headers["x-obs"].as_bytes(), b"caf\xe9");
+    }
+
+    fn decode_all(wire: &[u8], split: usize) -> Result<(Vec<u8>, Option<HeaderMap>), ParseError> {
+        let mut dec = ChunkedDecoder::default();
+        let mut body = Vec::new();
+        let mut trailers = None;
+        let mut input = Bytes::new();
+        let mut rest = wire;
+        loop {
+            match dec.decode(&mut input)? {
+                Chunk::Data(d) => body.extend_from_slice(&d),
+                Chunk::Trailers(t) => trailers = Some(t),
+                Chunk::End => return Ok((body, trailers)),
+                Chunk::NeedMore => {
+                    if rest.is_empty() {
+                        return Err(ParseError::Chunk);
+                    }
+                    let n = split.min(rest.len());
+                    let mut joined = input.to_vec();
+                    joined.extend_from_slice(&rest[..n]);
+                    input = Bytes::from(joined);
+                    rest = &rest[n..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_sizes() {
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\nA \r\n0123456789\r\n0\r\nx-sum: 42\r\n\r\n";
+        for split in [1, 2, 3, 7, 64] {
+            let (body, trailers) = decode_all(wire, split).unwrap();
+            assert_eq!(body, b"hello, world0123456789", "split {split}");
+            assert_eq!(trailers.unwrap()["x-sum"], "42");
+        }
+        let (body, trailers) = decode_all(b"0\r\n\r\n", 1).unwrap();
+        assert!(body.is_empty() && trailers.is_none());
+    }
+
+    #[test]
+    fn malformed_chunks_fail() {
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"g\r\n",
+            b"\r\n",
+            b"5x\r\nhello\r\n",
+            b"1000000000000000\r\n",
+        ] {
+            assert_eq!(decode_all(bad, 64).unwrap_err(), ParseError::Chunk, "{:?}", String::from_utf8_lossy(bad));
+        }
+        let long_line = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
+        assert_eq!(decode_all(&long_line, MAX_CHUNK_LINE * 2).unwrap_err(), ParseError::Chunk);
+    }
+}

@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use crate::body::Body;
 use crate::error::escape_html;
 pub use crate::upstream::UpstreamError;
-use crate::upstream::{Connector, Pool, Upgraded};
+use crate::upstream::{Connector, HOP_BY_HOP, HOP_BY_HOP_LENGTHS, Pool, Upgraded};
 
 /// What the proxy needs to know about the client connection.
 #[derive(Debug, Clone, Copy)]
@@ -103,61 +103,22 @@ fn canonical(name: &[u8]) -> Vec<u8> {
     name.iter().map(|b| canonical_byte(*b)).collect()
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies drop.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 /// Bit of `Upgrade` in the mask `remove_hop_by_hop` builds; bits 0..8 are
 /// the entries of [`HOP_BY_HOP`], bit 0 being `Connection`.
 const UPGRADE_BIT: u16 = 1 << HOP_BY_HOP.len();
 
-/// [`length_bit`] of every name in [`HOP_BY_HOP`] and `Upgrade` (2, 7, 10,
-/// 16, 17, 18 and 19 bytes): other names are passed over on their length.
-const HOP_BY_HOP_LENGTHS: u64 = {
-    let lengths = [2, 7, 10, 16, 17, 18, 19];
-    let mut bits = 0;
-    let mut i = 0;
-    while i < lengths.len() {
-        bits |= 1 << lengths[i];
-        i += 1;
-    }
-    bits
-};
-
-/// What the `Connection` header and its kin said.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HopByHop {
-    /// The message asks for a protocol upgrade (`Connection: upgrade` and `Upgrade`).
-    pub upgrade: bool,
-    /// `Connection: close`: the sender closes the connection after this message.
-    pub close: bool,
-}
-
-/// Removes hop-by-hop headers and those named in `Connection`. Returns true
-/// when the message asks for a protocol upgrade, in which case `Connection:
-/// upgrade` and `Upgrade` are kept.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    strip_hop_by_hop(headers).upgrade
-}
-
-/// [`remove_hop_by_hop`], also telling whether `Connection` said `close`.
+/// Removes hop-by-hop headers and those named in `Connection` from a
+/// client's request. Returns true when it asks for a protocol upgrade, in
+/// which case `Connection: upgrade` and `Upgrade` are kept. (Answers lose
+/// theirs as they are parsed: [`crate::upstream`].)
 ///
-/// Runs twice per proxied request (request and response). It first notes
-/// which hop-by-hop names are present in one pass over the message's names;
-/// most messages have none, or only `Connection`, so this spares a hash
-/// lookup per name in the list.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> HopByHop {
+/// Runs on every proxied request. It first notes which hop-by-hop names are
+/// present in one pass over the names; most requests have none, or only
+/// `Connection`, so this spares a hash lookup per name in the list.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let mut present: u16 = 0;
     for name in headers.keys() {
-        if HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()) == 0 {
+        if HOP_BY_HOP_LENGTHS & (1 << (name.as_str().len() % 64)) == 0 {
             continue;
         }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
@@ -167,10 +128,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> HopByHop {
         }
     }
     if present == 0 {
-        return HopByHop::default();
+        return false;
     }
     let mut upgrade = false;
-    let mut close = false;
     if present & 1 != 0 {
         // Every `Connection` line counts: a client may split the list. Read
         // as bytes: the usual value is a lone `keep-alive` or `close`.
@@ -180,10 +140,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> HopByHop {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"upgrade") {
                     upgrade = true;
-                } else if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                    // A field named `Close`, if any, goes as before.
-                    listed.push(HeaderName::from_static("close"));
                 } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
                     // (`Keep-Alive` is removed below with the other hop-by-hop
                     // headers: skipping it spares building, and allocating, a
@@ -212,7 +168,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> HopByHop {
     } else if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
-    HopByHop { upgrade, close }
+    upgrade
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -380,7 +336,6 @@ impl Proxy {
             tokio::spawn(tunnel(client_side, upstream_side));
             return Ok((resp.map(|_| Body::empty()), elapsed));
         }
-        strip_hop_by_hop(resp.headers_mut());
         Ok((resp.map(Body::from), elapsed))
     }
 }
@@ -544,7 +499,7 @@ mod tests {
     #[test]
     fn the_length_prefilter_passes_every_hop_by_hop_name() {
         for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
-            assert_ne!(HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()), 0, "{name}");
+            assert_ne!(HOP_BY_HOP_LENGTHS & (1 << (name.as_str().len() % 64)), 0, "{name}");
         }
         let set = strip();
         for name in FORWARDING_HEADERS.iter().chain(&["x-forwarded-user", "x-forwarded-email"]) {
@@ -557,19 +512,13 @@ mod tests {
     }
 
     #[test]
-    fn connection_close_is_reported_and_removed() {
+    fn connection_close_is_removed() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Close"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        let hop = strip_hop_by_hop(&mut h);
-        assert!(hop.close && !hop.upgrade);
+        assert!(!remove_hop_by_hop(&mut h));
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
-
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        assert!(!strip_hop_by_hop(&mut h).close);
-        assert!(h.is_empty());
     }
 
     #[test]

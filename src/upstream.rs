@@ -25,6 +25,8 @@
 
 mod h1;
 
+pub use h1::{HOP_BY_HOP, HOP_BY_HOP_LENGTHS};
+
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};

@@ -7,6 +7,8 @@
 //! CRLF, a head over [`MAX_HEAD`] are errors, and any message whose end is
 //! not certain leaves its connection out of the pool.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -25,6 +27,38 @@ const MAX_TRAILERS: usize = 16 * 1024;
 
 /// Most trailer fields accepted.
 const MAX_TRAILER_FIELDS: usize = 32;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies drop.
+/// `Upgrade` is one too, except on a message that upgrades.
+pub static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Bit `n % 64` is set when a name in [`HOP_BY_HOP`], or `Upgrade`, is `n`
+/// bytes long (2, 7, 10, 16, 17, 18, 19): other names are passed over on
+/// their length.
+pub const HOP_BY_HOP_LENGTHS: u64 = {
+    let lengths = [2, 7, 10, 16, 17, 18, 19];
+    let mut bits = 0;
+    let mut i = 0;
+    while i < lengths.len() {
+        bits |= 1 << lengths[i];
+        i += 1;
+    }
+    bits
+};
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP_LENGTHS & (1 << (name.as_str().len() % 64)) != 0
+        && (*name == header::UPGRADE || HOP_BY_HOP.contains(name))
+}
 
 /// Why an upstream's answer could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -124,10 +158,16 @@ pub struct Head {
 /// Parses the response head at the start of `input`: `Ok(None)` while it is
 /// incomplete, else the head and its length in bytes. Header values share
 /// `input`'s memory. `head_request`: the answer is to `HEAD`, so it has no body.
+///
+/// The head comes back without its hop-by-hop fields, nor those its
+/// `Connection` names, except on a `101`, whose `Connection` and `Upgrade`
+/// the client needs.
 pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(usize, Head)>, ParseError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(input) {
+    // Uninitialised: filling 100 empty fields costs more than the parse.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, &mut fields)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(ParseError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -139,6 +179,7 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
     }
     let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(ParseError::Head)?;
     let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
 
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     let mut length: Option<u64> = None;
@@ -146,6 +187,8 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
     let mut chunked = false;
     // HTTP/1.0 keep-alive is an opt-in few servers still use: not pooled.
     let mut close = version == Version::HTTP_10;
+    // Fields `Connection` names as hop-by-hop (rare).
+    let mut listed: Vec<HeaderName> = Vec::new();
     for field in resp.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ParseError::Head)?;
         if name == header::CONTENT_LENGTH {
@@ -158,11 +201,23 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
             transfer_encoding = true;
             // Only the final coding matters: chunked must be last.
             chunked = last_token(field.value).eq_ignore_ascii_case(b"chunked");
-        } else if name == header::CONNECTION && has_token(field.value, b"close") {
-            close = true;
+        } else if name == header::CONNECTION {
+            for token in field.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"upgrade") {
+                    listed.extend(HeaderName::from_bytes(token).ok());
+                }
+            }
+        }
+        if !switching && is_hop_by_hop(&name) {
+            continue;
         }
         let value = HeaderValue::from_maybe_shared(input.slice_ref(field.value)).map_err(|_| ParseError::Head)?;
         headers.append(name, value);
+    }
+    for name in listed {
+        headers.remove(name);
     }
 
     let body = if head_request
@@ -216,10 +271,6 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
 
 fn last_token(value: &[u8]) -> &[u8] {
     value.rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii()
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// What the chunked decoder made of its input so far.
@@ -414,6 +465,24 @@ mod tests {
         let h = complete("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n");
         assert_eq!((h.body, h.reusable), (BodyKind::Chunked, false));
         assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_go_except_on_101() {
+        let text = "HTTP/1.1 200 OK\r\nconnection: keep-alive, x-hop\r\nkeep-alive: timeout=5\r\nx-hop: 1\r\n\
+                    upgrade: h2c\r\ntrailer: x-sum\r\nx-keep: 1\r\ncontent-length: 0\r\n\r\n";
+        let h = complete(text);
+        let mut names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-keep"]);
+        assert!(h.reusable);
+        let h = complete("HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n");
+        assert_eq!(h.headers["connection"], "Upgrade");
+        assert_eq!(h.headers["upgrade"], "websocket");
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(!is_hop_by_hop(&header::CONTENT_LENGTH));
     }
 
     #[test]

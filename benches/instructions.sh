@@ -20,6 +20,11 @@
 # (callgrind_annotate, inclusive; ANNOTATE_LINES=60), PROFILE_DIR=dir keeps
 # the profiles (callgrind.out.porteiro, callgrind.out.nginx).
 #
+# CASE=bearer measures porteiro on load.sh's `bearer` case instead: a
+# bearer-only route, every request carrying the same day-long HS256 token
+# (answered from the verification cache after the first). nginx proxies
+# plainly either way.
+#
 # Needs valgrind, nginx and wrk (Debian: valgrind nginx-light wrk).
 
 set -euo pipefail
@@ -28,6 +33,7 @@ DURATION=${DURATION:-20}
 CONNECTIONS=${CONNECTIONS:-50}
 WARMUP=${WARMUP:-3}
 SYSTEMS=${SYSTEMS:-porteiro nginx}
+CASE=${CASE:-public}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 ANNOTATE=${ANNOTATE:-0}
@@ -56,9 +62,10 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_http() {
+wait_http() { # url [curl args...]
     local url=$1 deadline=$((SECONDS + 120))
-    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+    shift
+    until curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null; do
         ((SECONDS < deadline)) || die "nothing answers at $url (logs in $WORK)"
         sleep 0.2
     done
@@ -104,10 +111,43 @@ taskset -c "$LOAD_CPU" nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" 
 STARTED+=("$!")
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
 
+declare -a WRK_ARGS=()
+ROUTE_ACCESS='public = true'
+PROVIDERS=''
+case $CASE in
+public) ;;
+bearer)
+    secret="instructions-bench-bearer-secret-0123456789"
+    token=$(python3 - "$secret" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+compact = lambda v: json.dumps(v, separators=(",", ":")).encode()
+claims = {"iss": "load.bench", "aud": "api://load-bench", "sub": "svc-load", "groups": ["ops"],
+          "exp": int(time.time()) + 86400}
+signing_input = b64(compact({"alg": "HS256", "typ": "JWT"})) + "." + b64(compact(claims))
+print(signing_input + "." + b64(hmac.new(sys.argv[1].encode(), signing_input.encode(), hashlib.sha256).digest()))
+PY
+    ) || die "cannot sign the bearer token (python3)"
+    WRK_ARGS=(-H "Authorization: Bearer $token")
+    ROUTE_ACCESS='bearer = ["api"]'
+    PROVIDERS="
+[[providers]]
+id = \"api\"
+kind = \"bearer\"
+issuer = \"load.bench\"
+audience = \"api://load-bench\"
+algorithms = [\"HS256\"]
+secret = \"$secret\"
+max_token_age_seconds = 0
+"
+    ;;
+*) die "unknown CASE $CASE (public, bearer)" ;;
+esac
+
 # Runs wrk for $2 seconds; prints how many requests it completed.
 load() { # port seconds
     local out
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$2s" --timeout 30s "http://127.0.0.1:$1/")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$2s" --timeout 30s "${WRK_ARGS[@]}" "http://127.0.0.1:$1/")
     if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
         log "warning: errors in this run:
 $out"
@@ -123,7 +163,7 @@ measure() { # name port command...
         "$@" >"$WORK/$name.log" 2>&1 &
     pid=$!
     STARTED+=("$pid")
-    wait_http "http://127.0.0.1:$port/"
+    wait_http "http://127.0.0.1:$port/" "${WRK_ARGS[@]}"
     load "$port" "$WARMUP" >/dev/null
     callgrind_control -i on "$pid" >/dev/null 2>&1
     requests=$(load "$port" "$DURATION")
@@ -151,11 +191,11 @@ listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$admin"
 worker_threads = 1
 shutdown_grace_seconds = 1
-
+$PROVIDERS
 [[routes]]
 path_prefix = "/"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
-public = true
+$ROUTE_ACCESS
 EOF
         read -r ir n < <(RUST_LOG=warn measure porteiro "$port" "$PORTEIRO_BIN" --config "$WORK/gateway.toml")
         ;;

@@ -316,7 +316,9 @@ fi
 PER_RUN=$((DURATION + QUIET_WAIT + 6))
 MAX_SECONDS=${MAX_SECONDS:-$((${#SELECTED[@]} * (2 * ROUNDS * PER_RUN + 2 * (WARMUP + 5) + 30) + 300))}
 (
-    sleep "$MAX_SECONDS"
+    # The sleep must not hold the script's output open once cleanup has
+    # killed this subshell: a caller piping the output would wait for it.
+    sleep "$MAX_SECONDS" </dev/null >/dev/null 2>&1
     log "load.sh: watchdog: still running after ${MAX_SECONDS}s, stopping"
     kill -TERM $$
 ) &

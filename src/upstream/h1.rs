@@ -166,8 +166,8 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
     // Uninitialised: filling 100 empty fields costs more than the parse.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, &mut fields)
-    {
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, &mut fields);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => return Err(ParseError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),

@@ -418,20 +418,29 @@ impl Conn {
         self.input.is_empty() && self.read_buf.is_empty()
     }
 
-    /// Reads more onto the end of `input`; `Ok(0)` at end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// Reads more, then makes the bytes not yet consumed `input`; `Ok(0)` at
+    /// end of stream. When they hold the start of an element the parser
+    /// could not finish (rare), they are gathered in `read_buf` until
+    /// `enough` holds for them: an element arriving in many small reads is
+    /// copied once, not once per read.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, enough: impl Fn(&[u8]) -> bool) -> Poll<io::Result<usize>> {
         if !self.input.is_empty() {
-            // An element split across reads (rare): its start goes first.
             self.read_buf.extend_from_slice(&self.input);
             self.input = Bytes::new();
         }
-        if self.read_buf.capacity() - self.read_buf.len() < READ_BUFFER / 4 {
-            // Reclaims the whole buffer when every slice of it is gone.
-            self.read_buf.reserve(READ_BUFFER);
+        // Without a partial element, what arrives goes to the parser as it is.
+        let gathering = !self.read_buf.is_empty();
+        loop {
+            if self.read_buf.capacity() - self.read_buf.len() < READ_BUFFER / 4 {
+                // Reclaims the whole buffer when every slice of it is gone.
+                self.read_buf.reserve(READ_BUFFER);
+            }
+            let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf))?;
+            if n == 0 || !gathering || enough(&self.read_buf) {
+                self.input = self.read_buf.split().freeze();
+                return Poll::Ready(Ok(n));
+            }
         }
-        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf))?;
-        self.input = self.read_buf.split().freeze();
-        Poll::Ready(Ok(n))
     }
 
     /// Reads and parses the answer's head, skipping interim (`1xx`) ones
@@ -452,8 +461,9 @@ impl Conn {
                     return Poll::Ready(Ok(head));
                 }
             }
-            match ready!(self.poll_fill(cx)) {
-                Ok(0) if *received => return Poll::Ready(Err(Failure::Truncated)),
+            match ready!(self.poll_fill(cx, h1::may_hold_head)) {
+                // What came before the end (now `input`) counts as received.
+                Ok(0) if *received || !self.input.is_empty() => return Poll::Ready(Err(Failure::Truncated)),
                 Ok(0) => {
                     return Poll::Ready(Err(Failure::Unanswered(io::ErrorKind::UnexpectedEof.into())));
                 }
@@ -761,7 +771,11 @@ where
                 }
                 Reading::Switched | Reading::Done => return Poll::Ready(None),
             }
-            match ready!(conn.poll_fill(cx)) {
+            let filled = match &this.reading {
+                Reading::Chunked(decoder) => conn.poll_fill(cx, |b| decoder.may_hold_element(b)),
+                _ => conn.poll_fill(cx, |_| true),
+            };
+            match ready!(filled) {
                 Ok(0) if matches!(this.reading, Reading::Close) => {
                     this.finish();
                     return Poll::Ready(None);

@@ -394,7 +394,6 @@ async fn chunked_response_with_trailers() {
 /// After a trailer section the chunked body has ended like any other: the
 /// connection goes back to the pool.
 #[tokio::test]
-
 async fn a_chunked_response_with_trailers_leaves_the_connection_reusable() {
     let up = Upstream::replying(|req| if req.target == "/trailers" { keep(WITH_TRAILERS) } else { fresh(req) }).await;
     let gw = gateway(&up).await;
@@ -403,6 +402,32 @@ async fn a_chunked_response_with_trailers_leaves_the_connection_reusable() {
     assert_eq!((status, &body[..]), (200, &b"hello world"[..]));
     assert_fresh(&c, &gw, "/after").await;
     assert_eq!(up.connections(), 1, "the connection was not reused after a trailer section");
+}
+
+/// An answer trickling in a byte at a time (head, chunk lines, trailers)
+/// is read as if it came whole, and leaves the connection reusable.
+#[tokio::test]
+async fn an_answer_arriving_byte_by_byte_is_read_whole() {
+    let up = Upstream::start(|mut conn| async move {
+        conn.stream.set_nodelay(true).unwrap();
+        while let Some(req) = conn.read_request().await {
+            let reply = if req.target == "/trickle" { WITH_TRAILERS.as_bytes().to_vec() } else { ok("fresh") };
+            for byte in reply {
+                if !conn.write(&[byte]).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    })
+    .await;
+    let gw = gateway(&up).await;
+    let c = client();
+    let (status, body) = get(&c, &gw, "/trickle").await;
+    assert_eq!((status, &body[..]), (200, &b"hello world"[..]), "{}", String::from_utf8_lossy(&body));
+    let (status, body) = get(&c, &gw, "/next").await;
+    assert_eq!((status, &body[..]), (200, &b"fresh"[..]));
+    assert_eq!(up.connections(), 1);
 }
 
 /// RFC 9112 §6.3 (7): without Content-Length or Transfer-Encoding the body
@@ -532,7 +557,6 @@ async fn invalid_content_length_is_502() {
 /// chunked coding wins; the client gets the de-chunked body, framed by the
 /// gateway, never cut or padded to the upstream's Content-Length.
 #[tokio::test]
-
 async fn chunked_wins_over_content_length() {
     let up = Upstream::replying(|req| {
         if req.target == "/both" {
@@ -610,7 +634,6 @@ async fn oversized_response_head_is_502() {
 /// Response heads get the bound request heads get (`max_header_bytes`,
 /// 64 KiB by default): one just past it is a 502.
 #[tokio::test]
-
 async fn response_head_over_64_kib_is_502() {
     let up = huge_head_upstream(65 * 1024).await;
     let gw = gateway(&up).await;

@@ -251,6 +251,17 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
     Ok(Some((len, Head { status, headers, body, reusable })))
 }
 
+/// Whether `buf` may hold a whole response head: it has an empty line, or
+/// is too long for one (the parser then says so).
+pub fn may_hold_head(buf: &[u8]) -> bool {
+    buf.len() > MAX_HEAD || has_empty_line(buf)
+}
+
+/// A line end followed by an empty line, however the lines end.
+fn has_empty_line(buf: &[u8]) -> bool {
+    buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// A Content-Length value: digits only; a list of equal values (`5, 5`)
 /// counts as one.
 fn parse_content_length(value: &[u8]) -> Option<u64> {
@@ -301,6 +312,19 @@ enum ChunkState {
 }
 
 impl ChunkedDecoder {
+    /// Whether `buf` may hold the element the decoder waits for: without
+    /// it, [`decode`](Self::decode) would only say `NeedMore` again.
+    pub fn may_hold_element(&self, buf: &[u8]) -> bool {
+        match self.state {
+            ChunkState::Size => buf.len() >= MAX_CHUNK_LINE || buf.contains(&b'\n'),
+            ChunkState::DataEnd => buf.len() >= 2,
+            ChunkState::Trailers => {
+                buf.len() > MAX_TRAILERS || buf.starts_with(b"\r\n") || buf.starts_with(b"\n") || has_empty_line(buf)
+            }
+            ChunkState::Data(_) | ChunkState::Done => true,
+        }
+    }
+
     /// Consumes what it can from the front of `input`.
     pub fn decode(&mut self, input: &mut Bytes) -> Result<Chunk, ParseError> {
         loop {
@@ -540,6 +564,52 @@ mod tests {
         }
         let (body, trailers) = decode_all(b"0\r\n\r\n", 1).unwrap();
         assert!(body.is_empty() && trailers.is_none());
+    }
+
+    /// The readers only parse once these say an element may be complete:
+    /// they must say so whenever the parser would find one.
+    #[test]
+    fn completeness_checks_never_hold_back_a_whole_element() {
+        let heads = ["HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\nok", "HTTP/1.1 204 No\n\n"];
+        for text in heads {
+            for end in 0..=text.len() {
+                let prefix = &text.as_bytes()[..end];
+                if head(&text[..end], false).is_ok_and(|h| h.is_some()) {
+                    assert!(may_hold_head(prefix), "{:?}", &text[..end]);
+                }
+            }
+        }
+        let wire = b"5;ext=1\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n";
+        for trailers in [&wire[..], b"3\r\nabc\r\n0\r\n\r\n", b"3\r\nabc\r\n0\r\n\n"] {
+            // Bytes arrive one at a time; the decoder sees them only once
+            // its check passes, as the reader does it.
+            let mut dec = ChunkedDecoder::default();
+            let mut pending = Vec::new();
+            let mut body = Vec::new();
+            let mut ended = false;
+            for &b in trailers {
+                pending.push(b);
+                if !dec.may_hold_element(&pending) {
+                    continue;
+                }
+                let mut input = Bytes::from(std::mem::take(&mut pending));
+                loop {
+                    match dec.decode(&mut input).unwrap() {
+                        Chunk::Data(d) => body.extend_from_slice(&d),
+                        Chunk::Trailers(_) => {}
+                        Chunk::End => ended = true,
+                        // What is left is the start of the next element.
+                        Chunk::NeedMore => break,
+                    }
+                    if ended {
+                        break;
+                    }
+                }
+                pending = input.to_vec();
+            }
+            assert!(ended, "{:?}", String::from_utf8_lossy(trailers));
+            assert!(body == b"hello" || body == b"abc");
+        }
     }
 
     #[test]

@@ -118,16 +118,9 @@ case $CASE in
 public) ;;
 bearer)
     secret="instructions-bench-bearer-secret-0123456789"
-    token=$(python3 - "$secret" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-compact = lambda v: json.dumps(v, separators=(",", ":")).encode()
-claims = {"iss": "load.bench", "aud": "api://load-bench", "sub": "svc-load", "groups": ["ops"],
-          "exp": int(time.time()) + 86400}
-signing_input = b64(compact({"alg": "HS256", "typ": "JWT"})) + "." + b64(compact(claims))
-print(signing_input + "." + b64(hmac.new(sys.argv[1].encode(), signing_input.encode(), hashlib.sha256).digest()))
-PY
-    ) || die "cannot sign the bearer token (python3)"
+    token=$(python3 "$REPO/benches/mint_hs256.py" "$secret" 86400 \
+        '{"iss": "load.bench", "aud": "api://load-bench", "sub": "svc-load", "groups": ["ops"]}') ||
+        die "cannot sign the bearer token (python3)"
     WRK_ARGS=(-H "Authorization: Bearer $token")
     ROUTE_ACCESS='bearer = ["api"]'
     PROVIDERS="

@@ -141,21 +141,9 @@ add_wrk_args() { # case args...
 }
 
 # An HS256 JWT: the JSON claims $3 plus exp = now + $2 seconds (and iat = now
-# when $4 is "iat"), signed with secret $1. python3, standard library only.
+# when $4 is "iat"), signed with secret $1.
 mint_hs256() { # secret lifetime claims-json [iat]
-    python3 - "$@" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-secret, lifetime, claims = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-now = int(time.time())
-claims["exp"] = now + lifetime
-if sys.argv[4:] == ["iat"]:
-    claims["iat"] = now
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-compact = lambda v: json.dumps(v, separators=(",", ":")).encode()
-signing_input = b64(compact({"alg": "HS256", "typ": "JWT"})) + "." + b64(compact(claims))
-sig = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
-print(signing_input + "." + b64(sig))
-PY
+    python3 "$REPO/benches/mint_hs256.py" "$@"
 }
 
 setup_cookie() {

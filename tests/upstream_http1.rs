@@ -272,6 +272,11 @@ impl Upstream {
         Upstream { addr, connections, log }
     }
 
+    /// Answers requests for `target` with `reply()`, any other with [`fresh`].
+    async fn special(target: &'static str, reply: impl Fn() -> Reply + Send + Sync + 'static) -> Upstream {
+        Upstream::replying(move |req| if req.target == target { reply() } else { fresh(req) }).await
+    }
+
     /// Reads whole requests, one after the other on each connection, and
     /// answers each with `answer(request)`.
     async fn replying(answer: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Upstream {
@@ -339,19 +344,15 @@ async fn assert_fresh(c: &reqwest::Client, gw: &TestGateway, path: &str) {
 /// last chunk; the connection is reusable right after it.
 #[tokio::test]
 async fn chunked_response_with_extensions() {
-    let up = Upstream::replying(|req| {
-        if req.target == "/chunked" {
-            keep(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n\
-                 5;ext=1\r\nhello\r\n\
-                 1 ; name=\"quoted value\"\r\n,\r\n\
-                 A\r\n 01234567\n\r\n\
-                 0000b\r\n and more.\n\r\n\
-                 0\r\n\r\n",
-            )
-        } else {
-            fresh(req)
-        }
+    let up = Upstream::special("/chunked", || {
+        keep(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n\
+             5;ext=1\r\nhello\r\n\
+             1 ; name=\"quoted value\"\r\n,\r\n\
+             A\r\n 01234567\n\r\n\
+             0000b\r\n and more.\n\r\n\
+             0\r\n\r\n",
+        )
     })
     .await;
     let gw = gateway(&up).await;
@@ -380,7 +381,7 @@ const WITH_TRAILERS: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntran
 /// (not left there to be taken for the next answer).
 #[tokio::test]
 async fn chunked_response_with_trailers() {
-    let up = Upstream::replying(|req| if req.target == "/trailers" { keep(WITH_TRAILERS) } else { fresh(req) }).await;
+    let up = Upstream::special("/trailers", || keep(WITH_TRAILERS)).await;
     let gw = gateway(&up).await;
     let c = client();
     for round in 0..2 {
@@ -395,7 +396,7 @@ async fn chunked_response_with_trailers() {
 /// connection goes back to the pool.
 #[tokio::test]
 async fn a_chunked_response_with_trailers_leaves_the_connection_reusable() {
-    let up = Upstream::replying(|req| if req.target == "/trailers" { keep(WITH_TRAILERS) } else { fresh(req) }).await;
+    let up = Upstream::special("/trailers", || keep(WITH_TRAILERS)).await;
     let gw = gateway(&up).await;
     let c = client();
     let (status, body) = get(&c, &gw, "/trailers").await;
@@ -475,16 +476,12 @@ async fn http_1_0_response_is_not_reused() {
 /// gets the final answer and the connection stays usable.
 #[tokio::test]
 async fn informational_responses_before_the_final_one() {
-    let up = Upstream::replying(|req| {
-        if req.target == "/hints" {
-            let mut bytes = b"HTTP/1.1 100 Continue\r\n\r\n\
-                              HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n"
-                .to_vec();
-            bytes.extend_from_slice(&ok("final"));
-            keep(bytes)
-        } else {
-            fresh(req)
-        }
+    let up = Upstream::special("/hints", || {
+        let mut bytes = b"HTTP/1.1 100 Continue\r\n\r\n\
+                          HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n"
+            .to_vec();
+        bytes.extend_from_slice(&ok("final"));
+        keep(bytes)
     })
     .await;
     let gw = gateway(&up).await;
@@ -558,12 +555,8 @@ async fn invalid_content_length_is_502() {
 /// gateway, never cut or padded to the upstream's Content-Length.
 #[tokio::test]
 async fn chunked_wins_over_content_length() {
-    let up = Upstream::replying(|req| {
-        if req.target == "/both" {
-            keep("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\nB\r\nhello world\r\n0\r\n\r\n")
-        } else {
-            fresh(req)
-        }
+    let up = Upstream::special("/both", || {
+        keep("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\nB\r\nhello world\r\n0\r\n\r\n")
     })
     .await;
     let gw = gateway(&up).await;
@@ -584,12 +577,8 @@ async fn chunked_wins_over_content_length() {
 /// came on is not reused.
 #[tokio::test]
 async fn a_response_with_both_lengths_is_not_reused() {
-    let up = Upstream::replying(|req| {
-        if req.target == "/both" {
-            keep("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 11\r\n\r\nB\r\nhello world\r\n0\r\n\r\n")
-        } else {
-            fresh(req)
-        }
+    let up = Upstream::special("/both", || {
+        keep("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 11\r\n\r\nB\r\nhello world\r\n0\r\n\r\n")
     })
     .await;
     let gw = gateway(&up).await;
@@ -605,15 +594,11 @@ async fn a_response_with_both_lengths_is_not_reused() {
 /// An upstream answering `/huge` with a head of one `x-huge` header of
 /// `bytes` bytes; `fresh` answers to anything else.
 async fn huge_head_upstream(bytes: usize) -> Upstream {
-    Upstream::replying(move |req| {
-        if req.target == "/huge" {
-            let mut head = b"HTTP/1.1 200 OK\r\nx-huge: ".to_vec();
-            head.resize(head.len() + bytes, b'h');
-            head.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
-            keep(head)
-        } else {
-            fresh(req)
-        }
+    Upstream::special("/huge", move || {
+        let mut head = b"HTTP/1.1 200 OK\r\nx-huge: ".to_vec();
+        head.resize(head.len() + bytes, b'h');
+        head.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
+        keep(head)
     })
     .await
 }
@@ -668,14 +653,10 @@ async fn garbage_instead_of_a_response_is_502() {
 /// the client must be able to tell: it never gets it as a whole answer.
 #[tokio::test]
 async fn upstream_closing_mid_body_is_not_a_complete_answer() {
-    let up = Upstream::replying(|req| {
-        if req.target == "/cut" {
-            let mut bytes = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\n".to_vec();
-            bytes.extend_from_slice(&[b'x'; 50]);
-            then_close(bytes)
-        } else {
-            fresh(req)
-        }
+    let up = Upstream::special("/cut", || {
+        let mut bytes = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&[b'x'; 50]);
+        then_close(bytes)
     })
     .await;
     let gw = gateway(&up).await;
@@ -954,12 +935,8 @@ async fn unsolicited_second_response_is_not_served_to_the_next_request() {
 /// dropped.
 #[tokio::test]
 async fn unsolicited_switching_protocols_is_502() {
-    let up = Upstream::replying(|req| {
-        if req.target == "/switch" {
-            keep("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
-        } else {
-            fresh(req)
-        }
+    let up = Upstream::special("/switch", || {
+        keep("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
     })
     .await;
     let gw = gateway(&up).await;

@@ -3,7 +3,7 @@
 //! `BearerAuth` has never seen (a distinct token per iteration, signed
 //! outside the timing); "cold_fresh_auth" is the first check of a freshly
 //! built `BearerAuth` (built outside the timing); "cached" asks again about a
-//! token already verified, which is a SHA-256 of the token and a cache
+//! token already verified, which is a BLAKE3 hash of the token and a cache
 //! lookup. The cached path must be far cheaper than the signature check,
 //! above all for RSA and ECDSA.
 //!

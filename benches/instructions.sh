@@ -22,8 +22,9 @@
 #
 # CASE=bearer measures porteiro on load.sh's `bearer` case instead: a
 # bearer-only route, every request carrying the same day-long HS256 token
-# (answered from the verification cache after the first). nginx proxies
-# plainly either way.
+# (answered from the verification cache after the first); CASE=cookie on
+# its `cookie` case, a `jwt` login route signed into once, every request
+# carrying the session cookie. nginx proxies plainly either way.
 #
 # Needs valgrind, nginx and wrk (Debian: valgrind nginx-light wrk).
 
@@ -134,8 +135,44 @@ secret = \"$secret\"
 max_token_age_seconds = 0
 "
     ;;
-*) die "unknown CASE $CASE (public, bearer)" ;;
+cookie)
+    session_secret="instructions-bench-session-secret-0123456789"
+    login_secret="instructions-bench-login-secret-01234567890"
+    ROUTE_ACCESS='login = "login"'
+    # Until signed in, a browser's request: porteiro answers it with a redirect.
+    WRK_ARGS=(-H "Accept: text/html")
+    PROVIDERS="
+[session]
+secret = \"$session_secret\"
+validity_minutes = 1440
+
+[[providers]]
+id = \"login\"
+kind = \"jwt\"
+login_url = \"http://127.0.0.1:9/login\"
+issuer = \"load.bench\"
+algorithms = [\"HS256\"]
+secret = \"$login_secret\"
+"
+    ;;
+*) die "unknown CASE $CASE (public, bearer, cookie)" ;;
 esac
+
+# The cookie case: signs in once through /sso/callback on porteiro at $1,
+# as load.sh does; every request then carries the session cookie.
+sign_in() { # port
+    local token headers cookie
+    token=$(python3 "$REPO/benches/mint_hs256.py" "$login_secret" 60 \
+        '{"iss": "load.bench", "name": "Load Bench", "email": "bench@example.com", "userid": "bench-1",
+          "groups": ["staff", "ops", "bench"], "jti": "ir-'"$RANDOM$RANDOM"'"}' iat) ||
+        die "cannot sign the login token (python3)"
+    headers=$(curl -sS -o /dev/null -D - --max-time 30 "http://127.0.0.1:$1/sso/callback?jwt=$token&redirectUrl=/") ||
+        die "the login callback did not answer"
+    cookie=$(tr -d '\r' <<<"$headers" |
+        awk 'tolower($1) == "set-cookie:" && $2 ~ /^porteiro_session=./ { sub(/;.*/, "", $2); print $2 }')
+    [[ -n $cookie ]] || die "the login callback set no session cookie"
+    WRK_ARGS=(-H "Cookie: $cookie")
+}
 
 # Runs wrk for $2 seconds; prints how many requests it completed.
 load() { # port seconds
@@ -157,6 +194,9 @@ measure() { # name port command...
     pid=$!
     STARTED+=("$pid")
     wait_http "http://127.0.0.1:$port/" "${WRK_ARGS[@]}"
+    if [[ $CASE == cookie && $name == porteiro ]]; then
+        sign_in "$port"
+    fi
     load "$port" "$WARMUP" >/dev/null
     callgrind_control -i on "$pid" >/dev/null 2>&1
     requests=$(load "$port" "$DURATION")

@@ -435,6 +435,11 @@ impl Gateway {
         let fwd = Forwarding { peer: conn.peer.ip(), tls: conn.tls, trusted };
         let host = request_host_value(&req);
         let strip = if trusted { &route.identity } else { &route.strip_untrusted };
+        if identity.is_some() {
+            // Room for the identity headers too: the map then grows once, not
+            // twice (each growth rehashes every header).
+            req.headers_mut().reserve(3 + 4 + route.claim_headers.len());
+        }
         let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip);
         if let Some(sessions) = &self.sessions {
             strip_cookies(req.headers_mut(), |name| sessions.owns(name));
@@ -526,21 +531,27 @@ pub(crate) enum Audience {
 /// characters at login; anything still unrepresentable is left out. The
 /// standard four are made once per identity (cached sessions share them).
 pub(crate) fn put_identity_headers(headers: &mut http::HeaderMap, id: &Identity, route: &Route, to: Audience) {
-    let names: [&'static str; 4] = match to {
-        Audience::Upstream => {
-            ["x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username", "x-forwarded-groups"]
-        }
-        Audience::ForwardAuth => [
-            "x-auth-request-user",
-            "x-auth-request-email",
-            "x-auth-request-preferred-username",
-            "x-auth-request-groups",
-        ],
+    // Built at compile time: made per request, each name cost a validation.
+    static UPSTREAM: [HeaderName; 4] = [
+        HeaderName::from_static("x-forwarded-user"),
+        HeaderName::from_static("x-forwarded-email"),
+        HeaderName::from_static("x-forwarded-preferred-username"),
+        HeaderName::from_static("x-forwarded-groups"),
+    ];
+    static FORWARD_AUTH: [HeaderName; 4] = [
+        HeaderName::from_static("x-auth-request-user"),
+        HeaderName::from_static("x-auth-request-email"),
+        HeaderName::from_static("x-auth-request-preferred-username"),
+        HeaderName::from_static("x-auth-request-groups"),
+    ];
+    let names = match to {
+        Audience::Upstream => &UPSTREAM,
+        Audience::ForwardAuth => &FORWARD_AUTH,
     };
     let values = id.header_values();
     for (name, value) in names.iter().zip(values) {
         if let Some(v) = value {
-            headers.insert(HeaderName::from_static(name), v.clone());
+            headers.insert(name.clone(), v.clone());
         }
     }
     for (name, claim) in &route.claim_headers {

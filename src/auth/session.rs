@@ -277,25 +277,43 @@ pub fn set_cookie(
 }
 
 /// `(name, value)` of every cookie in every `Cookie` header.
+///
+/// A `Cookie` line that is not UTF-8 is skipped. (`from_utf8` rather than
+/// `HeaderValue::to_str`: this runs up to three times per request over a
+/// session cookie of several hundred bytes, and `to_str` checks them one by
+/// one.)
 pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).filter_map(
-        |pair| {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
             let (n, v) = pair.split_once('=')?;
             Some((n.trim(), v.trim()))
-        },
-    )
+        })
 }
 
 /// Removes the cookies `owned` says are porteiro's from the request's
 /// `Cookie` header(s), keeping the others in order.
 pub fn strip_cookies(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
+    // Most requests carry none of porteiro's cookies (public routes) or only
+    // porteiro's: neither allocates.
     if !cookie_pairs(headers).any(|(n, _)| owned(n)) {
         return;
     }
-    let kept: Vec<String> = cookie_pairs(headers).filter(|(n, _)| !owned(n)).map(|(n, v)| format!("{n}={v}")).collect();
+    let mut kept = String::new();
+    for (n, v) in cookie_pairs(headers).filter(|(n, _)| !owned(n)) {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(n);
+        kept.push('=');
+        kept.push_str(v);
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(v) = HeaderValue::from_str(&kept) {
             headers.insert(header::COOKIE, v);
         }
     }
@@ -422,6 +440,11 @@ mod tests {
         only.insert(header::COOKIE, HeaderValue::from_static("s=x"));
         strip_cookies(&mut only, |n| c.owns(n));
         assert!(!only.contains_key(header::COOKIE));
+        // A line with a UTF-8 cookie beside porteiro's still loses porteiro's.
+        let mut utf8 = HeaderMap::new();
+        utf8.insert(header::COOKIE, HeaderValue::from_bytes("lang=português; s=x".as_bytes()).unwrap());
+        strip_cookies(&mut utf8, |n| c.owns(n));
+        assert_eq!(utf8[header::COOKIE].as_bytes(), "lang=português".as_bytes());
     }
 
     #[test]

@@ -24,7 +24,8 @@
 # bearer-only route, every request carrying the same day-long HS256 token
 # (answered from the verification cache after the first); CASE=cookie on
 # its `cookie` case, a `jwt` login route signed into once, every request
-# carrying the session cookie. nginx proxies plainly either way.
+# carrying the session cookie (the cases are benches/cases.sh, load.sh's).
+# nginx proxies plainly either way, and gets the bare request.
 #
 # Needs valgrind, nginx and wrk (Debian: valgrind nginx-light wrk).
 
@@ -63,10 +64,9 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_http() { # url [curl args...]
+wait_http() {
     local url=$1 deadline=$((SECONDS + 120))
-    shift
-    until curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null; do
+    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
         ((SECONDS < deadline)) || die "nothing answers at $url (logs in $WORK)"
         sleep 0.2
     done
@@ -112,67 +112,10 @@ taskset -c "$LOAD_CPU" nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" 
 STARTED+=("$!")
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
 
+# The case's porteiro config and setup, as load.sh runs it.
+source "$REPO/benches/cases.sh"
+[[ -n ${CASE_CONFIG[$CASE]+x} ]] || die "unknown CASE $CASE (known: ${CASE_NAMES[*]})"
 declare -a WRK_ARGS=()
-ROUTE_ACCESS='public = true'
-PROVIDERS=''
-case $CASE in
-public) ;;
-bearer)
-    secret="instructions-bench-bearer-secret-0123456789"
-    token=$(python3 "$REPO/benches/mint_hs256.py" "$secret" 86400 \
-        '{"iss": "load.bench", "aud": "api://load-bench", "sub": "svc-load", "groups": ["ops"]}') ||
-        die "cannot sign the bearer token (python3)"
-    WRK_ARGS=(-H "Authorization: Bearer $token")
-    ROUTE_ACCESS='bearer = ["api"]'
-    PROVIDERS="
-[[providers]]
-id = \"api\"
-kind = \"bearer\"
-issuer = \"load.bench\"
-audience = \"api://load-bench\"
-algorithms = [\"HS256\"]
-secret = \"$secret\"
-max_token_age_seconds = 0
-"
-    ;;
-cookie)
-    session_secret="instructions-bench-session-secret-0123456789"
-    login_secret="instructions-bench-login-secret-01234567890"
-    ROUTE_ACCESS='login = "login"'
-    # Until signed in, a browser's request: porteiro answers it with a redirect.
-    WRK_ARGS=(-H "Accept: text/html")
-    PROVIDERS="
-[session]
-secret = \"$session_secret\"
-validity_minutes = 1440
-
-[[providers]]
-id = \"login\"
-kind = \"jwt\"
-login_url = \"http://127.0.0.1:9/login\"
-issuer = \"load.bench\"
-algorithms = [\"HS256\"]
-secret = \"$login_secret\"
-"
-    ;;
-*) die "unknown CASE $CASE (public, bearer, cookie)" ;;
-esac
-
-# The cookie case: signs in once through /sso/callback on porteiro at $1,
-# as load.sh does; every request then carries the session cookie.
-sign_in() { # port
-    local token headers cookie
-    token=$(python3 "$REPO/benches/mint_hs256.py" "$login_secret" 60 \
-        '{"iss": "load.bench", "name": "Load Bench", "email": "bench@example.com", "userid": "bench-1",
-          "groups": ["staff", "ops", "bench"], "jti": "ir-'"$RANDOM$RANDOM"'"}' iat) ||
-        die "cannot sign the login token (python3)"
-    headers=$(curl -sS -o /dev/null -D - --max-time 30 "http://127.0.0.1:$1/sso/callback?jwt=$token&redirectUrl=/") ||
-        die "the login callback did not answer"
-    cookie=$(tr -d '\r' <<<"$headers" |
-        awk 'tolower($1) == "set-cookie:" && $2 ~ /^porteiro_session=./ { sub(/;.*/, "", $2); print $2 }')
-    [[ -n $cookie ]] || die "the login callback set no session cookie"
-    WRK_ARGS=(-H "Cookie: $cookie")
-}
 
 # Runs wrk for $2 seconds; prints how many requests it completed.
 load() { # port seconds
@@ -186,17 +129,20 @@ $out"
 }
 
 # Starts $2... under callgrind (not instrumented yet), loads port $1, prints "Ir requests".
-measure() { # name port command...
-    local name=$1 port=$2 pid requests ir out=$WORK/callgrind.$1
-    shift 2
+# $3 answers 200 once the proxy is ready. porteiro then runs the case's
+# setup (a sign-in, a token), which sets the arguments wrk sends both proxies.
+measure() { # name port ready-url command...
+    local name=$1 port=$2 ready=$3 pid requests ir out=$WORK/callgrind.$1
+    shift 3
     taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out.%p" \
         "$@" >"$WORK/$name.log" 2>&1 &
     pid=$!
     STARTED+=("$pid")
-    wait_http "http://127.0.0.1:$port/" "${WRK_ARGS[@]}"
-    if [[ $CASE == cookie && $name == porteiro ]]; then
-        sign_in "$port"
+    wait_http "$ready"
+    if [[ $name == porteiro ]] && declare -F "setup_$CASE" >/dev/null; then
+        PORTEIRO_PORT=$port "setup_$CASE"
     fi
+    [[ -z ${CASE_WRK_ARGS[$CASE]} ]] || mapfile -t WRK_ARGS <<<"${CASE_WRK_ARGS[$CASE]}"
     load "$port" "$WARMUP" >/dev/null
     callgrind_control -i on "$pid" >/dev/null 2>&1
     requests=$(load "$port" "$DURATION")
@@ -224,13 +170,10 @@ listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$admin"
 worker_threads = 1
 shutdown_grace_seconds = 1
-$PROVIDERS
-[[routes]]
-path_prefix = "/"
-upstream = "http://127.0.0.1:$UPSTREAM_PORT"
-$ROUTE_ACCESS
+${CASE_CONFIG[$CASE]//@UPSTREAM@/http://127.0.0.1:$UPSTREAM_PORT}
 EOF
-        read -r ir n < <(RUST_LOG=warn measure porteiro "$port" "$PORTEIRO_BIN" --config "$WORK/gateway.toml")
+        read -r ir n < <(RUST_LOG=warn measure porteiro "$port" "http://127.0.0.1:$admin/readyz" \
+            "$PORTEIRO_BIN" --config "$WORK/gateway.toml")
         ;;
     nginx)
         port=$(free_port)
@@ -248,7 +191,7 @@ EOF
             proxy_set_header X-Forwarded-Host \$http_host;
         }
     }"
-        read -r ir n < <(measure nginx "$port" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
+        read -r ir n < <(measure nginx "$port" "http://127.0.0.1:$port/" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
         ;;
     *) die "unknown system $sys (porteiro, nginx)" ;;
     esac

@@ -1,0 +1,130 @@
+# shellcheck shell=bash
+# The load benches' cases, sourced by load.sh and instructions.sh (which
+# define REPO and die first).
+
+# === cases ===
+#
+# A case is (name, porteiro config snippet, wrk extra args). The snippet is
+# appended after porteiro's [server] table, so it may hold [session] and
+# [[routes]]; @UPSTREAM@ becomes the upstream's URL. wrk extra args are given
+# one per argument, e.g. -H "Cookie: porteiro_session=...". nginx gets the
+# same requests and just proxies them.
+
+declare -a CASE_NAMES=()
+declare -A CASE_CONFIG=()
+declare -A CASE_WRK_ARGS=()       # one argument per line
+# The floor of porteiro's req/s per proxy core over nginx's in the same case
+# (nginx always proxies plainly, so this is against nginx without any
+# authentication): plain proxying 0.90, authenticated cases 0.85.
+declare -A CASE_FLOOR=([public]=0.90 [cookie]=0.85 [bearer]=0.85)
+
+add_case() {
+    local name=$1 config=$2
+    shift 2
+    CASE_NAMES+=("$name")
+    CASE_CONFIG[$name]=$config
+    CASE_WRK_ARGS[$name]=$(printf '%s\n' "$@")
+}
+
+# Plain proxying: one public route, no authentication.
+add_case public '
+[[routes]]
+path_prefix = "/"
+upstream = "@UPSTREAM@"
+public = true
+'
+
+# Secrets of the authenticated cases (literal: porteiro warns, the bench
+# does not care). 32 bytes or more each.
+SESSION_SECRET="load-bench-session-secret-0123456789abcdef"
+LOGIN_SECRET="load-bench-login-jwt-secret-0123456789abcd"
+BEARER_SECRET="load-bench-bearer-jwt-secret-0123456789abc"
+
+# Browser session: a protected route behind a `jwt` login; setup_cookie
+# signs in once through /sso/callback and every request carries the session
+# cookie (opened, checked and mapped to identity headers per request).
+add_case cookie "
+[session]
+secret = \"$SESSION_SECRET\"
+validity_minutes = 1440
+
+[[providers]]
+id = \"login\"
+kind = \"jwt\"
+login_url = \"http://127.0.0.1:9/login\"
+issuer = \"load.bench\"
+algorithms = [\"HS256\"]
+secret = \"$LOGIN_SECRET\"
+
+[[routes]]
+path_prefix = \"/\"
+upstream = \"@UPSTREAM@\"
+login = \"login\"
+"
+
+# API client: a bearer-only route; every request carries the same long-lived
+# HS256 token (exp in a day, no iat), so after the first request porteiro
+# answers from its verification cache (a SHA-256 of the token and a lookup).
+add_case bearer "
+[[providers]]
+id = \"api\"
+kind = \"bearer\"
+issuer = \"load.bench\"
+audience = \"api://load-bench\"
+algorithms = [\"HS256\"]
+secret = \"$BEARER_SECRET\"
+max_token_age_seconds = 0
+
+[[routes]]
+path_prefix = \"/\"
+upstream = \"@UPSTREAM@\"
+bearer = [\"api\"]
+"
+
+# A case whose request must be computed against the running porteiro defines
+# a function setup_NAME, called once porteiro is ready (PORTEIRO_PORT set);
+# it may append wrk arguments to CASE_WRK_ARGS[NAME], one per line. Before
+# any load, every case's request (with those arguments) must get the
+# upstream's own 200 from both proxies, or the script stops; every run also
+# counts non-2xx answers as errors.
+
+# Appends wrk arguments (one per argument) to case $1's.
+add_wrk_args() { # case args...
+    local case=$1
+    shift
+    CASE_WRK_ARGS[$case]+=${CASE_WRK_ARGS[$case]:+$'\n'}$(printf '%s\n' "$@")
+}
+
+# An HS256 JWT: the JSON claims $3 plus exp = now + $2 seconds (and iat = now
+# when $4 is "iat"), signed with secret $1.
+mint_hs256() { # secret lifetime claims-json [iat]
+    python3 "$REPO/benches/mint_hs256.py" "$@"
+}
+
+setup_cookie() {
+    local token headers cookie
+    # A login token as a login page mints it: exp in a minute, iat, unique jti.
+    token=$(mint_hs256 "$LOGIN_SECRET" 60 \
+        '{"iss": "load.bench", "name": "Load Bench", "email": "bench@example.com", "userid": "bench-1",
+          "groups": ["staff", "ops", "bench"], "jti": "load-'"$RANDOM$RANDOM"'"}' iat) ||
+        die "cookie: cannot sign the login token (python3)"
+    # Generous: under valgrind (instructions.sh) the login takes seconds.
+    headers=$(curl -sS -o /dev/null -D - --max-time 60 \
+        "http://127.0.0.1:$PORTEIRO_PORT/sso/callback?jwt=$token&redirectUrl=/") ||
+        die "cookie: the login callback did not answer"
+    cookie=$(tr -d '\r' <<<"$headers" |
+        awk 'tolower($1) == "set-cookie:" && $2 ~ /^porteiro_session=./ { sub(/;.*/, "", $2); print $2 }')
+    [[ -n $cookie ]] || die "cookie: the login callback set no session cookie; it answered:
+$headers"
+    add_wrk_args cookie -H "Cookie: $cookie"
+}
+
+setup_bearer() {
+    local token
+    # Long-lived and without iat: reusable for the whole run, and cacheable.
+    token=$(mint_hs256 "$BEARER_SECRET" 86400 \
+        '{"iss": "load.bench", "aud": "api://load-bench", "sub": "svc-load", "groups": ["ops"]}') ||
+        die "bearer: cannot sign the token (python3)"
+    add_wrk_args bearer -H "Authorization: Bearer $token"
+}
+

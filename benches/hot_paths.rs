@@ -15,7 +15,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use porteiro::config::HostPattern;
 use porteiro::gateway::IDENTITY_HEADERS;
 use porteiro::path::normalize;
-use porteiro::proxy::{FORWARDING_HEADERS, Forwarding, StripSet, prepare_request_headers, remove_hop_by_hop};
+use porteiro::proxy::{FORWARDING_HEADERS, Forwarding, NEVER_FORWARDED, StripSet, Upgrades, prepare_request_headers, remove_hop_by_hop};
 use porteiro::routes::RouteTable;
 
 /// Short runs: these are regression guards, not publication numbers.
@@ -129,7 +129,7 @@ fn browser_request() -> HeaderMap {
 }
 
 fn strip_untrusted() -> StripSet {
-    StripSet::new(IDENTITY_HEADERS.iter().chain(FORWARDING_HEADERS.iter()).copied())
+    StripSet::new(IDENTITY_HEADERS.iter().chain(NEVER_FORWARDED.iter()).chain(FORWARDING_HEADERS.iter()).copied())
 }
 
 fn bench_headers(c: &mut Criterion) {
@@ -139,10 +139,11 @@ fn bench_headers(c: &mut Criterion) {
     // What the gateway passes: the Host header's value, shared.
     let host = HeaderValue::from_static("kb.example.com");
     let untrusted = Forwarding { peer: IpAddr::from([203, 0, 113, 77]), tls: true, trusted: false };
+    let upgrades = Upgrades::new(&["websocket".to_string()]);
     let v6 = Forwarding { peer: "2001:db8:85a3::8a2e:370:7334".parse().unwrap_or(untrusted.peer), ..untrusted };
     {
         let mut h = template.clone();
-        prepare_request_headers(&mut h, Some(&host), &untrusted, &strip);
+        prepare_request_headers(&mut h, Some(&host), &untrusted, &strip, &upgrades);
         assert!(!h.contains_key("x-forwarded-user"));
         assert_eq!(h["x-forwarded-for"], "203.0.113.77");
     }
@@ -154,7 +155,7 @@ fn bench_headers(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut h = template.clone();
-                prepare_request_headers(&mut h, black_box(Some(&host)), black_box(&fwd), &strip);
+                prepare_request_headers(&mut h, black_box(Some(&host)), black_box(&fwd), &strip, &upgrades);
                 h
             })
         });
@@ -175,7 +176,7 @@ fn bench_headers(c: &mut Criterion) {
     g.bench_function("upstream_response_hop_by_hop_with_clone", |b| {
         b.iter(|| {
             let mut h = response.clone();
-            remove_hop_by_hop(&mut h);
+            remove_hop_by_hop(&mut h, &upgrades);
             h
         })
     });

@@ -2,21 +2,25 @@
 //! phases, in order:
 //!
 //! 1. **Drain check** — while shutting down, new requests get `503`.
-//! 2. **Normalise** — the path is normalised once ([`crate::path`]); a
-//!    malformed path gets `400`. This normalised path picks the route, decides
-//!    public-or-protected, and is the path sent upstream.
+//! 2. **Canonical request** — host and path are validated and normalised
+//!    once ([`crate::canonical`]); a request that could be read two ways
+//!    gets `400`. Everything after decides on this [`canonical::Target`], and the
+//!    upstream receives exactly its host and path.
 //! 3. **Internal endpoints** — paths under `server.auth_prefix` (`/sso`) are
 //!    porteiro's own and never reach an upstream.
-//! 4. **Match** — host, then longest path prefix ([`crate::routes`]); no
-//!    route gets `404`. Encoded `/` or `\` gets `400` unless the route allows it.
+//! 4. **Route** — host, then longest path prefix ([`crate::routes`]); no
+//!    route gets `404`. Encoded `/` or `\`, and `;`, get `400` unless the
+//!    route allows them.
 //! 5. **Authenticate** — public routes and `public_paths` pass; protected
-//!    routes need an identity. The outcome is either an identity or an answer
-//!    (a redirect to login, a 401) — never an error.
+//!    routes need an identity. The outcome is a [`Verdict`] — an identity
+//!    or a refusal — never an error.
 //! 6. **Proxy** — headers rewritten ([`crate::proxy`]), request streamed to
 //!    the upstream, answer streamed back; `502` when the upstream is down,
 //!    `504` when it is too slow.
+//!
+//! Forward-auth (`/sso/auth`) runs phases 2, 4 and 5 on the URL its caller
+//! names ([`Gateway::decide`]), so it judges exactly as proxying would.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,10 +35,10 @@ use crate::auth::session::{SessionCookies, strip_cookies};
 use crate::auth::store::Store;
 use crate::auth::{self, Identity, Provider};
 use crate::body::Body;
+use crate::canonical;
 use crate::config::{Access, AllowRules, Config, RouteConfig, Upstream};
 use crate::error;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::path;
 use crate::proxy::{self, Forwarding, Proxy, StripSet, Target};
 use crate::routes::{RouteTable, prefix_matches};
 use crate::server::ConnInfo;
@@ -79,12 +83,17 @@ pub struct Route {
     /// Headers removed from a client's request before anything is added:
     /// identity and forwarding headers from untrusted peers...
     strip_untrusted: StripSet,
-    /// ...identity headers alone from trusted proxies (also what whoami highlights).
+    /// ...and from trusted proxies, all but the forwarding headers.
+    strip_trusted: StripSet,
+    /// Identity headers (what whoami highlights).
     identity: StripSet,
     /// Route-specific identity headers: header -> claim.
     claim_headers: Vec<(HeaderName, String)>,
     preserve_host: bool,
-    pub(crate) allow_encoded_slashes: bool,
+    allow_encoded_slashes: bool,
+    allow_semicolons: bool,
+    /// Upgrade protocols passed through (`websocket` by default; never `h2c`).
+    upgrades: proxy::Upgrades,
     metrics: RouteMetrics,
 }
 
@@ -107,10 +116,48 @@ fn permits(rules: &AllowRules, id: &Identity) -> bool {
 }
 
 /// The outcome of the authenticate phase: go on (with an identity, or
-/// none on a public path), or answer now (redirect to login, 401, 403).
-pub(crate) enum Outcome {
+/// none on a public path), or a refusal for the caller to answer.
+pub(crate) enum Verdict {
     Pass(Option<Arc<Identity>>),
+    /// No valid session: a login for a browser navigation, else `401`.
+    SignIn,
+    /// Signed in, but the route's `allow` rules say no: `403`.
+    Forbidden,
+    /// An API client's answer, made already (RFC 6750 challenges).
     Respond(Response<Body>),
+}
+
+/// Why a canonical request has no route to go on to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteRefusal {
+    NoRoute,
+    EncodedSlash,
+    Semicolon,
+}
+
+impl RouteRefusal {
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            RouteRefusal::NoRoute => StatusCode::NOT_FOUND,
+            RouteRefusal::EncodedSlash | RouteRefusal::Semicolon => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            RouteRefusal::NoRoute => "no_route",
+            RouteRefusal::EncodedSlash => "encoded_slash",
+            RouteRefusal::Semicolon => "semicolon",
+        }
+    }
+
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            RouteRefusal::NoRoute => "No application is served at this address.",
+            RouteRefusal::EncodedSlash => "Encoded slashes are not allowed in this path.",
+            RouteRefusal::Semicolon => "Semicolons are not allowed in this path.",
+        }
+    }
 }
 
 /// Everything one configuration needs to answer requests. Replaced whole on
@@ -225,9 +272,6 @@ impl Gateway {
         self.providers.iter().find(|p| p.id() == id)
     }
 
-    pub(crate) fn find_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.routes.find(host, path)
-    }
 
     /// Answers one request (see the module docs for the phases).
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
@@ -243,49 +287,156 @@ impl Gateway {
             return resp;
         }
 
-        // Phase 2: normalise.
-        let (rewritten, encoded_slash) = match path::normalize(req.uri().path()) {
-            Ok(path::Normalized { path: Cow::Owned(p), encoded_slash }) => (Some(p), encoded_slash),
-            Ok(path::Normalized { path: Cow::Borrowed(_), encoded_slash }) => (None, encoded_slash),
-            Err(_) => return self.reject(&req, StatusCode::BAD_REQUEST, "bad_path", "The request path is malformed."),
+        // Phase 2: the canonical request.
+        let target = match canonical::Target::of_request(&req) {
+            Ok(target) => target,
+            Err(refusal) => return self.reject(&req, StatusCode::BAD_REQUEST, refusal.reason(), refusal.message()),
         };
-        let path = rewritten.as_deref().unwrap_or(req.uri().path());
 
         // Phase 3: internal endpoints.
-        if prefix_matches(&self.auth_prefix, path) {
-            let endpoint = path[self.auth_prefix.len()..].to_string();
+        if prefix_matches(&self.auth_prefix, target.path()) {
+            let endpoint = target.path()[self.auth_prefix.len()..].to_string();
+            drop(target);
             // Boxed: login flows need KBs of future state, which every
             // proxied request's future would otherwise carry and copy.
             return Box::pin(self.internal(req, &endpoint, conn)).await;
         }
 
-        // Phase 4: match.
-        let host = request_host(&req);
-        let Some(route) = self.routes.find(host, path) else {
-            return self.reject(&req, StatusCode::NOT_FOUND, "no_route", "No application is served at this address.");
+        // Phase 4: route.
+        let route = match self.route(&target) {
+            Ok(route) => route,
+            Err(refusal) => return self.reject(&req, refusal.status(), refusal.reason(), refusal.message()),
         };
-        if encoded_slash && !route.allow_encoded_slashes {
-            return self.reject(
-                &req,
-                StatusCode::BAD_REQUEST,
-                "encoded_slash",
-                "Encoded slashes are not allowed in this path.",
-            );
-        }
 
         // Phase 5: authenticate.
-        let identity = match self.authenticate(&req, route, path).await {
-            Outcome::Pass(identity) => identity,
-            Outcome::Respond(resp) => {
+        let (method, headers) = (req.method(), req.headers());
+        let identity = match self.authenticate(method, headers, route, &target).await {
+            Verdict::Pass(identity) => identity,
+            Verdict::SignIn => {
+                let resp = self.sign_in_required(method, headers, route, &target.return_path()).await;
+                route.metrics.answered(resp.status());
+                return resp;
+            }
+            Verdict::Forbidden => {
+                route.metrics.answered(StatusCode::FORBIDDEN);
+                return forbidden(is_navigation(method, headers));
+            }
+            Verdict::Respond(resp) => {
                 route.metrics.answered(resp.status());
                 return resp;
             }
         };
 
         // Phase 6: proxy.
-        let resp = self.proxy(req, route, rewritten, identity.as_deref(), conn).await;
+        let (host, rewritten) = target.into_upstream();
+        let resp = self.proxy(req, route, host, rewritten, identity.as_deref(), conn).await;
         route.metrics.answered(resp.status());
         resp
+    }
+
+    /// `{auth_prefix}/auth`: forward-auth for nginx `auth_request`,
+    /// ingress-nginx `auth-url`, Traefik and Caddy ForwardAuth, and Envoy
+    /// `ext_authz` (`{auth_prefix}/auth/<original path>`). The URL the caller
+    /// names ([`crate::forward_auth`]) goes through the phases a proxied
+    /// request does: canonical form, route, authenticate. The answer is only
+    /// ever `200`, `401`, `403` or, with `?redirect=true` or in Envoy's form,
+    /// a login redirect for a browser: nginx turns anything else into a
+    /// `500` for the user.
+    pub(crate) async fn forward_auth<B>(&self, req: &Request<B>) -> Response<Body> {
+        let headers = req.headers();
+        // Envoy's form is read from the path as received: the normalised one
+        // already had its own `..` resolved against `{auth_prefix}/auth`.
+        let raw = req.uri().path().strip_prefix(self.auth_prefix.as_str()).and_then(|r| r.strip_prefix("/auth"));
+        let envoy = match raw {
+            Some("") => None,
+            Some(rest) if rest.starts_with('/') => Some(match req.uri().query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_string(),
+            }),
+            _ => return self.forward_auth_refused(headers, "bad_original_url"),
+        };
+        let asked = match crate::forward_auth::asked_url(headers, envoy.as_deref()) {
+            Ok(asked) => asked,
+            Err(problem) => return self.forward_auth_refused(headers, problem.reason()),
+        };
+        let target = match canonical::Target::of_parts(asked.host.as_deref(), &asked.path, asked.query.as_deref()) {
+            Ok(target) => target,
+            Err(refusal) => return self.forward_auth_refused(headers, refusal.reason()),
+        };
+        let route = match self.route(&target) {
+            Ok(route) => route,
+            // Nothing to protect here under this config: deny rather than open.
+            Err(RouteRefusal::NoRoute) => {
+                self.shared.metrics.rejected("no_route");
+                return forbidden(false);
+            }
+            Err(refusal) => return self.forward_auth_refused(headers, refusal.reason()),
+        };
+        // The original method, from the caller's header, else (Envoy) the
+        // check request's own.
+        let method = ["x-forwarded-method", "x-original-method"]
+            .iter()
+            .find_map(|n| headers.get(*n).and_then(|m| Method::from_bytes(m.as_bytes()).ok()))
+            .unwrap_or_else(|| if envoy.is_some() { req.method().clone() } else { Method::GET });
+        let redirect_mode = envoy.is_some() || query_flag(req.uri().query(), "redirect");
+        let resp = match self.authenticate(&method, headers, route, &target).await {
+            Verdict::Pass(identity) => {
+                let mut resp = Response::new(Body::empty());
+                if let Some(id) = identity {
+                    put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
+                }
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                resp
+            }
+            Verdict::Forbidden => forbidden(false),
+            Verdict::SignIn => match &route.login {
+                Some(p) if redirect_mode && is_navigation(&method, headers) => {
+                    self.start_login(p, headers, &target.return_path()).await
+                }
+                _ => sign_in_json(),
+            },
+            // Bearer challenges (401, or 403 for a missing scope) are
+            // answers an ingress relays; anything else would be a 500 there.
+            Verdict::Respond(resp) if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                resp
+            }
+            Verdict::Respond(_) => sign_in_json(),
+        };
+        route.metrics.answered(resp.status());
+        resp
+    }
+
+    /// A forward-auth request whose URL cannot be judged: `401` without a
+    /// session (nginx then starts a login), `403` with one.
+    fn forward_auth_refused(&self, headers: &http::HeaderMap, reason: &'static str) -> Response<Body> {
+        info!(reason, "forward-auth request refused");
+        self.shared.metrics.rejected(reason);
+        match self.any_session(headers) {
+            Some(_) => forbidden(false),
+            None => sign_in_json(),
+        }
+    }
+
+    /// The session in the request, from any provider, not revoked.
+    pub(crate) fn any_session(&self, headers: &http::HeaderMap) -> Option<Arc<Identity>> {
+        let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
+        let store = &self.shared.store;
+        (!store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)).then_some(identity)
+    }
+
+    /// Phase 4: the route a canonical request goes to. The route is chosen on
+    /// the path without `;params`, as servers that drop them will read it;
+    /// encoded slashes and semicolons are refused unless the route allows
+    /// them.
+    pub(crate) fn route(&self, target: &canonical::Target<'_>) -> Result<&Route, RouteRefusal> {
+        let route = self.routes.find(target.host(), &target.decision_path()).ok_or(RouteRefusal::NoRoute)?;
+        if target.encoded_slash() && !route.allow_encoded_slashes {
+            return Err(RouteRefusal::EncodedSlash);
+        }
+        if target.semicolon() && !route.allow_semicolons {
+            return Err(RouteRefusal::Semicolon);
+        }
+        Ok(route)
     }
 
     /// Phase 5. Public routes and `public_paths` pass without a session. A
@@ -293,40 +444,47 @@ impl Gateway {
     /// request to a bearer-only route) is judged as an API call; otherwise
     /// it needs a valid session from the route's login provider. Either way
     /// the route's `allow` rules decide.
-    pub(crate) async fn authenticate<B>(&self, req: &Request<B>, route: &Route, path: &str) -> Outcome {
-        if route.access == Access::Public || route.public_paths.iter().any(|p| prefix_matches(p, path)) {
-            return Outcome::Pass(None);
+    pub(crate) async fn authenticate(
+        &self,
+        method: &Method,
+        headers: &http::HeaderMap,
+        route: &Route,
+        target: &canonical::Target<'_>,
+    ) -> Verdict {
+        if route.access == Access::Public || route.public_paths.iter().any(|p| prefix_matches(p, &target.decision_path()))
+        {
+            return Verdict::Pass(None);
         }
-        let bearer = auth::bearer::bearer_token(req.headers());
+        let bearer = auth::bearer::bearer_token(headers);
         if !route.bearer.is_empty() && (bearer.is_some() || route.login.is_none()) {
-            return self.authenticate_bearer(req, route, bearer).await;
+            return self.authenticate_bearer(method, headers, route, bearer).await;
         }
-        match self.session(req.headers(), route) {
-            Some(identity) => self.allowed(req, route, identity),
-            None => Outcome::Respond(self.sign_in_required(req, route, &return_path(path, req.uri().query())).await),
+        match self.session(headers, route) {
+            Some(identity) => self.allowed(route, identity),
+            None => Verdict::SignIn,
         }
     }
 
     /// The route's `allow` rules on an identity.
-    fn allowed<B>(&self, req: &Request<B>, route: &Route, identity: Arc<Identity>) -> Outcome {
+    fn allowed(&self, route: &Route, identity: Arc<Identity>) -> Verdict {
         if permits(&route.allow, &identity) {
-            return Outcome::Pass(Some(identity));
+            return Verdict::Pass(Some(identity));
         }
         info!(route = %route.id, user = %identity.sub, "signed in but not allowed");
-        let navigation = is_navigation(req.method(), req.headers());
-        Outcome::Respond(error::error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "You are signed in, but not allowed to use this application.",
-            navigation,
-        ))
+        Verdict::Forbidden
     }
 
     /// An API call: `Authorization: Bearer <JWT>` checked against the
     /// route's bearer providers (RFC 6750 answers, never a redirect).
-    async fn authenticate_bearer<B>(&self, req: &Request<B>, route: &Route, token: Option<&str>) -> Outcome {
+    async fn authenticate_bearer(
+        &self,
+        _method: &Method,
+        _headers: &http::HeaderMap,
+        route: &Route,
+        token: Option<&str>,
+    ) -> Verdict {
         let Some(token) = token else {
-            return Outcome::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
+            return Verdict::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
         };
         let now = auth::now();
         let mut refused = None;
@@ -349,9 +507,9 @@ impl Gateway {
                         if let Ok(v) = HeaderValue::from_str(&scope) {
                             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                         }
-                        return Outcome::Respond(resp);
+                        return Verdict::Respond(resp);
                     }
-                    return self.allowed(req, route, accepted.identity);
+                    return self.allowed(route, accepted.identity);
                 }
                 Err(e) => {
                     // Several providers: keep the reason of the one the token was meant for.
@@ -368,7 +526,7 @@ impl Gateway {
             auth::token::TokenError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         };
-        Outcome::Respond(bearer_challenge(status, Some("invalid_token"), &e.description()))
+        Verdict::Respond(bearer_challenge(status, Some("invalid_token"), &e.description()))
     }
 
     /// The session in the request's cookies, valid for `route`'s provider
@@ -407,53 +565,56 @@ impl Gateway {
 
     /// Not signed in: a browser navigation goes to the login page, anything
     /// else gets a 401 it can act on.
-    pub(crate) async fn sign_in_required<B>(&self, req: &Request<B>, route: &Route, return_to: &str) -> Response<Body> {
+    pub(crate) async fn sign_in_required(
+        &self,
+        method: &Method,
+        headers: &http::HeaderMap,
+        route: &Route,
+        return_to: &str,
+    ) -> Response<Body> {
         match &route.login {
-            Some(provider) if is_navigation(req.method(), req.headers()) => {
-                self.start_login(provider, req.headers(), return_to).await
-            }
+            Some(provider) if is_navigation(method, headers) => self.start_login(provider, headers, return_to).await,
             _ => error::error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Sign-in is required.",
-                error::wants_html(req.headers()) && is_navigation(req.method(), req.headers()),
+                error::wants_html(headers) && is_navigation(method, headers),
             ),
         }
     }
 
     /// Phase 6: rewrite headers and send upstream (or answer as whoami).
-    /// `rewritten` is the normalised path when it differs from the request's.
+    /// `host` is the canonical host; `rewritten` the normalised path when it
+    /// differs from the request's.
     async fn proxy(
         &self,
         mut req: Request<Incoming>,
         route: &Route,
+        host: Option<HeaderValue>,
         rewritten: Option<String>,
         identity: Option<&Identity>,
         conn: ConnInfo,
     ) -> Response<Body> {
         let trusted = self.trusted_proxies.iter().any(|n| n.contains(&conn.peer.ip()));
         let fwd = Forwarding { peer: conn.peer.ip(), tls: conn.tls, trusted };
-        let host = request_host_value(&req);
-        let strip = if trusted { &route.identity } else { &route.strip_untrusted };
+        let strip = if trusted { &route.strip_trusted } else { &route.strip_untrusted };
         if identity.is_some() {
             // Room for the identity headers too: the map then grows once, not
             // twice (each growth rehashes every header).
             req.headers_mut().reserve(3 + 4 + route.claim_headers.len());
         }
-        let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip);
+        let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip, &route.upgrades);
         if let Some(sessions) = &self.sessions {
             strip_cookies(req.headers_mut(), |name| sessions.owns(name));
         }
         if let Some(identity) = identity {
             put_identity_headers(req.headers_mut(), identity, route, Audience::Upstream);
         }
-        // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
-        let mut has_host = req.headers().contains_key(header::HOST);
-        if !has_host {
-            if let Some(h) = host {
-                req.headers_mut().insert(header::HOST, h);
-                has_host = true;
-            }
+        // The host that chose the route is the one the upstream receives
+        // (HTTP/2 and absolute-form requests carry it outside `Host`).
+        let has_host = host.is_some();
+        if let Some(h) = host {
+            req.headers_mut().insert(header::HOST, h);
         }
         match &route.target {
             Target::Whoami => {
@@ -579,9 +740,11 @@ fn compile_route(
     metrics: &Metrics,
 ) -> Route {
     let identity = StripSet::new(IDENTITY_HEADERS.iter().copied().chain(custom.iter().copied()));
-    let strip_untrusted = StripSet::new(
-        IDENTITY_HEADERS.iter().chain(proxy::FORWARDING_HEADERS.iter()).copied().chain(custom.iter().copied()),
-    );
+    // From anyone: what porteiro sets, and what lets an upstream read
+    // another path or protocol than the one judged here.
+    let always = IDENTITY_HEADERS.iter().chain(proxy::NEVER_FORWARDED.iter()).copied().chain(custom.iter().copied());
+    let trusted = StripSet::new(always.clone());
+    let strip_untrusted = StripSet::new(always.chain(proxy::FORWARDING_HEADERS.iter().copied()));
     Route {
         id: r.id.clone(),
         target,
@@ -591,18 +754,31 @@ fn compile_route(
         public_paths: r.public_paths.clone(),
         allow: r.allow.clone(),
         strip_untrusted,
+        strip_trusted: trusted,
         identity,
         claim_headers: r.headers.clone(),
         preserve_host: r.preserve_host,
         allow_encoded_slashes: r.allow_encoded_slashes,
+        allow_semicolons: r.allow_semicolons,
+        upgrades: proxy::Upgrades::new(&r.upgrades),
         metrics: metrics.route(&r.id),
     }
 }
 
-/// The host a request was sent to: the URI's authority (HTTP/2, absolute
-/// form) or the Host header.
-pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+/// `401 {"error": "unauthorized"}`: sign-in is required (JSON whatever the
+/// Accept header: forward-auth callers turn it into a login themselves).
+fn sign_in_json() -> Response<Body> {
+    error::json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "unauthorized", "error_description": "Sign-in is required." }))
+}
+
+/// `?name=true` (or `1`) in a query.
+fn query_flag(query: Option<&str>, name: &str) -> bool {
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == name && (v == "true" || v == "1")))
+}
+
+/// Signed in but not allowed (`403`).
+pub(crate) fn forbidden(html: bool) -> Response<Body> {
+    error::error(StatusCode::FORBIDDEN, "forbidden", "You are signed in, but not allowed to use this application.", html)
 }
 
 /// A browser navigation (as opposed to an API call or XHR): GET/HEAD that
@@ -612,14 +788,6 @@ pub(crate) fn is_navigation(method: &Method, h: &http::HeaderMap) -> bool {
         && error::wants_html(h)
         && !h.contains_key("x-requested-with")
         && h.get("sec-fetch-mode").is_none_or(|m| m == "navigate")
-}
-
-/// `path?query` to come back to after login.
-pub(crate) fn return_path(path: &str, query: Option<&str>) -> String {
-    match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    }
 }
 
 /// An RFC 6750 answer: `WWW-Authenticate: Bearer realm="porteiro"[, error=...]`
@@ -651,11 +819,3 @@ pub(crate) fn redirect(location: &str) -> Response<Body> {
     resp
 }
 
-/// [`request_host`] as a header value, for `X-Forwarded-Host` and `Host`. On
-/// HTTP/1.1 it shares the Host header's bytes instead of copying them.
-fn request_host_value<B>(req: &Request<B>) -> Option<http::HeaderValue> {
-    match req.uri().authority() {
-        Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).filter(|h| h.to_str().is_ok()).cloned(),
-    }
-}

@@ -7,9 +7,11 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod canonical;
 pub mod config;
 pub mod devcert;
 pub mod error;
+pub mod forward_auth;
 pub mod gateway;
 pub mod metrics;
 pub mod path;

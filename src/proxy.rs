@@ -57,6 +57,42 @@ pub const FORWARDING_HEADERS: [&str; 8] = [
     "forwarded",
 ];
 
+/// Headers never forwarded, whoever sends them: IIS and Symfony let
+/// `X-Original-URL` / `X-Rewrite-URL` override the path that was judged, and
+/// `HTTP2-Settings` belongs to the `h2c` upgrade, which is never passed.
+pub const NEVER_FORWARDED: [&str; 3] = ["x-original-url", "x-rewrite-url", "http2-settings"];
+
+/// The upgrade protocols a route passes through (lower-case names).
+#[derive(Debug, Clone)]
+pub struct Upgrades(Vec<Vec<u8>>);
+
+impl Upgrades {
+    pub fn new(names: &[String]) -> Upgrades {
+        Upgrades(names.iter().map(|n| n.to_ascii_lowercase().into_bytes()).collect())
+    }
+
+    /// Does every protocol in these `Upgrade` values (`name[/version]`, comma
+    /// separated) pass? An upgrade to anything else is not an upgrade at all:
+    /// the request goes upstream without it.
+    fn allow<'a>(&self, values: impl Iterator<Item = &'a HeaderValue>) -> bool {
+        let mut any = false;
+        for value in values {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty() {
+                    continue;
+                }
+                let name = token.split(|b| *b == b'/').next().unwrap_or(token).trim_ascii();
+                if !self.0.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+}
+
 impl StripSet {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> StripSet {
         let mut names: Vec<Vec<u8>> = names.into_iter().map(|n| canonical(n.as_bytes())).collect();
@@ -108,14 +144,15 @@ fn canonical(name: &[u8]) -> Vec<u8> {
 const UPGRADE_BIT: u16 = 1 << HOP_BY_HOP.len();
 
 /// Removes hop-by-hop headers and those named in `Connection` from a
-/// client's request. Returns true when it asks for a protocol upgrade, in
-/// which case `Connection: upgrade` and `Upgrade` are kept. (Answers lose
+/// client's request. Returns true when it asks for a protocol upgrade that
+/// `upgrades` allows, in which case `Connection: upgrade` and `Upgrade` are
+/// kept; any other `Upgrade` is dropped. (Answers lose
 /// theirs as they are parsed: [`crate::upstream`].)
 ///
 /// Runs on every proxied request. It first notes which hop-by-hop names are
 /// present in one pass over the names; most requests have none, or only
 /// `Connection`, so this spares a hash lookup per name in the list.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrades: &Upgrades) -> bool {
     let mut present: u16 = 0;
     for name in headers.keys() {
         if HOP_BY_HOP_LENGTHS & length_bit(name.as_str().len()) == 0 {
@@ -162,7 +199,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
         }
     }
     // Nothing above removes `Upgrade`, so the mask still tells.
-    upgrade &= present & UPGRADE_BIT != 0;
+    upgrade &= present & UPGRADE_BIT != 0 && upgrades.allow(headers.get_all(header::UPGRADE).iter());
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else if present & UPGRADE_BIT != 0 {
@@ -188,8 +225,9 @@ pub fn prepare_request_headers(
     host: Option<&HeaderValue>,
     fwd: &Forwarding,
     strip: &StripSet,
+    upgrades: &Upgrades,
 ) -> bool {
-    let upgrade = remove_hop_by_hop(headers);
+    let upgrade = remove_hop_by_hop(headers, upgrades);
     // Room for the three X-Forwarded-* set below: one growth, not several.
     // (Only a map at its maximum size fails; the inserts then fail alike.)
     let _ = headers.try_reserve(3);
@@ -449,6 +487,10 @@ mod tests {
         Forwarding { peer: IpAddr::from([10, 0, 0, 7]), tls: false, trusted }
     }
 
+    fn ws() -> Upgrades {
+        Upgrades::new(&["websocket".to_string()])
+    }
+
     fn strip() -> StripSet {
         StripSet::new(FORWARDING_HEADERS.iter().copied().chain(["x-forwarded-user", "x-forwarded-email"]))
     }
@@ -462,7 +504,7 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        assert!(!remove_hop_by_hop(&mut h));
+        assert!(!remove_hop_by_hop(&mut h, &ws()));
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
     }
@@ -474,13 +516,13 @@ mod tests {
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        assert!(!remove_hop_by_hop(&mut h));
+        assert!(!remove_hop_by_hop(&mut h, &ws()));
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
 
         let mut none = HeaderMap::new();
         none.insert(header::HOST, HeaderValue::from_static("a.test"));
-        assert!(!remove_hop_by_hop(&mut none));
+        assert!(!remove_hop_by_hop(&mut none, &ws()));
         assert_eq!(none.len(), 1);
     }
 
@@ -491,7 +533,7 @@ mod tests {
         h.append(header::CONNECTION, HeaderValue::from_static("x-second-line"));
         h.insert("x-second-line", HeaderValue::from_static("1"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, &ws());
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
     }
@@ -516,7 +558,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Close"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        assert!(!remove_hop_by_hop(&mut h));
+        assert!(!remove_hop_by_hop(&mut h, &ws()));
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
     }
@@ -526,9 +568,27 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(remove_hop_by_hop(&mut h));
+        assert!(remove_hop_by_hop(&mut h, &ws()));
         assert_eq!(h[header::CONNECTION], "upgrade");
         assert_eq!(h[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn only_listed_upgrades_pass() {
+        let ask = |upgrade: &'static str, allowed: &Upgrades| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+            h.insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+            let passed = remove_hop_by_hop(&mut h, allowed);
+            (passed, h.contains_key(header::UPGRADE), h.contains_key(header::CONNECTION))
+        };
+        assert_eq!(ask("h2c", &ws()), (false, false, false));
+        assert_eq!(ask("websocket, h2c", &ws()), (false, false, false));
+        assert_eq!(ask("WebSocket", &ws()), (true, true, true));
+        assert_eq!(ask("", &ws()), (false, false, false));
+        let tls = Upgrades::new(&["websocket".to_string(), "tls".to_string()]);
+        assert_eq!(ask("TLS/1.2, websocket", &tls), (true, true, true));
+        assert_eq!(ask("TLS/1.2", &ws()), (false, false, false));
     }
 
     #[test]
@@ -540,7 +600,7 @@ mod tests {
         h.insert("X.Forwarded.Email", HeaderValue::from_static("admin@x"));
         h.append("x-forwarded-user", HeaderValue::from_static("a"));
         h.append("x-forwarded-user", HeaderValue::from_static("b"));
-        prepare_request_headers(&mut h, Some(&HeaderValue::from_static("app.test")), &fwd(false), &strip());
+        prepare_request_headers(&mut h, Some(&HeaderValue::from_static("app.test")), &fwd(false), &strip(), &ws());
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.test");
@@ -570,7 +630,7 @@ mod tests {
     fn ipv6_peer_in_forwarded_for() {
         let mut h = HeaderMap::new();
         let fwd = Forwarding { peer: "2001:db8::7".parse().unwrap_or(IpAddr::from([0; 4])), tls: true, trusted: false };
-        prepare_request_headers(&mut h, None, &fwd, &strip());
+        prepare_request_headers(&mut h, None, &fwd, &strip(), &ws());
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(!h.contains_key("x-forwarded-host"));
@@ -583,7 +643,7 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x-forwarded-host", HeaderValue::from_static("public.example"));
-        prepare_request_headers(&mut h, Some(&HeaderValue::from_static("internal:8080")), &fwd(true), &strip());
+        prepare_request_headers(&mut h, Some(&HeaderValue::from_static("internal:8080")), &fwd(true), &strip(), &ws());
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "public.example");

@@ -27,8 +27,8 @@ use crate::auth::{self, Identity, Provider, claims, redirect as sanitize};
 use crate::body::Body;
 use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, SamlMetadata, TokenConfig, TokenEndpointAuth};
 use crate::error::{self, escape_html};
-use crate::gateway::{self, Audience, Gateway, Outcome, is_navigation, put_identity_headers, redirect, request_host};
-use crate::path;
+use crate::canonical::Target;
+use crate::gateway::{Gateway, redirect};
 use crate::server::ConnInfo;
 
 /// Largest form or JSON body porteiro's own endpoints read.
@@ -224,7 +224,9 @@ impl Gateway {
             "/saml/metadata" if get => self.saml_metadata(&req),
             "/logout" if get || post => self.logout(&req).await,
             "/userinfo" if get => self.userinfo(&req),
-            "/auth" if get => self.forward_auth(&req).await,
+            // Any method: Envoy's check request keeps the original one.
+            "/auth" => self.forward_auth(&req).await,
+            e if e.starts_with("/auth/") => self.forward_auth(&req).await,
             "/demo-login" if self.demo.is_some() && get => {
                 let q = query(&req);
                 self.demo_form(&sanitize::sanitize(param(&q, "redirectUrl"), &self.public_url), None)
@@ -233,7 +235,7 @@ impl Gateway {
             "/authorize" if get => self.authorize(req).await,
             "/code" if post => self.mint_code(req).await,
             "/identifiers" if post || get || req.method() == Method::DELETE => self.identifiers(req).await,
-            "/callback" | "/start" | "/logout" | "/userinfo" | "/auth" | "/authorize" | "/code" | "/identifiers" => {
+            "/callback" | "/start" | "/logout" | "/userinfo" | "/authorize" | "/code" | "/identifiers" => {
                 let mut resp =
                     error::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed.", false);
                 resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
@@ -250,13 +252,6 @@ impl Gateway {
             }
             _ => self.reject(&req, StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
         }
-    }
-
-    /// The session in the request, from any provider, not revoked.
-    fn any_session(&self, headers: &http::HeaderMap) -> Option<std::sync::Arc<Identity>> {
-        let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
-        let store = &self.shared.store;
-        (!store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)).then_some(identity)
     }
 
     /// `GET /sso/callback`: a `jwt` login token (`?jwt=&redirectUrl=`) or an
@@ -729,9 +724,10 @@ impl Gateway {
             Some(id) => self.provider(id).filter(|p| p.is_login()),
             None => {
                 let path = return_to.split('?').next().unwrap_or("/");
-                let by_route = path::normalize(path)
+                let host = Target::of_request(req).ok().and_then(|t| t.host().map(str::to_string));
+                let by_route = Target::of_parts(host.as_deref(), path, None)
                     .ok()
-                    .and_then(|n| self.find_route(request_host(req), &n.path).and_then(|r| r.login.clone()));
+                    .and_then(|t| self.route(&t).ok().and_then(|r| r.login.clone()));
                 let mut logins = self.providers.iter().filter(|p| p.is_login());
                 by_route
                     .or_else(|| match (logins.next(), logins.next()) {
@@ -805,66 +801,6 @@ impl Gateway {
                 StatusCode::UNAUTHORIZED,
                 &json!({ "error": "unauthorized", "error_description": "not signed in" }),
             ),
-        }
-    }
-
-    /// `GET /sso/auth`: forward-auth for nginx `auth_request`, ingress-nginx
-    /// `auth-url`, Traefik ForwardAuth and Envoy `ext_authz`. The original
-    /// URL comes from `X-Original-URL`, or `X-Forwarded-Proto/-Host/-Uri`.
-    async fn forward_auth(&self, req: &Request<Incoming>) -> Response<Body> {
-        let Some((host, path_and_query)) = original_url(req) else {
-            return self.reject(
-                req,
-                StatusCode::BAD_REQUEST,
-                "no_original_url",
-                "Send X-Original-URL or X-Forwarded-Uri.",
-            );
-        };
-        let (raw_path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path_and_query.as_str(), None),
-        };
-        let Ok(normalized) = path::normalize(raw_path) else {
-            return self.reject(req, StatusCode::BAD_REQUEST, "bad_path", "The original path is malformed.");
-        };
-        let path = normalized.path.as_ref();
-        let Some(route) = self.find_route(host.as_deref(), path) else {
-            // Nothing to protect here under this config: deny rather than open.
-            return self.reject(req, StatusCode::FORBIDDEN, "no_route", "No route covers this address.");
-        };
-        // As on the proxy path: an upstream that decodes `%2F` would see
-        // another path than the one that was judged public or protected.
-        if normalized.encoded_slash && !route.allow_encoded_slashes {
-            return self.reject(
-                req,
-                StatusCode::BAD_REQUEST,
-                "encoded_slash",
-                "Encoded slashes are not allowed in this path.",
-            );
-        }
-        let redirect_mode = query_flag(req, "redirect");
-        match self.authenticate(req, route, path).await {
-            Outcome::Pass(identity) => {
-                let mut resp = Response::new(Body::empty());
-                if let Some(id) = identity {
-                    put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
-                }
-                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                resp
-            }
-            Outcome::Respond(resp) if resp.status() == StatusCode::FORBIDDEN => resp,
-            Outcome::Respond(_) => {
-                let return_to = gateway::return_path(path, query);
-                match &route.login {
-                    Some(p) if redirect_mode && is_original_navigation(req) => {
-                        self.start_login(p, req.headers(), &return_to).await
-                    }
-                    _ => error::json(
-                        StatusCode::UNAUTHORIZED,
-                        &json!({ "error": "unauthorized", "error_description": "Sign-in is required." }),
-                    ),
-                }
-            }
         }
     }
 
@@ -987,46 +923,3 @@ async fn add_mappings(ids: &Identifiers, client: &str, body: serde_json::Value) 
     }
 }
 
-/// `?name=true` (or `1`) on the request.
-fn query_flag<B>(req: &Request<B>, name: &str) -> bool {
-    req.uri()
-        .query()
-        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == name && (v == "true" || v == "1")))
-}
-
-/// Host and path-with-query of the request a forward-auth caller is asking about.
-fn original_url<B>(req: &Request<B>) -> Option<(Option<String>, String)> {
-    let h = req.headers();
-    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty());
-    let fallback_host = get("x-forwarded-host").map(str::to_string).or_else(|| get("host").map(str::to_string));
-    if let Some(original) = get("x-original-url") {
-        if original.starts_with('/') {
-            return Some((fallback_host, original.to_string()));
-        }
-        let url = url::Url::parse(original).ok()?;
-        let host = url.host_str().map(|h| match url.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_string(),
-        });
-        let pq = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        return Some((host, pq));
-    }
-    if let Some(uri) = get("x-forwarded-uri").or_else(|| get("x-original-uri")) {
-        return Some((fallback_host, uri.to_string()));
-    }
-    None
-}
-
-/// Is the original request (as described by the forward-auth caller) a
-/// browser navigation?
-fn is_original_navigation<B>(req: &Request<B>) -> bool {
-    let method = req
-        .headers()
-        .get("x-forwarded-method")
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(Method::GET);
-    is_navigation(&method, req.headers())
-}

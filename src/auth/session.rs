@@ -23,6 +23,9 @@ use crate::config::SessionConfig;
 const CHUNK_BYTES: usize = 3800;
 /// Most cookies one session may span.
 pub const MAX_CHUNKS: usize = 5;
+
+/// Most cookies of the session's own name tried on one request.
+const MAX_NAMESAKES: usize = 4;
 /// Bytes of sealed cookies (and their identities) kept opened.
 const OPENED_BYTES: u64 = 32 * 1024 * 1024;
 /// An opened session not seen for this long is forgotten.
@@ -163,38 +166,48 @@ impl SessionCookies {
 
     /// The identity in the request's cookies, if any, still valid at `now`.
     /// Tampered, truncated, foreign or expired cookies are "no session".
+    /// Several cookies may carry the session's name (a sibling subdomain can
+    /// set one beside porteiro's): the first that opens wins, so a junk one
+    /// cannot shadow a real session.
     pub fn read(&self, headers: &HeaderMap, now: u64) -> Option<Arc<Identity>> {
-        let mut whole: Option<&str> = None;
-        let mut chunks: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+        let mut wholes: [Option<&str>; MAX_NAMESAKES] = [None; MAX_NAMESAKES];
+        let mut first: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+        let mut last: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
         for (name, value) in cookie_pairs(headers) {
             if name == self.name {
-                whole = Some(value);
+                if let Some(slot) = wholes.iter_mut().find(|w| w.is_none()) {
+                    *slot = Some(value);
+                }
             } else if let Some(i) = name
                 .strip_prefix(self.name.as_str())
                 .and_then(|r| r.strip_prefix('_'))
                 .and_then(|n| n.parse::<usize>().ok())
                 .filter(|i| *i < MAX_CHUNKS)
             {
-                chunks[i] = Some(value);
+                first[i].get_or_insert(value);
+                last[i] = Some(value);
             }
         }
-        let sealed = match whole {
-            Some(v) => std::borrow::Cow::Borrowed(v),
-            None => {
-                let mut joined = String::new();
-                for chunk in chunks.iter().map_while(|c| *c) {
-                    joined.push_str(chunk);
-                }
-                if joined.is_empty() {
-                    return None;
-                }
-                std::borrow::Cow::Owned(joined)
-            }
-        };
-        let identity = match self.opened.get(sealed.as_ref()) {
+        if let Some(identity) = wholes.iter().map_while(|w| *w).find_map(|sealed| self.open(sealed, now)) {
+            return Some(identity);
+        }
+        let joined = |chunks: &[Option<&str>; MAX_CHUNKS]| chunks.iter().map_while(|c| *c).collect::<String>();
+        let from_first = joined(&first);
+        if from_first.is_empty() {
+            return None;
+        }
+        self.open(&from_first, now).or_else(|| {
+            let from_last = joined(&last);
+            (from_last != from_first).then(|| self.open(&from_last, now)).flatten()
+        })
+    }
+
+    /// One sealed session value, opened (or found already opened).
+    fn open(&self, sealed: &str, now: u64) -> Option<Arc<Identity>> {
+        let identity = match self.opened.get(sealed) {
             Some(hit) => hit,
             None => {
-                let plain = self.sealer.open(self.name.as_bytes(), &sealed)?;
+                let plain = self.sealer.open(self.name.as_bytes(), sealed)?;
                 let identity: Arc<Identity> = Arc::new(serde_json::from_slice(&plain).ok()?);
                 if identity.exp > now {
                     self.opened.insert(sealed.into(), identity.clone());
@@ -276,44 +289,59 @@ pub fn set_cookie(
     HeaderValue::from_str(&c.to_string()).ok()
 }
 
-/// `(name, value)` of every cookie in every `Cookie` header.
+/// `(name, value)` of every cookie in every `Cookie` header whose name and
+/// value are UTF-8 (porteiro's are ASCII; other cookies may hold anything).
 ///
-/// A `Cookie` line that is not UTF-8 is skipped. (`from_utf8` rather than
-/// `HeaderValue::to_str`: this runs up to three times per request over a
-/// session cookie of several hundred bytes, and `to_str` checks them one by
-/// one.)
+/// (`from_utf8` rather than `HeaderValue::to_str`: this runs up to three
+/// times per request over a session cookie of several hundred bytes, and
+/// `to_str` checks them one by one.)
 pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    cookie_segments(headers).filter_map(|pair| {
+        let (n, v) = std::str::from_utf8(pair).ok()?.split_once('=')?;
+        Some((n.trim(), v.trim()))
+    })
+}
+
+/// Every `;`-separated cookie of every `Cookie` line, trimmed, as bytes.
+fn cookie_segments(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
-            Some((n.trim(), v.trim()))
-        })
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .filter(|s| !s.is_empty())
+}
+
+/// The name of a cookie as bytes: before its `=` (the whole, without one).
+fn segment_name(segment: &[u8]) -> &[u8] {
+    let end = segment.iter().position(|b| *b == b'=').unwrap_or(segment.len());
+    segment[..end].trim_ascii()
 }
 
 /// Removes the cookies `owned` says are porteiro's from the request's
-/// `Cookie` header(s), keeping the others in order.
+/// `Cookie` header(s), keeping every other cookie byte for byte, in order.
+/// Several `Cookie` lines (HTTP/2 sends each cookie as a "crumb") go
+/// upstream as one, joined with `; ` (RFC 9113 §8.2.3).
 pub fn strip_cookies(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
-    // Most requests carry none of porteiro's cookies (public routes) or only
-    // porteiro's: neither allocates.
-    if !cookie_pairs(headers).any(|(n, _)| owned(n)) {
+    let is_owned = |segment: &[u8]| std::str::from_utf8(segment_name(segment)).is_ok_and(&owned);
+    // Most requests carry one line and none of porteiro's cookies (public
+    // routes), or only porteiro's: neither allocates.
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    let several = lines.next().is_some() && lines.next().is_some();
+    if !several && !cookie_segments(headers).any(is_owned) {
         return;
     }
-    let mut kept = String::new();
-    for (n, v) in cookie_pairs(headers).filter(|(n, _)| !owned(n)) {
+    let mut kept: Vec<u8> = Vec::new();
+    for segment in cookie_segments(headers).filter(|s| !is_owned(s)) {
         if !kept.is_empty() {
-            kept.push_str("; ");
+            kept.extend_from_slice(b"; ");
         }
-        kept.push_str(n);
-        kept.push('=');
-        kept.push_str(v);
+        kept.extend_from_slice(segment);
     }
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept) {
+    // The bytes all came from valid header values.
+    if let Ok(v) = HeaderValue::from_bytes(&kept) {
+        if !kept.is_empty() {
             headers.insert(header::COOKIE, v);
         }
     }
@@ -445,6 +473,38 @@ mod tests {
         utf8.insert(header::COOKIE, HeaderValue::from_bytes("lang=português; s=x".as_bytes()).unwrap());
         strip_cookies(&mut utf8, |n| c.owns(n));
         assert_eq!(utf8[header::COOKIE].as_bytes(), "lang=português".as_bytes());
+        // ...and so does one with bytes that are not UTF-8 at all.
+        let mut latin1 = HeaderMap::new();
+        latin1.insert(header::COOKIE, HeaderValue::from_bytes(b"lang=portugu\xeas; s=x; t=\xff").unwrap());
+        strip_cookies(&mut latin1, |n| c.owns(n));
+        assert_eq!(latin1[header::COOKIE].as_bytes(), b"lang=portugu\xeas; t=\xff");
+    }
+
+    #[test]
+    fn cookie_crumbs_go_upstream_as_one_line() {
+        let c = cookies("s");
+        let mut h = HeaderMap::new();
+        for crumb in ["a=1", "b=2", "c"] {
+            h.append(header::COOKIE, HeaderValue::from_static(crumb));
+        }
+        strip_cookies(&mut h, |n| c.owns(n));
+        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2; c"]);
+    }
+
+    #[test]
+    fn a_junk_namesake_does_not_shadow_the_session() {
+        let c = cookies("porteiro_session");
+        let set = c.write(&identity(1), &HeaderMap::new()).unwrap_or_default();
+        let real = as_request(&set);
+        let real = real[header::COOKIE].to_str().unwrap_or_default().to_string();
+        for line in [format!("{real}; porteiro_session=junk"), format!("porteiro_session=junk; {real}")] {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_str(&line).unwrap());
+            assert!(c.read(&h, 1_000).is_some(), "{line}");
+        }
+        let mut junk = HeaderMap::new();
+        junk.insert(header::COOKIE, HeaderValue::from_static("porteiro_session=junk; porteiro_session=more"));
+        assert!(c.read(&junk, 1_000).is_none());
     }
 
     #[test]

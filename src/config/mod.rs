@@ -287,6 +287,11 @@ pub struct RouteConfig {
     pub headers: Vec<(HeaderName, String)>,
     pub preserve_host: bool,
     pub allow_encoded_slashes: bool,
+    /// `;` in paths passes (path parameters of Java servers); routes are
+    /// then matched on the path without them.
+    pub allow_semicolons: bool,
+    /// Upgrade protocols passed through, lower-case; default `["websocket"]`.
+    pub upgrades: Vec<String>,
 }
 
 /// Who may use a route.

@@ -138,6 +138,8 @@ pub struct RawRoute {
     pub headers: BTreeMap<String, Spanned<String>>,
     pub preserve_host: Option<bool>,
     pub allow_encoded_slashes: Option<bool>,
+    pub allow_semicolons: Option<bool>,
+    pub upgrades: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -468,6 +468,25 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute, providers: &[ProviderConfig]) 
             .map_err(|_| ctx.at(key("headers"), claim, format!("{name:?} is not a valid header name")))?;
         headers.push((h, claim.get_ref().clone()));
     }
+    let upgrades = match &raw.upgrades {
+        None => vec!["websocket".to_string()],
+        Some(list) => {
+            let mut out = Vec::new();
+            for p in list {
+                let name = p.get_ref().to_ascii_lowercase();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                    return Err(ctx.at(key("upgrades"), p, format!("{:?} is not a protocol name", p.get_ref())));
+                }
+                // An h2c upgrade hands the connection to the upstream as
+                // HTTP/2: every later request on it would bypass porteiro.
+                if name == "h2c" {
+                    return Err(ctx.at(key("upgrades"), p, "h2c is never passed through"));
+                }
+                out.push(name);
+            }
+            out
+        }
+    };
     let id = match &raw.id {
         Some(id) => id.get_ref().clone(),
         None => format!("{}{}", raw.host.as_ref().map_or("*", |h| h.get_ref().as_str()), path_prefix),
@@ -483,6 +502,8 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute, providers: &[ProviderConfig]) 
         headers,
         preserve_host: raw.preserve_host.unwrap_or(true),
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
+        allow_semicolons: raw.allow_semicolons.unwrap_or(false),
+        upgrades,
     })
 }
 

@@ -13,6 +13,7 @@
 //! - [`client`]: a reqwest client that never follows redirects and never
 //!   uses a proxy from the environment; [`raw_request`] for requests that
 //!   must reach the gateway byte for byte (dot segments, odd header names).
+//! - [`nginx`]: a real nginx, started privately.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 #![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
@@ -41,6 +42,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+
+pub mod nginx;
 
 pub const MIB: u64 = 1024 * 1024;
 

@@ -9,137 +9,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 mod auth_support;
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
 use auth_support::*;
 use reqwest::StatusCode;
+use support::nginx::Nginx;
 
-/// The nginx binary: on PATH, or in the sbin directories a non-root PATH
-/// often lacks.
-fn nginx_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join("nginx"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "nginx is not installed: the forward-auth test needs a real nginx with auth_request \
-                 (apt-get install nginx-light; .ci/run installs it)"
-            )
-        })
-}
-
-/// A port free a moment ago, for nginx's `listen`.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running nginx, stopped when dropped (also when the test panics).
-struct Nginx {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Nginx {
-    /// Starts nginx in front of `porteiro` (forward-auth) and `upstream`.
-    fn start(porteiro: &str, upstream: &str) -> Nginx {
-        let binary = nginx_binary();
-        let mut last_error = String::new();
-        // The free port may be taken again before nginx binds it: retry.
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, config(dir.path(), port, porteiro, upstream)).unwrap();
-            let child = Command::new(&binary)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(&conf)
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-            let mut nginx = Nginx { child, dir, port };
-            match nginx.wait_listening() {
-                Ok(()) => return nginx,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    fn wait_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-                }
-                let log = std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
-                return Err(format!("nginx exited with {status}: {stderr}\n{log}"));
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err("nginx did not listen within 10 s".into())
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM lets the master stop its worker; SIGKILL if it hangs.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The nginx configuration of DESIGN 1's forward-auth deployment.
-fn config(dir: &Path, port: u16, porteiro: &str, upstream: &str) -> String {
-    let d = dir.display();
+/// The nginx `server` of DESIGN 1's forward-auth deployment.
+fn forward_auth_server(porteiro: &str, upstream: &str) -> String {
     format!(
-        r#"worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
+        r#"        location / {{
             auth_request /sso/auth;
             auth_request_set $user $upstream_http_x_auth_request_user;
             auth_request_set $email $upstream_http_x_auth_request_email;
@@ -160,10 +39,7 @@ http {{
         }}
         location @login {{
             return 302 /sso/start?redirectUrl=$request_uri;
-        }}
-    }}
-}}
-"#
+        }}"#
     )
 }
 
@@ -179,7 +55,7 @@ fn path_of(location: &str) -> &str {
 async fn nginx_auth_request_in_front_of_porteiro() {
     let upstream = EchoUpstream::start().await;
     let gw = Conf::new(&upstream.authority()).start().await;
-    let nginx = Nginx::start(&gw.running.addr.to_string(), &upstream.authority());
+    let nginx = Nginx::start(&forward_auth_server(&gw.running.addr.to_string(), &upstream.authority()));
     let client = client();
     let get = |path: &str| client.get(nginx.url(path)).header("accept", "text/html");
 

@@ -12,7 +12,10 @@
 //!   counts the TCP connections it accepts and sees closed.
 //! - [`client`]: a reqwest client that never follows redirects and never
 //!   uses a proxy from the environment; [`raw_request`] for requests that
-//!   must reach the gateway byte for byte (dot segments, odd header names).
+//!   must reach the gateway byte for byte (dot segments, odd header names),
+//!   [`raw_exchange`] when even the request line is not UTF-8 or the answer
+//!   may be a closed connection.
+//! - [`nginx`] and [`tomcat`]: real third-party servers, started privately.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 #![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
@@ -41,6 +44,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+
+pub mod nginx;
+pub mod tomcat;
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -185,6 +191,28 @@ pub async fn raw_request(addr: SocketAddr, head_lines: &[&str]) -> RawResponse {
     request.push_str("\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     tokio::time::timeout(PATIENCE, read_response(&mut stream)).await.expect("raw response in time")
+}
+
+/// Sends `request` exactly as given (any bytes) on a new connection and
+/// reads until the server closes it, so the request should say
+/// `Connection: close`. `None` when the connection closed (or was reset)
+/// without an answer or none came within [`PATIENCE`]. The body is kept as
+/// received (not de-chunked).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Option<RawResponse> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading everything.
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut buf)).await;
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(RawResponse { status, headers, body: buf[head_end + 4..].to_vec() })
 }
 
 async fn read_response(stream: &mut TcpStream) -> RawResponse {

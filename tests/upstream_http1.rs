@@ -265,6 +265,120 @@ async fn invalid_content_length_is_502() {
     assert_eq!(up.received().len(), 2 * BAD.len(), "a request was retried");
 }
 
+/// RFC 9112 §6.3 (5): equal values of a Content-Length repeated (two
+/// lines, or a list) frame the body like one; the client gets them as one
+/// `content-length` line (DESIGN §8.1), not a list some clients refuse.
+#[tokio::test]
+async fn repeated_equal_content_lengths_go_out_as_one() {
+    const SENT: [&str; 3] = ["5\r\ncontent-length: 5", "5, 5", "5,5\r\nx-between: 1\r\ncontent-length: 5"];
+    let up = Upstream::replying(|req| match req.target.strip_prefix("/twice/") {
+        Some(i) => {
+            keep(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\nhello", SENT[i.parse::<usize>().unwrap()]))
+        }
+        None => fresh(req),
+    })
+    .await;
+    let gw = gateway(&up).await;
+    for (i, sent) in SENT.iter().enumerate() {
+        // Read to the close, the head's lines as they came.
+        let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+        let request = format!("GET /twice/{i} HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let lengths: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.trim())
+            .collect();
+        assert!(head.starts_with("HTTP/1.1 200 "), "sent {sent:?}: {answer:?}");
+        assert_eq!((lengths, body), (vec!["5"], "hello"), "sent {sent:?}");
+    }
+}
+
+/// A `Transfer-Encoding` other than a lone `chunked` (DESIGN §8.1): porteiro
+/// sends upstreams no `TE`, so no other transfer coding may come back
+/// (RFC 9112 §6.1), and de-chunking one would hand the client bytes it
+/// cannot decode (gzip with no header saying so). 502, like nginx, and the
+/// connection is dropped.
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_502() {
+    const CODINGS: [&str; 5] = [
+        "gzip, chunked",
+        "chunked, gzip",
+        "gzip\r\ntransfer-encoding: chunked",
+        "chunked\r\ntransfer-encoding: chunked",
+        "identity",
+    ];
+    let gzipped = gzip(b"hello world");
+    let chunked_gzip = chunked(&gzipped);
+    let up = Upstream::replying(move |req| match req.target.strip_prefix("/coded/") {
+        Some(i) => {
+            let te = CODINGS[i.parse::<usize>().unwrap()];
+            let mut bytes =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: {te}\r\n\r\n").into_bytes();
+            bytes.extend_from_slice(&chunked_gzip);
+            keep(bytes)
+        }
+        None => fresh(req),
+    })
+    .await;
+    let gw = gateway(&up).await;
+    let c = client();
+    for (i, te) in CODINGS.iter().enumerate() {
+        let (status, body) = get(&c, &gw, &format!("/coded/{i}")).await;
+        assert_eq!(status, 502, "transfer-encoding {te:?}: {:?}", String::from_utf8_lossy(&body));
+        assert_fresh(&c, &gw, &format!("/ok/{i}")).await;
+        assert_eq!(up.connections(), i + 2, "transfer-encoding {te:?}: the connection was reused");
+    }
+}
+
+/// A content coding is the application's business, end to end: a chunked
+/// `content-encoding: gzip` answer reaches the client with its header and
+/// its bytes as they were, decodable.
+#[tokio::test]
+async fn a_gzip_content_coding_passes_through() {
+    let gzipped = gzip(b"hello world");
+    let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-encoding: gzip\r\n\
+                       transfer-encoding: chunked\r\n\r\n"
+        .to_vec();
+    answer.extend_from_slice(&chunked(&gzipped));
+    let up = Upstream::replying(move |_| keep(answer.clone())).await;
+    let gw = gateway(&up).await;
+    let resp = client().get(gw.url("/zipped")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("content-encoding").map(|v| v.as_bytes()), Some(&b"gzip"[..]));
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(body, gzipped);
+    use std::io::Read as _;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "hello world");
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// `data` as a chunked body in two chunks, last chunk included.
+fn chunked(data: &[u8]) -> Vec<u8> {
+    let (a, b) = data.split_at(data.len() / 2);
+    let mut out = Vec::new();
+    for piece in [a, b] {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
 /// RFC 9112 §6.3 (3): with both Transfer-Encoding and Content-Length the
 /// chunked coding wins; the client gets the de-chunked body, framed by the
 /// gateway, never cut or padded to the upstream's Content-Length.

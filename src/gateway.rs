@@ -275,6 +275,14 @@ impl Gateway {
 
     /// Answers one request (see the module docs for the phases).
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        // A tunnel to anywhere is no request for an application (DESIGN §8.1).
+        if req.method() == Method::CONNECT {
+            let mut resp = self.reject(&req, StatusCode::METHOD_NOT_ALLOWED, "connect", "CONNECT is not supported.");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+            return resp;
+        }
+
         // Phase 1: drain.
         if self.shared.draining.load(Ordering::Relaxed) {
             let mut resp = error::error(
@@ -634,6 +642,12 @@ impl Gateway {
                     Ok((resp, took)) => {
                         route.metrics.upstream_duration(took.as_secs_f64());
                         resp
+                    }
+                    Err(proxy::UpstreamError::ClientBody(why)) => {
+                        info!(route = %route.id, error = %why, "request body malformed or cut short");
+                        self.shared.metrics.rejected("bad_request_body");
+                        let text = "The request body is malformed or incomplete.";
+                        error::error(StatusCode::BAD_REQUEST, "bad_request_body", text, html)
                     }
                     Err(e) => {
                         warn!(route = %route.id, upstream = %upstream.authority(), error = %e, "upstream failed");

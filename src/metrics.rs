@@ -18,7 +18,9 @@ pub mod names {
     pub const CONNECTIONS_OPEN: &str = "connections_open";
     /// Counter: client connections accepted.
     pub const CONNECTIONS: &str = "connections";
-    /// Counter: requests refused before reaching a route or upstream, by `reason`.
+    /// Counter: requests refused before reaching a route or upstream, by
+    /// `reason`; also `bad_request_body`, a body that broke HTTP framing on
+    /// its way upstream.
     pub const REJECTED: &str = "rejected_requests";
     /// Counter: configuration reloads by `result` (`ok`, `error`).
     pub const RELOADS: &str = "config_reloads";

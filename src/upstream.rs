@@ -18,6 +18,11 @@
 //!   once on a new connection when it cannot have been acted on: its head
 //!   could not be written, or it is bodiless and idempotent and not a byte
 //!   of answer came back. Otherwise the client gets a 502.
+//! - A client's request body that fails (a malformed chunk, the client
+//!   gone) is the client's fault, never the upstream's: before the answer
+//!   it is [`UpstreamError::ClientBody`]; after, the answer goes on. Either
+//!   way the upstream sees the request end mid-body, never its last chunk,
+//!   and the connection is not reused. Request trailers are dropped.
 //! - A connection goes back to the pool only when its exchange ended
 //!   cleanly: the request body sent whole, the answer read to its end, no
 //!   stray bytes after it, neither `Connection: close` nor a body delimited
@@ -74,6 +79,12 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("upstream request failed")]
     Request,
+    /// The client's request body broke HTTP framing (a malformed chunk) or
+    /// ended early, before the upstream answered: the client's fault, not
+    /// the upstream's. The upstream got the request head and part of the
+    /// body at most, never its end, and its connection is closed.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(String),
 }
 
 /// How new connections are made; shared by every pool of a gateway.
@@ -159,6 +170,7 @@ impl Pool {
     pub async fn send<B>(self: &Arc<Self>, req: Request<B>) -> Result<Response<UpstreamBody<B>>, UpstreamError>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::error::Error,
     {
         let (parts, body) = req.into_parts();
         let framing = RequestFraming::of(&parts.method, body.is_end_stream(), body.size_hint().exact());
@@ -179,6 +191,7 @@ impl Pool {
             let mut upload = body.take().map(|b| Box::new(Upload::new(b, framing == RequestFraming::Chunked)));
             match exchange(&mut conn, &mut upload, &parts.method).await {
                 Ok(head) => return Ok(self.answer(conn, head, upload)),
+                Err(Failure::ClientBody(why)) => return Err(UpstreamError::ClientBody(why)),
                 Err(failure) => {
                     let unsent = matches!(failure, Failure::HeadWrite(_));
                     let unanswered = matches!(failure, Failure::Unanswered(_));
@@ -333,9 +346,9 @@ enum Failure {
     Read(io::Error),
     #[error("{0}")]
     Parse(#[from] ParseError),
-    /// The client's request body failed (the client went away).
-    #[error("the client's request body failed")]
-    ClientBody,
+    /// The client's request body failed: malformed, or the client went away.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(String),
     /// `101` after the request body started: nothing can be tunnelled.
     #[error("the upstream switched protocols during a request body")]
     SwitchedMidBody,
@@ -346,6 +359,7 @@ enum Failure {
 async fn exchange<B>(conn: &mut Conn, upload: &mut Option<Box<Upload<B>>>, method: &Method) -> Result<h1::Head, Failure>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error,
 {
     let Conn { stream, head, .. } = conn;
     stream.write_all(head).await.map_err(Failure::HeadWrite)?;
@@ -359,7 +373,7 @@ where
         if let Some(up) = upload.as_mut() {
             match up.poll_send(cx, &mut conn.stream) {
                 Poll::Ready(Ok(())) => *upload = None,
-                Poll::Ready(Err(UploadError::Body)) => return Poll::Ready(Err(Failure::ClientBody)),
+                Poll::Ready(Err(UploadError::Body(why))) => return Poll::Ready(Err(Failure::ClientBody(why))),
                 // The upstream stopped reading; its answer may still come.
                 // The connection is not reused: the body is cut short.
                 Poll::Ready(Err(UploadError::Write(e))) => {
@@ -551,8 +565,8 @@ impl AsyncWrite for Stream {
 }
 
 enum UploadError {
-    /// The client's body failed.
-    Body,
+    /// The client's body failed: why, for the logs.
+    Body(String),
     /// The upstream connection would not take more.
     Write(io::Error),
 }
@@ -566,8 +580,14 @@ struct Upload<B> {
     pending: VecDeque<Bytes>,
     /// The body has ended and its end is queued.
     ended: bool,
-    /// The upstream stopped taking it; nothing more is sent.
+    /// The upstream stopped taking it, or the client's body failed;
+    /// nothing more is sent.
     failed: bool,
+    /// The client's body failed: the upstream connection's write side is
+    /// to be shut down, so the upstream learns at once that the request
+    /// will not be completed (it sees the end of the stream mid-body)
+    /// instead of waiting for the rest while porteiro waits for its answer.
+    closing: bool,
 }
 
 impl<B> Upload<B>
@@ -575,13 +595,25 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
 {
     fn new(body: B, chunked: bool) -> Upload<B> {
-        Upload { body, chunked, pending: VecDeque::with_capacity(3), ended: false, failed: false }
+        Upload { body, chunked, pending: VecDeque::with_capacity(3), ended: false, failed: false, closing: false }
+    }
+
+    /// Shuts the upstream's write side once the client's body has failed.
+    fn poll_close(&mut self, cx: &mut Context<'_>, stream: &mut Stream) {
+        // An error here means the connection is gone already: as good.
+        if self.closing && Pin::new(stream).poll_shutdown(cx).is_ready() {
+            self.closing = false;
+        }
     }
 
     /// Sends what the client's body gives until it ends (`Ready(Ok)`), the
     /// client has nothing more yet or the upstream takes no more (`Pending`).
-    fn poll_send(&mut self, cx: &mut Context<'_>, stream: &mut Stream) -> Poll<Result<(), UploadError>> {
+    fn poll_send(&mut self, cx: &mut Context<'_>, stream: &mut Stream) -> Poll<Result<(), UploadError>>
+    where
+        B::Error: std::error::Error,
+    {
         if self.failed {
+            self.poll_close(cx, stream);
             return Poll::Pending;
         }
         loop {
@@ -619,7 +651,12 @@ where
                     self.ended = true;
                     continue;
                 }
-                Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(UploadError::Body)),
+                Poll::Ready(Some(Err(e))) => {
+                    self.failed = true;
+                    self.closing = true;
+                    self.poll_close(cx, stream);
+                    return Poll::Ready(Err(UploadError::Body(describe(&e))));
+                }
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
             match frame.into_data() {
@@ -630,26 +667,28 @@ where
                     self.pending.push_back(Bytes::from_static(b"\r\n"));
                 }
                 Ok(data) => self.pending.push_back(data),
-                // Trailers go in the last chunk; without chunking there is
-                // no place for them.
-                Err(frame) => {
-                    if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
-                        let mut last = b"0\r\n".to_vec();
-                        for (name, value) in &trailers {
-                            last.extend_from_slice(name.as_str().as_bytes());
-                            last.extend_from_slice(b": ");
-                            last.extend_from_slice(value.as_bytes());
-                            last.extend_from_slice(b"\r\n");
-                        }
-                        last.extend_from_slice(b"\r\n");
-                        self.pending.push_back(Bytes::from(last));
-                        self.ended = true;
-                        self.chunked = false;
-                    }
-                }
+                // Request trailers are never forwarded (DESIGN §4, §8.1):
+                // many servers merge them into the header fields, where
+                // they would arrive unchecked, after porteiro has removed
+                // and set headers (`X-Forwarded-User` in a trailer). The
+                // body's end comes next; its last chunk has no trailers.
+                Err(_) => {}
             }
         }
     }
+}
+
+/// An error and its causes, for a log line (hyper's body errors say
+/// "error reading a body from connection"; the cause says what was wrong).
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// How the rest of an answer's body is delimited.
@@ -716,6 +755,7 @@ impl<B> UpstreamBody<B> {
 impl<B> http_body::Body for UpstreamBody<B>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error,
 {
     type Data = Bytes;
     type Error = io::Error;
@@ -727,7 +767,12 @@ where
         if let (Some(up), Some(conn)) = (this.upload.as_mut(), this.conn.as_mut()) {
             match up.poll_send(cx, &mut conn.stream) {
                 Poll::Ready(Ok(())) => this.upload = None,
-                Poll::Ready(Err(_)) => up.failed = true,
+                // Too late for a `400`: the upstream's answer is on its way
+                // to the client. It goes on; the connection is not reused.
+                Poll::Ready(Err(UploadError::Body(why))) => {
+                    debug!(upstream = %this.pool.authority, error = %why, "the client's request body failed after the answer began");
+                }
+                Poll::Ready(Err(UploadError::Write(_))) => up.failed = true,
                 Poll::Pending => {}
             }
         }

@@ -475,7 +475,7 @@ impl Prober {
             request.extend_from_slice(format!("Cookie: {cookie}\r\n").as_bytes());
         }
         request.extend_from_slice(b"Connection: close\r\n\r\n");
-        let answer = support::raw_exchange(self.addr, &request).await;
+        let answer = support::raw_exchange_until_close(self.addr, &request).await;
         let forwarded = self.forwarded_count().await;
         let reached = forwarded > self.forwarded;
         self.forwarded = forwarded;

@@ -2,314 +2,29 @@
 //! reads a response's framing (RFC 9112 §6), which answers it refuses, how it
 //! frames the requests it sends, and when it may reuse a connection.
 //!
-//! The upstream here is scripted byte for byte over raw TCP, so it can send
-//! what no well-behaved server library would (chunk extensions, two lengths,
-//! an unsolicited second response) and record exactly what arrived. The tests
+//! The upstream here is scripted byte for byte over raw TCP
+//! (`tests/scripted_upstream`), so it can send what no well-behaved server
+//! library would (chunk extensions, two lengths, an unsolicited second
+//! response) and record exactly what arrived. The tests
 //! assert what any correct HTTP/1.1 proxy must do, not how one client library
 //! happens to do it: they must hold for whatever client porteiro uses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
+mod scripted_upstream;
 mod support;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use scripted_upstream::{Upstream, find, fresh, keep, ok, then_close};
 use support::{
     MIB, PATTERN_MAX, TestGateway, client, client_builder, pattern, pattern_body, public_route, start_gateway,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-// === the scripted upstream ===
-
-/// One request as the scripted upstream read it.
-#[derive(Debug, Clone)]
-struct Received {
-    /// Which accepted connection (counted from 1) it came on.
-    connection: usize,
-    method: String,
-    target: String,
-    /// In arrival order, names lower-case, values trimmed.
-    headers: Vec<(String, String)>,
-    /// The body, de-chunked; empty until read whole (or never read).
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
-    }
-
-    /// The only value of `name`; fails when it came more than once.
-    fn header(&self, name: &str) -> Option<&str> {
-        let all = self.all(name);
-        assert!(all.len() <= 1, "{name} arrived {} times: {all:?}", all.len());
-        all.first().copied()
-    }
-}
-
-/// How a request body is delimited, and how much of it is left.
-enum Framing {
-    Length(u64),
-    /// `left` bytes of the current chunk; 0 before a chunk-size line.
-    Chunked {
-        left: u64,
-    },
-    Done,
-}
-
-impl Framing {
-    fn of(headers: &[(String, String)]) -> Framing {
-        let te: Vec<&str> = headers.iter().filter(|(k, _)| k == "transfer-encoding").map(|(_, v)| v.as_str()).collect();
-        if let Some(last) = te.last() {
-            assert!(last.trim().eq_ignore_ascii_case("chunked"), "request transfer-encoding {te:?}");
-            return Framing::Chunked { left: 0 };
-        }
-        match headers.iter().find(|(k, _)| k == "content-length") {
-            Some((_, v)) => Framing::Length(v.parse().unwrap_or_else(|_| panic!("request content-length {v:?}"))),
-            None => Framing::Done,
-        }
-    }
-}
-
-/// One accepted connection, as a script drives it.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    id: usize,
-    log: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Conn {
-    /// Reads more bytes into the buffer; false at EOF or on an error.
-    async fn fill(&mut self) -> bool {
-        self.buf.reserve(64 * 1024);
-        matches!(self.stream.read_buf(&mut self.buf).await, Ok(n) if n > 0)
-    }
-
-    /// One CRLF-terminated line, without the CRLF; `None` at EOF.
-    async fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(i) = find(&self.buf, b"\r\n") {
-                let line = self.buf.split_to(i + 2);
-                return Some(String::from_utf8_lossy(&line[..i]).into_owned());
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    /// Reads a request head and records the request (body still empty).
-    /// Returns its index in the log and how its body is framed; `None` at EOF.
-    async fn read_head(&mut self) -> Option<(usize, Framing)> {
-        let request_line = self.line().await?;
-        let mut headers = Vec::new();
-        loop {
-            let line = self.line().await?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').unwrap_or_else(|| panic!("bad request header line {line:?}"));
-            headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
-        }
-        let mut parts = request_line.split(' ');
-        let (Some(method), Some(target), Some("HTTP/1.1"), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            panic!("bad request line {request_line:?}");
-        };
-        let framing = Framing::of(&headers);
-        let received =
-            Received { connection: self.id, method: method.into(), target: target.into(), headers, body: Vec::new() };
-        let mut log = self.log.lock().unwrap();
-        log.push(received);
-        Some((log.len() - 1, framing))
-    }
-
-    /// The next piece of a request body, de-chunked; `None` at its end (or
-    /// at EOF, which [`Conn::read_request`] tells apart).
-    async fn body_piece(&mut self, framing: &mut Framing) -> Option<Bytes> {
-        match framing {
-            Framing::Done => None,
-            Framing::Length(0) => {
-                *framing = Framing::Done;
-                None
-            }
-            Framing::Length(left) => {
-                if self.buf.is_empty() && !self.fill().await {
-                    return None;
-                }
-                let n = self.buf.len().min(usize::try_from(*left).unwrap());
-                *left -= n as u64;
-                Some(self.buf.split_to(n).freeze())
-            }
-            Framing::Chunked { left } => {
-                if *left == 0 {
-                    let size_line = self.line().await?;
-                    // Chunk extensions (`;name=value`) are allowed and ignored.
-                    let size = size_line.split(';').next().unwrap_or_default().trim();
-                    let size =
-                        u64::from_str_radix(size, 16).unwrap_or_else(|_| panic!("chunk size line {size_line:?}"));
-                    if size == 0 {
-                        // The trailer section, then the blank line.
-                        while !self.line().await?.is_empty() {}
-                        *framing = Framing::Done;
-                        return None;
-                    }
-                    *left = size;
-                }
-                if self.buf.is_empty() && !self.fill().await {
-                    return None;
-                }
-                let n = self.buf.len().min(usize::try_from(*left).unwrap());
-                *left -= n as u64;
-                let piece = self.buf.split_to(n).freeze();
-                if *left == 0 {
-                    let end = self.line().await?;
-                    assert!(end.is_empty(), "chunk data not followed by CRLF: {end:?}");
-                }
-                Some(piece)
-            }
-        }
-    }
-
-    /// Reads a whole request, head and body, and records it; `None` at EOF,
-    /// including EOF in the middle of a body.
-    async fn read_request(&mut self) -> Option<Received> {
-        let (index, mut framing) = self.read_head().await?;
-        let mut body = Vec::new();
-        while let Some(piece) = self.body_piece(&mut framing).await {
-            body.extend_from_slice(&piece);
-        }
-        if !matches!(framing, Framing::Done) {
-            return None;
-        }
-        let mut log = self.log.lock().unwrap();
-        log[index].body = body;
-        Some(log[index].clone())
-    }
-
-    /// The request recorded at `index`.
-    fn received(&self, index: usize) -> Received {
-        self.log.lock().unwrap()[index].clone()
-    }
-
-    /// Writes `bytes`; false if the gateway has gone.
-    async fn write(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok()
-    }
-
-    /// Sends FIN, then drops the socket.
-    async fn close(mut self) {
-        let _ = self.stream.shutdown().await;
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A raw-TCP upstream: each accepted connection is handed to the script.
-/// Counts connections and records every request head it reads.
-struct Upstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    log: Arc<Mutex<Vec<Received>>>,
-}
-
-/// What [`Upstream::replying`] sends for one request.
-struct Reply {
-    bytes: Vec<u8>,
-    /// Close the connection once `bytes` are out.
-    close: bool,
-}
-
-/// `bytes`, then wait for the next request on the same connection.
-fn keep(bytes: impl Into<Vec<u8>>) -> Reply {
-    Reply { bytes: bytes.into(), close: false }
-}
-
-/// `bytes`, then close the connection.
-fn then_close(bytes: impl Into<Vec<u8>>) -> Reply {
-    Reply { bytes: bytes.into(), close: true }
-}
-
-/// A `200` with a Content-Length.
-fn ok(body: &str) -> Vec<u8> {
-    format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
-}
-
-/// The ordinary answer: `fresh <target>`, so a test sees which request it
-/// answers.
-fn fresh(req: &Received) -> Reply {
-    keep(ok(&format!("fresh {}", req.target)))
-}
-
-impl Upstream {
-    async fn start<S, F>(script: S) -> Upstream
-    where
-        S: Fn(Conn) -> F + Send + Sync + 'static,
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (count, shared_log) = (connections.clone(), log.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let id = count.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(script(Conn { stream, buf: BytesMut::new(), id, log: shared_log.clone() }));
-            }
-        });
-        Upstream { addr, connections, log }
-    }
-
-    /// Answers requests for `target` with `reply()`, any other with [`fresh`].
-    async fn special(target: &'static str, reply: impl Fn() -> Reply + Send + Sync + 'static) -> Upstream {
-        Upstream::replying(move |req| if req.target == target { reply() } else { fresh(req) }).await
-    }
-
-    /// Reads whole requests, one after the other on each connection, and
-    /// answers each with `answer(request)`.
-    async fn replying(answer: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Upstream {
-        let answer = Arc::new(answer);
-        Upstream::start(move |mut conn| {
-            let answer = answer.clone();
-            async move {
-                while let Some(req) = conn.read_request().await {
-                    let reply = answer(&req);
-                    if !conn.write(&reply.bytes).await || reply.close {
-                        break;
-                    }
-                }
-                conn.close().await;
-            }
-        })
-        .await
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// TCP connections accepted so far.
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    /// Requests whose head has arrived, in order.
-    fn received(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
-    }
-}
+use tokio::net::TcpStream;
 
 /// Whether `bytes`, found at `offset` of a body, are [`pattern`] there,
 /// every byte of them.
@@ -548,6 +263,120 @@ async fn invalid_content_length_is_502() {
         assert_eq!(up.connections(), i + 2, "content-length {value:?}: the connection was reused");
     }
     assert_eq!(up.received().len(), 2 * BAD.len(), "a request was retried");
+}
+
+/// RFC 9112 §6.3 (5): equal values of a Content-Length repeated (two
+/// lines, or a list) frame the body like one; the client gets them as one
+/// `content-length` line (DESIGN §8.1), not a list some clients refuse.
+#[tokio::test]
+async fn repeated_equal_content_lengths_go_out_as_one() {
+    const SENT: [&str; 3] = ["5\r\ncontent-length: 5", "5, 5", "5,5\r\nx-between: 1\r\ncontent-length: 5"];
+    let up = Upstream::replying(|req| match req.target.strip_prefix("/twice/") {
+        Some(i) => {
+            keep(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\nhello", SENT[i.parse::<usize>().unwrap()]))
+        }
+        None => fresh(req),
+    })
+    .await;
+    let gw = gateway(&up).await;
+    for (i, sent) in SENT.iter().enumerate() {
+        // Read to the close, the head's lines as they came.
+        let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+        let request = format!("GET /twice/{i} HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let lengths: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.trim())
+            .collect();
+        assert!(head.starts_with("HTTP/1.1 200 "), "sent {sent:?}: {answer:?}");
+        assert_eq!((lengths, body), (vec!["5"], "hello"), "sent {sent:?}");
+    }
+}
+
+/// A `Transfer-Encoding` other than a lone `chunked` (DESIGN §8.1): porteiro
+/// sends upstreams no `TE`, so no other transfer coding may come back
+/// (RFC 9112 §6.1), and de-chunking one would hand the client bytes it
+/// cannot decode (gzip with no header saying so). 502, like nginx, and the
+/// connection is dropped.
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_502() {
+    const CODINGS: [&str; 5] = [
+        "gzip, chunked",
+        "chunked, gzip",
+        "gzip\r\ntransfer-encoding: chunked",
+        "chunked\r\ntransfer-encoding: chunked",
+        "identity",
+    ];
+    let gzipped = gzip(b"hello world");
+    let chunked_gzip = chunked(&gzipped);
+    let up = Upstream::replying(move |req| match req.target.strip_prefix("/coded/") {
+        Some(i) => {
+            let te = CODINGS[i.parse::<usize>().unwrap()];
+            let mut bytes =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: {te}\r\n\r\n").into_bytes();
+            bytes.extend_from_slice(&chunked_gzip);
+            keep(bytes)
+        }
+        None => fresh(req),
+    })
+    .await;
+    let gw = gateway(&up).await;
+    let c = client();
+    for (i, te) in CODINGS.iter().enumerate() {
+        let (status, body) = get(&c, &gw, &format!("/coded/{i}")).await;
+        assert_eq!(status, 502, "transfer-encoding {te:?}: {:?}", String::from_utf8_lossy(&body));
+        assert_fresh(&c, &gw, &format!("/ok/{i}")).await;
+        assert_eq!(up.connections(), i + 2, "transfer-encoding {te:?}: the connection was reused");
+    }
+}
+
+/// A content coding is the application's business, end to end: a chunked
+/// `content-encoding: gzip` answer reaches the client with its header and
+/// its bytes as they were, decodable.
+#[tokio::test]
+async fn a_gzip_content_coding_passes_through() {
+    let gzipped = gzip(b"hello world");
+    let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-encoding: gzip\r\n\
+                       transfer-encoding: chunked\r\n\r\n"
+        .to_vec();
+    answer.extend_from_slice(&chunked(&gzipped));
+    let up = Upstream::replying(move |_| keep(answer.clone())).await;
+    let gw = gateway(&up).await;
+    let resp = client().get(gw.url("/zipped")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("content-encoding").map(|v| v.as_bytes()), Some(&b"gzip"[..]));
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(body, gzipped);
+    use std::io::Read as _;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "hello world");
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// `data` as a chunked body in two chunks, last chunk included.
+fn chunked(data: &[u8]) -> Vec<u8> {
+    let (a, b) = data.split_at(data.len() / 2);
+    let mut out = Vec::new();
+    for piece in [a, b] {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
 }
 
 /// RFC 9112 §6.3 (3): with both Transfer-Encoding and Content-Length the

@@ -6,6 +6,14 @@
 //! connection: a bad or conflicting `Content-Length`, a chunk line without
 //! CRLF, a head over [`MAX_HEAD`] are errors, and any message whose end is
 //! not certain leaves its connection out of the pool.
+//!
+//! A `Transfer-Encoding` other than a lone `chunked` is refused as well.
+//! porteiro sends upstreams no `TE`, so a server may not use any other
+//! transfer coding with it (RFC 9112 §6.1, RFC 9110 §10.1.4); and such a
+//! body could not be passed on: de-chunked, a `gzip` transfer coding
+//! would reach the client as bytes with nothing saying how to decode them,
+//! and HTTP/2 clients have no transfer codings at all. nginx refuses them
+//! the same way ("upstream sent unknown Transfer-Encoding", `502`).
 
 use std::mem::MaybeUninit;
 
@@ -69,6 +77,8 @@ pub enum ParseError {
     HeadTooLarge,
     #[error("invalid or conflicting content-length")]
     ContentLength,
+    #[error("transfer-encoding other than a lone chunked")]
+    TransferEncoding,
     #[error("malformed chunked body")]
     Chunk,
 }
@@ -183,8 +193,10 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
 
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     let mut length: Option<u64> = None;
+    // The Content-Length value kept is the upstream's own bytes, unless it
+    // came as a list (`5, 5`) or on several lines: then it goes out once.
+    let mut length_as_sent = true;
     let mut transfer_encoding = false;
-    let mut chunked = false;
     // HTTP/1.0 keep-alive is an opt-in few servers still use: not pooled.
     let mut close = version == Version::HTTP_10;
     // Fields `Connection` names as hop-by-hop (rare).
@@ -196,11 +208,20 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
             if length.is_some_and(|l| l != n) {
                 return Err(ParseError::ContentLength);
             }
+            if length.is_some() || field.value.contains(&b',') {
+                length_as_sent = false;
+            }
+            if length.is_some() {
+                continue;
+            }
             length = Some(n);
         } else if name == header::TRANSFER_ENCODING {
+            // One `chunked`, nothing else (see the module docs); a second
+            // line would make a list, `chunked` applied twice at best.
+            if transfer_encoding || !field.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(ParseError::TransferEncoding);
+            }
             transfer_encoding = true;
-            // Only the final coding matters: chunked must be last.
-            chunked = last_token(field.value).eq_ignore_ascii_case(b"chunked");
         } else if name == header::CONNECTION {
             for token in field.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -219,6 +240,9 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
     for name in listed {
         headers.remove(name);
     }
+    if let (Some(n), false) = (length, length_as_sent) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
 
     let body = if head_request
         || status.is_informational()
@@ -227,7 +251,7 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
     {
         BodyKind::Empty
     } else if transfer_encoding {
-        if chunked { BodyKind::Chunked } else { BodyKind::Close }
+        BodyKind::Chunked
     } else {
         match length {
             Some(0) => BodyKind::Empty,
@@ -278,10 +302,6 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
         found = Some(n);
     }
     found
-}
-
-fn last_token(value: &[u8]) -> &[u8] {
-    value.rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii()
 }
 
 /// What the chunked decoder made of its input so far.
@@ -472,10 +492,8 @@ mod tests {
             let h = complete(&format!("HTTP/1.1 {status} X\r\ncontent-length: 5\r\n\r\n"));
             assert_eq!(h.body, BodyKind::Empty, "{status}");
         }
-        let h = complete("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
+        let h = complete("HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked \r\n\r\n");
         assert_eq!((h.body, h.reusable), (BodyKind::Chunked, true));
-        let h = complete("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n");
-        assert_eq!((h.body, h.reusable), (BodyKind::Close, false));
         let h = complete("HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!((h.body, h.reusable), (BodyKind::Close, false));
         let h = complete("HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 1\r\n\r\n");
@@ -517,7 +535,44 @@ mod tests {
         }
         let text = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n";
         assert_eq!(head(text, false).unwrap_err(), ParseError::ContentLength);
-        assert_eq!(complete("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n").body, BodyKind::Length(5));
+    }
+
+    #[test]
+    fn repeated_equal_content_lengths_become_one() {
+        for text in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5,5\r\ncontent-length: 5\r\n\r\n",
+        ] {
+            let h = complete(text);
+            assert_eq!(h.body, BodyKind::Length(5), "{text:?}");
+            let values: Vec<_> = h.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(values, ["5"], "{text:?}");
+        }
+        // A lone value keeps the upstream's bytes.
+        let h = complete("HTTP/1.1 200 OK\r\ncontent-length: 007\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Length(7));
+        assert_eq!(h.headers[header::CONTENT_LENGTH], "007");
+    }
+
+    #[test]
+    fn transfer_codings_other_than_a_lone_chunked_are_refused() {
+        for te in [
+            "gzip, chunked",
+            "chunked, gzip",
+            "gzip",
+            "identity",
+            "chunked, chunked",
+            "chunked\r\ntransfer-encoding: chunked",
+            "gzip\r\ntransfer-encoding: chunked",
+            "chunked;q=1",
+            "",
+        ] {
+            for status in ["200 OK", "204 No Content"] {
+                let text = format!("HTTP/1.1 {status}\r\ntransfer-encoding: {te}\r\n\r\n");
+                assert_eq!(head(&text, false).unwrap_err(), ParseError::TransferEncoding, "{te:?} on {status}");
+            }
+        }
     }
 
     #[test]

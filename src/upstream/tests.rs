@@ -58,6 +58,7 @@ fn get(path: &str) -> Request<Empty<Bytes>> {
 async fn body_of<B>(resp: Response<UpstreamBody<B>>) -> Bytes
 where
     B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error,
 {
     resp.into_body().collect().await.unwrap().to_bytes()
 }

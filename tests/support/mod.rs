@@ -186,10 +186,16 @@ impl RawResponse {
 /// For requests a normal client would rewrite: dot segments, header names
 /// with `_` or `.`, hop-by-hop headers.
 pub async fn raw_request(addr: SocketAddr, head_lines: &[&str]) -> RawResponse {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = head_lines.join("\r\n");
     request.push_str("\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    raw_exchange(addr, request.as_bytes()).await
+}
+
+/// Sends `request` (head and body, any bytes) on a new connection and
+/// reads one answer.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
     tokio::time::timeout(PATIENCE, read_response(&mut stream)).await.expect("raw response in time")
 }
 
@@ -198,7 +204,7 @@ pub async fn raw_request(addr: SocketAddr, head_lines: &[&str]) -> RawResponse {
 /// `Connection: close`. `None` when the connection closed (or was reset)
 /// without an answer or none came within [`PATIENCE`]. The body is kept as
 /// received (not de-chunked).
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Option<RawResponse> {
+pub async fn raw_exchange_until_close(addr: SocketAddr, request: &[u8]) -> Option<RawResponse> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     // The server may answer and close before reading everything.
     let _ = stream.write_all(request).await;
@@ -215,7 +221,9 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Option<RawRespons
     Some(RawResponse { status, headers, body: buf[head_end + 4..].to_vec() })
 }
 
-async fn read_response(stream: &mut TcpStream) -> RawResponse {
+/// Reads one answer off `stream`: its body by Content-Length, else to the
+/// end of the stream (a chunked body stays chunked).
+pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {

@@ -56,6 +56,7 @@ EOF
 )
 echo "check-runtime-libs: runtime stage $base installs: $packages"
 
+# shellcheck source=/dev/null
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 case "$base" in
   debian:"$codename"-slim | debian:"$codename" | debian:"$codename"-*) ;;

@@ -57,8 +57,11 @@ edit "$b/kubernetes/sidecar/helpdesk.yaml" '              path: /readyz' '      
 edit "$b/kubernetes/replicas/redis.yaml" '  replicas: 1' '  replicas: [1'
 # A Dockerfile hadolint rejects: the image would run as root.
 printf 'USER root\n' >>"$b/Dockerfile"
-# A runtime stage without the SAML libraries the binary links.
+# A runtime stage without the SAML libraries the binary links (the lines
+# end in a literal backslash).
+# shellcheck disable=SC1003
 edit "$b/Dockerfile" '        libxmlsec1 \' '        \'
+# shellcheck disable=SC1003
 edit "$b/Dockerfile" '        libxmlsec1-openssl \' '        \'
 
 if "$b/validate.sh" >"$work/broken.log" 2>&1; then
@@ -66,13 +69,15 @@ if "$b/validate.sh" >"$work/broken.log" 2>&1; then
   echo "test-validate: FAILED: validate.sh accepted broken manifests" >&2
   exit 1
 fi
-status=0
+passed=2 # deploy/ as committed passes; the broken copy fails
+failed=0
 expect() {
   if grep -qF -- "$2" "$work/broken.log"; then
     echo "test-validate: ok: $1"
+    passed=$((passed + 1))
   else
     echo "test-validate: FAILED: $1: no '$2' in validate.sh's output" >&2
-    status=1
+    failed=$((failed + 1))
   fi
 }
 expect "misspelt Deployment field" "('replica' was unexpected)"
@@ -86,8 +91,6 @@ expect "invalid YAML" "syntax error"
 expect "invalid YAML" "replicas/redis.yaml: not YAML"
 expect "root user in the image" "DL3002"
 expect "missing runtime library" "MISSING libxmlsec1.so.1"
-if [ "$status" -ne 0 ]; then
-  cat "$work/broken.log"
-  exit 1
-fi
-echo "test-validate: ok: validate.sh fails on each broken file"
+[ "$failed" -eq 0 ] || cat "$work/broken.log"
+echo "test-validate: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

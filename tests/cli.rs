@@ -1,15 +1,15 @@
 //! The binary's configuration handling (DESIGN §7): errors name the key and
 //! `file:line:col` and stop porteiro before it serves; `porteiro check`
 //! validates the committed demo config; `porteiro dev-cert` writes a usable
-//! certificate.
+//! certificate; logs are coloured only on a terminal (DESIGN §9).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 mod support;
 
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 
-use support::{ConfigFile, run_binary};
+use support::{ConfigFile, binary, run_binary};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -130,4 +130,60 @@ fn dev_cert_writes_a_certificate_the_gateway_loads() {
     );
     let config = porteiro::config::Config::from_toml(&text, "test.toml").unwrap();
     porteiro::App::new(config).unwrap_or_else(|e| panic!("dev cert unusable: {e}"));
+}
+
+/// A config whose main listener cannot be bound because the returned
+/// listener holds its port: porteiro starts logging, logs the failure as an
+/// error and exits at once, with no signal needed to stop it.
+fn config_failing_to_bind() -> (std::net::TcpListener, ConfigFile) {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let file = ConfigFile::new(&format!(
+        "[server]\nlisten = \"{}\"\n\n[[routes]]\nupstream = \"builtin:whoami\"\npublic = true\n",
+        held.local_addr().unwrap()
+    ));
+    (held, file)
+}
+
+#[test]
+fn logs_written_to_a_file_carry_no_colour_escapes() {
+    let (_held, config) = config_failing_to_bind();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("stderr.log");
+    let status = Command::new(binary())
+        .args(["--config", config.path_str()])
+        .env_remove("PORTEIRO_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // The tracing line itself, not only the plain `error:` summary.
+    assert!(log.lines().any(|l| l.contains("ERROR") && l.contains("server.listen")), "{log}");
+    assert!(!log.contains('\x1b'), "colour escapes in a log file: {log:?}");
+}
+
+#[test]
+fn logs_written_to_a_terminal_are_coloured() {
+    let (_held, config) = config_failing_to_bind();
+    // util-linux `script` runs the binary on a pseudo-terminal and copies
+    // what it writes there to its own stdout.
+    let command = format!("{} --config {}", binary(), config.path_str());
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_remove("PORTEIRO_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = stdout(&out);
+    assert!(!out.status.success(), "{screen}");
+    let line = screen.lines().find(|l| l.contains("server.listen") && l.contains("ERROR")).unwrap_or_else(|| {
+        panic!("no error line on the terminal: {screen:?}");
+    });
+    assert!(line.contains('\x1b'), "no colour on a terminal: {line:?}");
 }

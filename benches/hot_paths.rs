@@ -15,7 +15,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use porteiro::config::HostPattern;
 use porteiro::gateway::IDENTITY_HEADERS;
 use porteiro::path::normalize;
-use porteiro::proxy::{FORWARDING_HEADERS, Forwarding, NEVER_FORWARDED, StripSet, Upgrades, prepare_request_headers, remove_hop_by_hop};
+use porteiro::proxy::{
+    FORWARDING_HEADERS, Forwarding, NEVER_FORWARDED, StripSet, Upgrades, prepare_request_headers, remove_hop_by_hop,
+};
 use porteiro::routes::RouteTable;
 
 /// Short runs: these are regression guards, not publication numbers.

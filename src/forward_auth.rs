@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(host, Err(UrlProblem::Conflict));
         let envoy = ask(&[("x-forwarded-uri", "/public")], Some("/admin"));
         assert_eq!(envoy, Err(UrlProblem::Conflict));
-        let same = ask(&[("x-original-url", "http://A.test/x"), ("x-forwarded-host", "a.TEST"), ("x-forwarded-uri", "/x")], None);
+        let same = ask(
+            &[("x-original-url", "http://A.test/x"), ("x-forwarded-host", "a.TEST"), ("x-forwarded-uri", "/x")],
+            None,
+        );
         assert_eq!(same, url(Some("A.test"), "/x", None));
     }
 

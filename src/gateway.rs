@@ -272,7 +272,6 @@ impl Gateway {
         self.providers.iter().find(|p| p.id() == id)
     }
 
-
     /// Answers one request (see the module docs for the phases).
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         // A tunnel to anywhere is no request for an application (DESIGN §8.1).
@@ -405,9 +404,7 @@ impl Gateway {
             },
             // Bearer challenges (401, or 403 for a missing scope) are
             // answers an ingress relays; anything else would be a 500 there.
-            Verdict::Respond(resp) if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-                resp
-            }
+            Verdict::Respond(resp) if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => resp,
             Verdict::Respond(_) => sign_in_json(),
         };
         route.metrics.answered(resp.status());
@@ -459,7 +456,8 @@ impl Gateway {
         route: &Route,
         target: &canonical::Target<'_>,
     ) -> Verdict {
-        if route.access == Access::Public || route.public_paths.iter().any(|p| prefix_matches(p, &target.decision_path()))
+        if route.access == Access::Public
+            || route.public_paths.iter().any(|p| prefix_matches(p, &target.decision_path()))
         {
             return Verdict::Pass(None);
         }
@@ -782,7 +780,10 @@ fn compile_route(
 /// `401 {"error": "unauthorized"}`: sign-in is required (JSON whatever the
 /// Accept header: forward-auth callers turn it into a login themselves).
 fn sign_in_json() -> Response<Body> {
-    error::json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "unauthorized", "error_description": "Sign-in is required." }))
+    error::json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({ "error": "unauthorized", "error_description": "Sign-in is required." }),
+    )
 }
 
 /// `?name=true` (or `1`) in a query.
@@ -792,7 +793,12 @@ fn query_flag(query: Option<&str>, name: &str) -> bool {
 
 /// Signed in but not allowed (`403`).
 pub(crate) fn forbidden(html: bool) -> Response<Body> {
-    error::error(StatusCode::FORBIDDEN, "forbidden", "You are signed in, but not allowed to use this application.", html)
+    error::error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "You are signed in, but not allowed to use this application.",
+        html,
+    )
 }
 
 /// A browser navigation (as opposed to an API call or XHR): GET/HEAD that
@@ -832,4 +838,3 @@ pub(crate) fn redirect(location: &str) -> Response<Body> {
     error::harden(resp.headers_mut());
     resp
 }
-

@@ -25,9 +25,9 @@ use crate::auth::store::Revocation;
 use crate::auth::token::{KeySource, Rules, TokenError, Verifier};
 use crate::auth::{self, Identity, Provider, claims, redirect as sanitize};
 use crate::body::Body;
+use crate::canonical::Target;
 use crate::config::{Config, KeyConfig, ProviderConfig, ProviderKind, SamlMetadata, TokenConfig, TokenEndpointAuth};
 use crate::error::{self, escape_html};
-use crate::canonical::Target;
 use crate::gateway::{Gateway, redirect};
 use crate::server::ConnInfo;
 
@@ -922,4 +922,3 @@ async fn add_mappings(ids: &Identifiers, client: &str, body: serde_json::Value) 
         Err(MappingError::Storage(e)) => unavailable(&e),
     }
 }
-

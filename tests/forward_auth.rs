@@ -159,7 +159,9 @@ async fn public_paths_dot_segments_and_encoded_slashes() {
     // 200/401/403 (nginx makes anything else a 500): 401 without a session,
     // 403 with one.
     let cookie = gw.login(&hs_token(&claims())).await;
-    for sneaky in ["/assets/..%2Ftickets/1", "/assets/..%2ftickets/1", "/assets/..%5Ctickets/1", "/assets/..;/tickets/1"] {
+    for sneaky in
+        ["/assets/..%2Ftickets/1", "/assets/..%2ftickets/1", "/assets/..%5Ctickets/1", "/assets/..;/tickets/1"]
+    {
         let resp = ask(&gw, &format!("https://app.test{sneaky}"), None).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{sneaky}");
         let resp = ask(&gw, &format!("https://app.test{sneaky}"), Some(&cookie)).send().await.unwrap();

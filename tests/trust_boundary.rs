@@ -75,7 +75,8 @@ async fn host_confusion_is_refused() {
     let a = addr(&gw);
     // The route was chosen by the absolute-form target's host while the
     // upstream dispatched on the client's own Host.
-    let confused = raw_request(a, b"GET http://public.test/x HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n").await;
+    let confused =
+        raw_request(a, b"GET http://public.test/x HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n").await;
     assert_eq!(raw_status(&confused), 400, "{confused}");
     for hostile in [
         &b"GET /x HTTP/1.1\r\nHost: public.test\r\nHost: admin.test\r\nConnection: close\r\n\r\n"[..],
@@ -90,7 +91,8 @@ async fn host_confusion_is_refused() {
     }
     assert_eq!(up.hits(), 0, "nothing hostile reached the upstream");
     // The host that chose the route is the Host the upstream receives.
-    let fine = raw_request(a, b"GET http://public.test/x HTTP/1.1\r\nHost: PUBLIC.test\r\nConnection: close\r\n\r\n").await;
+    let fine =
+        raw_request(a, b"GET http://public.test/x HTTP/1.1\r\nHost: PUBLIC.test\r\nConnection: close\r\n\r\n").await;
     assert_eq!(raw_status(&fine), 200, "{fine}");
     let echo = body_json(&fine);
     assert_eq!(echo["headers"]["host"], serde_json::json!(["PUBLIC.test"]));
@@ -139,8 +141,11 @@ async fn paths_the_upstream_reads_differently_are_refused_or_judged_as_it_reads_
     let a = addr(&gw);
     // Each of these is /admin/secret (or /private) to nginx or Tomcat; none
     // may reach the upstream without a login.
-    for path in ["//admin/secret", "/open/..;/admin/secret", "/admin;x/secret", "/assets/..;/private", "/assets;/../x"] {
-        let answer = raw_request(a, format!("GET {path} HTTP/1.1\r\nHost: any.test\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    for path in ["//admin/secret", "/open/..;/admin/secret", "/admin;x/secret", "/assets/..;/private", "/assets;/../x"]
+    {
+        let answer =
+            raw_request(a, format!("GET {path} HTTP/1.1\r\nHost: any.test\r\nConnection: close\r\n\r\n").as_bytes())
+                .await;
         let status = raw_status(&answer);
         assert!(status == 400 || status == 401, "{path} -> {answer}");
     }
@@ -149,7 +154,8 @@ async fn paths_the_upstream_reads_differently_are_refused_or_judged_as_it_reads_
     let cookie = gw.login(&hs_token(&claims())).await;
     let answer = raw_request(
         a,
-        format!("GET //admin//secret HTTP/1.1\r\nHost: any.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET //admin//secret HTTP/1.1\r\nHost: any.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
@@ -171,7 +177,9 @@ async fn raw_non_ascii_bytes_are_forwarded_exactly() {
     let up = EchoUpstream::start().await;
     let gw = gateway(&up).await;
     // A path that is rewritten (a dot segment) and keeps its raw UTF-8.
-    let answer = raw_request(addr(&gw), "GET /open/café/./ü HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n".as_bytes()).await;
+    let answer =
+        raw_request(addr(&gw), "GET /open/café/./ü HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n".as_bytes())
+            .await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
     assert_eq!(body_json(&answer)["path"], "/open/café/ü");
 }
@@ -285,7 +293,11 @@ async fn forward_auth_judges_the_url_the_proxy_set() {
     let public = [("x-forwarded-host", "app.test"), ("x-forwarded-uri", "/open/x")];
     assert_eq!(ask(&public, None).await.unwrap().status(), StatusCode::OK);
     // A malformed or missing URL: 401 without a session, 403 with one.
-    for bad in [&[("x-original-url", "https://a.test/x%00")][..], &[("x-forwarded-uri", "/a"), ("x-forwarded-host", "a b")], &[]] {
+    for bad in [
+        &[("x-original-url", "https://a.test/x%00")][..],
+        &[("x-forwarded-uri", "/a"), ("x-forwarded-host", "a b")],
+        &[],
+    ] {
         assert_eq!(ask(bad, None).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{bad:?}");
         assert_eq!(ask(bad, Some(&cookie)).await.unwrap().status(), StatusCode::FORBIDDEN, "{bad:?}");
     }

@@ -19,8 +19,12 @@ pub mod names {
     /// Counter: client connections accepted.
     pub const CONNECTIONS: &str = "connections";
     /// Counter: requests refused before reaching a route or upstream, by
-    /// `reason`; also `bad_request_body`, a body that broke HTTP framing on
-    /// its way upstream.
+    /// `reason`: the canonical request's (`no_host`, `several_hosts`,
+    /// `bad_host`, `host_mismatch`, `bad_path`), the route's (`no_route`,
+    /// `encoded_slash`, `semicolon`), `connect`, `draining`, forward-auth
+    /// URLs (`no_original_url`, `bad_original_url`,
+    /// `conflicting_original_url`); also `bad_request_body`, a body that
+    /// broke HTTP framing on its way upstream.
     pub const REJECTED: &str = "rejected_requests";
     /// Counter: configuration reloads by `result` (`ok`, `error`).
     pub const RELOADS: &str = "config_reloads";

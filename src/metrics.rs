@@ -21,7 +21,7 @@ pub mod names {
     /// Counter: requests refused before reaching a route or upstream, by
     /// `reason`: the canonical request's (`no_host`, `several_hosts`,
     /// `bad_host`, `host_mismatch`, `bad_path`), the route's (`no_route`,
-    /// `encoded_slash`, `semicolon`), `connect`, `draining`, forward-auth
+    /// `encoded_slash`, `semicolon`), `connect`, forward-auth
     /// URLs (`no_original_url`, `bad_original_url`,
     /// `conflicting_original_url`); also `bad_request_body`, a body that
     /// broke HTTP framing on its way upstream.

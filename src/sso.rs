@@ -932,7 +932,8 @@ async fn json_body(req: Request<Incoming>) -> Result<serde_json::Value, Response
             &json!({ "error": "invalid_request", "error_description": "body larger than 16 KiB" }),
         )
     })?;
-    serde_json::from_slice(&bytes.to_bytes()).map_err(|_| invalid_request("the body is not valid JSON"))
+    auth::json::value(&bytes.to_bytes())
+        .map_err(|_| invalid_request("the body is not valid JSON (or names a member twice)"))
 }
 
 fn invalid_request(why: &str) -> Response<Body> {

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod code;
 pub mod fetch;
 pub mod identifiers;
+pub mod json;
 pub mod jwks;
 pub mod jwt;
 pub mod oidc;

@@ -345,9 +345,9 @@ impl OidcLogin {
                 }
             }
         })?;
-        let body: Map<String, Value> = serde_json::from_slice(&fetched.body).unwrap_or_default();
+        let body = super::json::object(&fetched.body);
         if fetched.status != StatusCode::OK {
-            let error = body.get("error").and_then(Value::as_str).unwrap_or("unknown");
+            let error = body.as_ref().ok().and_then(|b| b.get("error")).and_then(Value::as_str).unwrap_or("unknown");
             warn!(provider = %self.s.id, status = fetched.status.as_u16(), error, "token endpoint refused the code");
             return Err(Failure::new(
                 StatusCode::BAD_GATEWAY,
@@ -355,7 +355,14 @@ impl OidcLogin {
                 format!("The identity provider refused the code ({error})."),
             ));
         }
-        Ok(body)
+        // A repeated member (two `id_token`s) could be read either way.
+        body.map_err(|_| {
+            Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "token_response",
+                "The identity provider's answer is not a JSON object with unique member names.",
+            )
+        })
     }
 
     /// The token request (built whole before any await: the form encoder is
@@ -474,7 +481,7 @@ impl OidcLogin {
             .send(req, TOKEN_TIMEOUT, MAX_TOKEN_RESPONSE)
             .await
             .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed."))?;
-        let info: Map<String, Value> = match (fetched.status, serde_json::from_slice(&fetched.body)) {
+        let info: Map<String, Value> = match (fetched.status, super::json::object(&fetched.body)) {
             (StatusCode::OK, Ok(m)) => m,
             _ => return Err(Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed.")),
         };

@@ -288,18 +288,23 @@ impl Gateway {
         resp
     }
 
-    /// Phase 5. Public routes and `public_paths` pass without a session. A
-    /// request with a bearer token on a route that takes them (or any
+    /// Phase 5. Several `Authorization` headers are 400, on any route.
+    /// Public routes and `public_paths` pass without a session. A request
+    /// carrying `Authorization` on a route that takes bearer tokens (or any
     /// request to a bearer-only route) is judged as an API call; otherwise
     /// it needs a valid session from the route's login provider. Either way
     /// the route's `allow` rules decide.
     pub(crate) async fn authenticate<B>(&self, req: &Request<B>, route: &Route, path: &str) -> Outcome {
+        let credential = auth::bearer::credential(req.headers());
+        if credential == auth::bearer::Credential::Several {
+            let why = "Send at most one Authorization header.";
+            return Outcome::Respond(self.reject(req, StatusCode::BAD_REQUEST, "several_authorization", why));
+        }
         if route.access == Access::Public || route.public_paths.iter().any(|p| prefix_matches(p, path)) {
             return Outcome::Pass(None);
         }
-        let bearer = auth::bearer::bearer_token(req.headers());
-        if !route.bearer.is_empty() && (bearer.is_some() || route.login.is_none()) {
-            return self.authenticate_bearer(req, route, bearer).await;
+        if !route.bearer.is_empty() && (credential != auth::bearer::Credential::Absent || route.login.is_none()) {
+            return self.authenticate_bearer(req, route, credential.token()).await;
         }
         match self.session(req.headers(), route) {
             Some(identity) => self.allowed(req, route, identity),
@@ -324,13 +329,27 @@ impl Gateway {
 
     /// An API call: `Authorization: Bearer <JWT>` checked against the
     /// route's bearer providers (RFC 6750 answers, never a redirect).
-    async fn authenticate_bearer<B>(&self, req: &Request<B>, route: &Route, token: Option<&str>) -> Outcome {
-        let Some(token) = token else {
-            return Outcome::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
-        };
+    async fn authenticate_bearer<B>(
+        &self,
+        req: &Request<B>,
+        route: &Route,
+        token: Result<&str, Option<auth::token::TokenError>>,
+    ) -> Outcome {
         let now = auth::now();
         let mut refused = None;
-        for provider in &route.bearer {
+        let token = match token {
+            Ok(token) => token,
+            Err(None) => {
+                return Outcome::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
+            }
+            // Unreadable by any provider: refused below as malformed.
+            Err(Some(e)) => {
+                refused = Some(("-", e));
+                ""
+            }
+        };
+        let providers = if refused.is_none() { &route.bearer[..] } else { &[] };
+        for provider in providers {
             let Some(b) = provider.as_bearer() else { continue };
             match b.check(token, now).await {
                 Ok(accepted) => {

@@ -410,11 +410,11 @@ impl Gateway {
         headers: &http::HeaderMap,
         return_to: &str,
     ) -> Response<Body> {
-        // An OpenID Connect attempt begins at `{auth_prefix}/start`: the
-        // browser sends the attempt cookies it holds (`Path=/sso/`) only
-        // there, and only with them can the oldest beyond the bound be
+        // An OpenID Connect or SAML attempt begins at `{auth_prefix}/start`:
+        // the browser sends the attempt cookies it holds (`Path=/sso/`)
+        // only there, and only with them can the oldest beyond the bound be
         // expired. Here, on the app's path, it sends none.
-        if provider.as_oidc().is_some() {
+        if provider.binds_browser() {
             let query = form_urlencoded::Serializer::new(String::new())
                 .append_pair("provider", provider.id())
                 .append_pair("redirectUrl", return_to)

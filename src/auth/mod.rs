@@ -45,6 +45,12 @@ impl Provider {
         matches!(self, Provider::Jwt(_) | Provider::Code(_) | Provider::Oidc(_) | Provider::Saml(_))
     }
 
+    /// Its logins bind their attempt to the browser with a login-attempt
+    /// cookie (`Path={auth_prefix}/`, bounded per browser).
+    pub fn binds_browser(&self) -> bool {
+        matches!(self, Provider::Oidc(_) | Provider::Saml(_))
+    }
+
     pub fn as_jwt(&self) -> Option<&jwt::JwtLogin> {
         match self {
             Provider::Jwt(p) => Some(p),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue};
 use samael::crypto::AllowedSignatureAlgorithm;
 use samael::key_info::{KeyInfo, X509Data};
 use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor};
@@ -29,10 +30,8 @@ use samael::schema::Assertion;
 use samael::service_provider::{ServiceProvider, ServiceProviderBuilder};
 use samael::traits::ToXml;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
-
-use http::{HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
+use tracing::{info, warn};
 
 use super::claims::valid_email;
 use super::fetch::Fetcher;

@@ -444,8 +444,9 @@ impl Gateway {
         Ok(route)
     }
 
-    /// Phase 5. Public routes and `public_paths` pass without a session. A
-    /// request with a bearer token on a route that takes them (or any
+    /// Phase 5. Several `Authorization` headers are 400, on any route.
+    /// Public routes and `public_paths` pass without a session. A request
+    /// carrying `Authorization` on a route that takes bearer tokens (or any
     /// request to a bearer-only route) is judged as an API call; otherwise
     /// it needs a valid session from the route's login provider. Either way
     /// the route's `allow` rules decide.
@@ -456,14 +457,21 @@ impl Gateway {
         route: &Route,
         target: &canonical::Target<'_>,
     ) -> Verdict {
+        let credential = auth::bearer::credential(headers);
+        if credential == auth::bearer::Credential::Several {
+            info!(reason = "several_authorization", %method, status = 400, "request refused");
+            self.shared.metrics.rejected("several_authorization");
+            let why = "Send at most one Authorization header.";
+            let resp = error::error(StatusCode::BAD_REQUEST, "several_authorization", why, error::wants_html(headers));
+            return Verdict::Respond(resp);
+        }
         if route.access == Access::Public
             || route.public_paths.iter().any(|p| prefix_matches(p, &target.decision_path()))
         {
             return Verdict::Pass(None);
         }
-        let bearer = auth::bearer::bearer_token(headers);
-        if !route.bearer.is_empty() && (bearer.is_some() || route.login.is_none()) {
-            return self.authenticate_bearer(method, headers, route, bearer).await;
+        if !route.bearer.is_empty() && (credential != auth::bearer::Credential::Absent || route.login.is_none()) {
+            return self.authenticate_bearer(route, credential.token()).await;
         }
         match self.session(headers, route) {
             Some(identity) => self.allowed(route, identity),
@@ -484,17 +492,24 @@ impl Gateway {
     /// route's bearer providers (RFC 6750 answers, never a redirect).
     async fn authenticate_bearer(
         &self,
-        _method: &Method,
-        _headers: &http::HeaderMap,
         route: &Route,
-        token: Option<&str>,
+        token: Result<&str, Option<auth::token::TokenError>>,
     ) -> Verdict {
-        let Some(token) = token else {
-            return Verdict::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
-        };
         let now = auth::now();
         let mut refused = None;
-        for provider in &route.bearer {
+        let token = match token {
+            Ok(token) => token,
+            Err(None) => {
+                return Verdict::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
+            }
+            // Unreadable by any provider: refused below as malformed.
+            Err(Some(e)) => {
+                refused = Some(("-", e));
+                ""
+            }
+        };
+        let providers = if refused.is_none() { &route.bearer[..] } else { &[] };
+        for provider in providers {
             let Some(b) = provider.as_bearer() else { continue };
             match b.check(token, now).await {
                 Ok(accepted) => {
@@ -555,11 +570,11 @@ impl Gateway {
         headers: &http::HeaderMap,
         return_to: &str,
     ) -> Response<Body> {
-        // An OpenID Connect attempt begins at `{auth_prefix}/start`: the
-        // browser sends the attempt cookies it holds (`Path=/sso/`) only
-        // there, and only with them can the oldest beyond the bound be
+        // An OpenID Connect or SAML attempt begins at `{auth_prefix}/start`:
+        // the browser sends the attempt cookies it holds (`Path=/sso/`)
+        // only there, and only with them can the oldest beyond the bound be
         // expired. Here, on the app's path, it sends none.
-        if provider.as_oidc().is_some() {
+        if provider.binds_browser() {
             let query = form_urlencoded::Serializer::new(String::new())
                 .append_pair("provider", provider.id())
                 .append_pair("redirectUrl", return_to)

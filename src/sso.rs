@@ -19,7 +19,7 @@ use crate::auth::fetch::Fetcher;
 use crate::auth::identifiers::{Identifiers, Mapping, MappingError};
 use crate::auth::jwks::{JwksRegistry, JwksSettings};
 use crate::auth::jwt::JwtLogin;
-use crate::auth::oidc::{ClientAuth, Endpoints, OidcLogin, OidcSettings};
+use crate::auth::oidc::{ClientAuth, Comeback, Endpoints, OidcLogin, OidcSettings};
 use crate::auth::saml::{self, MetadataSource, SamlLogin, SamlSettings};
 use crate::auth::store::Revocation;
 use crate::auth::token::{KeySource, Rules, TokenError, Verifier};
@@ -362,7 +362,7 @@ impl Gateway {
                 resp
             }
         };
-        if let Some(clear) = states.clear(state) {
+        if let Some(clear) = states.clear(state, Comeback::Navigation) {
             resp.headers_mut().append(header::SET_COOKIE, clear);
         }
         resp
@@ -397,7 +397,14 @@ impl Gateway {
         };
         let attempt = match saml::take_attempt(relay, self.shared.store.as_ref()).await {
             Ok(a) => a,
-            Err(f) => return self.login_failed(&probe, "-", StatusCode::BAD_REQUEST, f.reason, &f.text),
+            Err(f) => {
+                let mut resp = self.login_failed(&probe, "-", StatusCode::BAD_REQUEST, f.reason, &f.text);
+                // A replayed or stale answer: its attempt cookie, if any, is of no use.
+                if let Some(clear) = self.login_states.as_ref().and_then(|s| s.clear(relay, Comeback::CrossSitePost)) {
+                    resp.headers_mut().append(header::SET_COOKIE, clear);
+                }
+                return resp;
+            }
         };
         let Some(provider) = self.provider(&attempt.provider).and_then(|p| p.as_saml()) else {
             return self.login_failed(
@@ -409,17 +416,28 @@ impl Gateway {
             );
         };
         let id = provider.s.id.clone();
-        match provider.finish(attempt, response, self.shared.store.as_ref(), auth::now()).await {
+        let Some(states) = &self.login_states else {
+            let text = "This sign-in was not started in this browser.";
+            return self.login_failed(&probe, &id, StatusCode::BAD_REQUEST, "saml_browser_mismatch", text);
+        };
+        let posted = saml::Posted { saml_response: response, relay_state: relay, headers: probe.headers(), states };
+        let mut resp = match provider.finish(attempt, posted, self.shared.store.as_ref(), auth::now()).await {
             Ok((identity, return_to)) => self.start_session(&probe, &id, identity, &return_to, true),
             Err(f) => {
-                let status = if f.reason == "store_unavailable" {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::UNAUTHORIZED
+                let status = match f.reason {
+                    "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+                    // As OpenID Connect's unknown state: not this browser's sign-in.
+                    "saml_browser_mismatch" => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::UNAUTHORIZED,
                 };
                 self.login_failed(&probe, &id, status, f.reason, &f.text)
             }
+        };
+        // The attempt is spent whatever the outcome: its cookie goes too.
+        if let Some(clear) = states.clear(relay, Comeback::CrossSitePost) {
+            resp.headers_mut().append(header::SET_COOKIE, clear);
         }
+        resp
     }
 
     /// `GET /sso/saml/metadata[?provider=]`: the SP metadata to paste into the IdP.
@@ -450,7 +468,8 @@ impl Gateway {
     }
 
     /// Starts a login with `provider` for a browser that should come back to
-    /// `return_to`: a redirect (OpenID Connect also sets a state cookie).
+    /// `return_to`: a redirect (OpenID Connect and SAML also set a
+    /// login-attempt cookie that binds the attempt to this browser).
     pub(crate) async fn begin_login(
         &self,
         provider: &Provider,
@@ -462,8 +481,22 @@ impl Gateway {
         // once, whatever the request path looked like (`//evil.com/x` too).
         let return_to = &sanitize::sanitize(Some(return_to), &self.public_url);
         if let Provider::Saml(p) = provider {
-            return match p.begin(return_to, self.shared.store.as_ref()).await {
-                Ok(url) => redirect(&url),
+            let Some(states) = &self.login_states else {
+                return error::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no_session_secret",
+                    "Sessions are not configured.",
+                    error::wants_html(headers),
+                );
+            };
+            return match p.begin(states, headers, return_to, self.shared.store.as_ref()).await {
+                Ok((url, cookies)) => {
+                    let mut resp = redirect(&url);
+                    for c in cookies {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    resp
+                }
                 Err(f) => {
                     self.shared.metrics.auth_failure(provider.id(), f.reason);
                     warn!(provider = provider.id(), reason = f.reason, "cannot start a SAML login");
@@ -868,7 +901,8 @@ async fn json_body(req: Request<Incoming>) -> Result<serde_json::Value, Response
             &json!({ "error": "invalid_request", "error_description": "body larger than 16 KiB" }),
         )
     })?;
-    serde_json::from_slice(&bytes.to_bytes()).map_err(|_| invalid_request("the body is not valid JSON"))
+    auth::json::value(&bytes.to_bytes())
+        .map_err(|_| invalid_request("the body is not valid JSON (or names a member twice)"))
 }
 
 fn invalid_request(why: &str) -> Response<Body> {

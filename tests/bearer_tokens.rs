@@ -18,7 +18,7 @@ use code_support::{
 };
 use http::header;
 use serde_json::{Value, json};
-use support::{Echo, FakeUpstream, RunningUpstream, TestGateway, client, start_gateway};
+use support::{Echo, FakeUpstream, RunningUpstream, TestGateway, client, raw_request, start_gateway};
 
 const HS_ISSUER: &str = "https://issuer.test";
 const IDP_ISSUER: &str = "https://idp.test";
@@ -34,7 +34,8 @@ struct Setup {
 /// the JWKS), `scoped` (needs `reports:read`) and `young` (tokens at most
 /// 1 s old), a `kb` code login, and a route for each:
 /// `/api/hs`, `/api/keys`, `/api/any` (hs then keys), `/api/scoped`,
-/// `/api/young`, and `/app` (code login for browsers, `keys` for APIs).
+/// `/api/young`, `/app` (code login for browsers, `keys` for APIs) and the
+/// public `/public`.
 async fn setup() -> Setup {
     let up = FakeUpstream::new("api").start().await;
     let jwks = JwksServer::start(json!({"keys": [keys::rsa().jwk("rsa-1"), keys::ec().jwk("ec-1")]})).await;
@@ -87,7 +88,8 @@ max_token_age_seconds = 1
         route("app", "/app", &u, Some("kb"), &["keys"]),
     ]
     .concat();
-    let body = format!("{}{}{providers}{routes}", session(15), code_provider("kb", None));
+    let public = format!("\n[[routes]]\nid = \"pub\"\npath_prefix = \"/public\"\nupstream = \"{u}\"\npublic = true\n");
+    let body = format!("{}{}{providers}{routes}{public}", session(15), code_provider("kb", None));
     let gw = start_gateway("", &body).await;
     wait_ready(&gw.admin_url("/readyz")).await;
     Setup { gw, up, jwks }
@@ -455,4 +457,154 @@ async fn a_cached_token_is_still_refused_once_older_than_max_token_age() {
     // A fresh token is fine: it was the age.
     let fresh = hs(&json!({"iss": HS_ISSUER, "aud": "api://young", "sub": "svc", "iat": now(), "exp": now() + 600}));
     assert_eq!(call(&s, "/api/young/x", Some(&fresh), false).await.status(), 200);
+}
+
+/// DESIGN §8.1: on a route that takes bearer tokens, a request carrying
+/// `Authorization` is an API call, even from a browser and even when the
+/// route also has a login: an unusable credential gets a 401 challenge it
+/// can act on, never a redirect to a login page.
+#[tokio::test]
+async fn any_authorization_on_a_bearer_route_is_an_api_call() {
+    let s = setup().await;
+    let bare = [
+        ("Basic", "Basic YXBwMTpzM2NyZXQ="),
+        ("empty Bearer", "Bearer "),
+        ("Bearer alone", "Bearer"),
+        ("no scheme", "abc"),
+    ];
+    for (path, browser) in [("/app/page", true), ("/app/page", false), ("/api/keys/x", true)] {
+        for (what, authorization) in bare {
+            let mut req = client().get(s.gw.url(path)).header(header::AUTHORIZATION, authorization);
+            if browser {
+                req = req.header(header::ACCEPT, "text/html,application/xhtml+xml");
+            }
+            let a = Answer::read(req.send().await.unwrap()).await;
+            let what = format!("{what} on {path} (browser: {browser})");
+            assert_eq!(a.status, 401, "{what}: {}", a.text);
+            assert_eq!(a.header("www-authenticate"), Some("Bearer realm=\"porteiro\""), "{what}");
+            assert!(a.header("location").is_none(), "{what}: never a login redirect");
+            assert_eq!(a.header("content-type"), Some("application/json"), "{what}");
+        }
+        // A token with characters no token has is a malformed token.
+        let mut req = client().get(s.gw.url(path)).header(header::AUTHORIZATION, "Bearer a,b");
+        if browser {
+            req = req.header(header::ACCEPT, "text/html,application/xhtml+xml");
+        }
+        assert_invalid_token(req.send().await.unwrap(), "token malformed", &format!("Bearer a,b on {path}")).await;
+    }
+    assert_eq!(s.up.hits(), 0);
+    // The control: without Authorization the browser is sent to sign in.
+    let resp = call(&s, "/app/page", None, true).await;
+    assert_eq!(resp.status(), 302);
+    assert!(resp.headers()[header::LOCATION].to_str().unwrap().starts_with(LOGIN_URL));
+}
+
+/// DESIGN §8.1: two `Authorization` lines could mean two identities to
+/// porteiro and to the upstream: 400, on every route, whatever they hold.
+#[tokio::test]
+async fn several_authorization_headers_are_400() {
+    let s = setup().await;
+    let good = format!("Authorization: Bearer {}", es(&idp_claims()));
+    let other = format!("Authorization: Bearer {}", hs(&with(hs_claims(), "sub", json!("svc-other"))));
+    let host = format!("Host: {}", s.gw.addr());
+    for path in ["/api/keys/x", "/app/page", "/public/x"] {
+        // The control: one line passes.
+        let one = raw_request(s.gw.addr(), &[&format!("GET {path} HTTP/1.1"), &host, &good, "Connection: close"]).await;
+        assert_eq!(one.status, 200, "{path}: {}", one.text());
+        for second in [good.as_str(), other.as_str(), "Authorization: Basic YXBwMTpzM2NyZXQ="] {
+            let hits = s.up.hits();
+            let lines = [&format!("GET {path} HTTP/1.1") as &str, &host, &good, second, "Connection: close"];
+            let answer = raw_request(s.gw.addr(), &lines).await;
+            assert_eq!(answer.status, 400, "{path} with {second}: {}", answer.text());
+            assert!(answer.header("location").is_none());
+            assert_eq!(s.up.hits(), hits, "{path}: nothing went upstream");
+        }
+    }
+}
+
+/// DESIGN §8.1: a correctly signed token naming a member twice is refused:
+/// porteiro's JSON parser would keep the last `email`, another the first.
+#[tokio::test]
+async fn a_token_naming_a_member_twice_is_refused() {
+    let s = setup().await;
+    let now = now();
+    let claims = |email: &str| {
+        format!(
+            r#"{{"iss":"{IDP_ISSUER}","aud":"{AUDIENCE}","sub":"user-42",{email},"iat":{now},"exp":{}}}"#,
+            now + 300
+        )
+    };
+    let header = r#"{"alg":"RS256","typ":"JWT","kid":"rsa-1"}"#;
+    let control = keys::sign_raw(keys::rsa(), header, &claims(r#""email":"ana@example.com""#));
+    let resp = call(&s, "/api/keys/x", Some(&control), false).await;
+    assert_eq!(resp.status(), 200, "the control");
+    assert_eq!(resp.json::<Echo>().await.unwrap().header("x-forwarded-email"), Some("ana@example.com"));
+    let twice = keys::sign_raw(keys::rsa(), header, &claims(r#""email":"ana@example.com","email":"eve@example.com""#));
+    assert_invalid_token(call(&s, "/api/keys/x", Some(&twice), false).await, "token malformed", "email twice").await;
+    let nested = claims(r#""email":"ana@example.com","org":{"id":1,"id":2}"#);
+    let nested = keys::sign_raw(keys::rsa(), header, &nested);
+    assert_invalid_token(call(&s, "/api/keys/x", Some(&nested), false).await, "token malformed", "nested").await;
+    let header_twice = r#"{"alg":"RS256","typ":"JWT","kid":"rsa-1","kid":"rsa-1"}"#;
+    let header_twice = keys::sign_raw(keys::rsa(), header_twice, &claims(r#""email":"ana@example.com""#));
+    assert_invalid_token(call(&s, "/api/keys/x", Some(&header_twice), false).await, "token malformed", "header").await;
+    assert_eq!(s.up.hits(), 1, "only the control went upstream");
+}
+
+/// DESIGN §8.1: RSA keys under 2048 bits never verify anything. A JWKS
+/// that serves only such a key gives porteiro no key at all (the provider
+/// is not ready, its tokens are refused); next to a good key, the small
+/// one is ignored and the rest of the set loads.
+#[tokio::test]
+async fn an_rsa_key_under_2048_bits_verifies_nothing() {
+    let up = FakeUpstream::new("api").start().await;
+    let only_small = JwksServer::start(json!({"keys": [keys::rsa_1024().jwk("small")]})).await;
+    let mixed = JwksServer::start(json!({"keys": [keys::rsa_1024().jwk("small"), keys::rsa().jwk("rsa-1")]})).await;
+    let provider = |id: &str, url: &str| {
+        format!(
+            "\n[[providers]]\nid = \"{id}\"\nkind = \"bearer\"\nissuer = \"{IDP_ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_url = \"{url}\"\nalgorithms = [\"RS256\"]\n"
+        )
+    };
+    let body = format!(
+        "{}{}{}{}",
+        provider("weak", &only_small.url()),
+        provider("mixed", &mixed.url()),
+        route("weak", "/api/weak", &up.url(), None, &["weak"]),
+        route("mixed", "/api/mixed", &up.url(), None, &["mixed"]),
+    );
+    let gw = start_gateway("", &body).await;
+    let mixed_route = |token: String| {
+        let gw = &gw;
+        async move {
+            client()
+                .get(gw.url("/api/mixed/x"))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The mixed set loads: its good key verifies.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = mixed_route(keys::rsa().sign(Some("rsa-1"), &idp_claims())).await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the 2048-bit key of the mixed set verifies");
+    // Its 1024-bit key does not.
+    let small = keys::rsa_1024().sign(Some("small"), &idp_claims());
+    assert_invalid_token(mixed_route(small.clone()).await, "token signed with an unknown key", "mixed set").await;
+    // The set with only the small key yields no key: refused, not ready.
+    let resp =
+        client().get(gw.url("/api/weak/x")).header(header::AUTHORIZATION, format!("Bearer {small}")).send().await;
+    let a = Answer::read(resp.unwrap()).await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(a.json(), json!({"error": "invalid_token", "error_description": "signing keys unavailable"}));
+    assert!(only_small.fetches() >= 1, "the set was fetched");
+    let ready = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "a provider with no usable key is not ready");
+    assert_eq!(up.hits(), 1, "only the 2048-bit token went upstream");
 }

@@ -187,3 +187,37 @@ fn logs_written_to_a_terminal_are_coloured() {
     });
     assert!(line.contains('\x1b'), "no colour on a terminal: {line:?}");
 }
+
+/// DESIGN §8.1: an RSA `public_key_file` under 2048 bits is a config error
+/// that names the key, its line and the size, in either PEM form; a
+/// 2048-bit key is fine.
+#[test]
+fn an_rsa_public_key_file_under_2048_bits_is_refused() {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    let dir = tempfile::tempdir().unwrap();
+    let config = |bits: usize, pkcs1: bool| {
+        let public = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).unwrap().to_public_key();
+        let pem = match pkcs1 {
+            true => public.to_pkcs1_pem(LineEnding::LF).unwrap(),
+            false => public.to_public_key_pem(LineEnding::LF).unwrap(),
+        };
+        let path = dir.path().join(format!("idp-{bits}-{pkcs1}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[providers]]\nid = \"api\"\nkind = \"bearer\"\n\
+             issuer = \"https://idp.test\"\npublic_key_file = \"{}\"\n\n\
+             [[routes]]\nupstream = \"http://127.0.0.1:1\"\nbearer = [\"api\"]\n",
+            path.display()
+        )
+    };
+    for pkcs1 in [false, true] {
+        let (file, err) = refused(&config(1024, pkcs1));
+        assert!(err.contains(&format!("{}:8:", file.path.display())), "{err}");
+        assert!(err.contains("providers[0].public_key_file"), "{err}");
+        assert!(err.contains("an RSA key of 1024 bits") && err.contains("under 2048 bits"), "{err}");
+    }
+    let fine = ConfigFile::new(&config(2048, false));
+    let out = run_binary(&["check", "--config", fine.path_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -294,3 +294,27 @@ async fn one_issuers_key_never_verifies_anothers_tokens() {
     let q = jwt_query(&crossed, &[("provider", "partner")]);
     refused(&gw, "intranet token, partner named", &q, StatusCode::UNAUTHORIZED, "bad_signature").await;
 }
+
+/// DESIGN §8.1: a correctly signed login token that names a member twice is
+/// a failed login: porteiro's JSON parser would keep the last `email`,
+/// another the first.
+#[tokio::test]
+async fn a_login_token_naming_a_member_twice_is_refused() {
+    let (_upstream, gw) = gateway().await;
+    let header = br#"{"alg":"HS256","typ":"JWT"}"#;
+    let u = StatusCode::UNAUTHORIZED;
+    // The control: the same hand-assembled token, each member once.
+    let once = claims().to_string();
+    assert!(once.contains(r#""email":"ana@example.com""#), "{once}");
+    let cookie = gw.login(&hs_token_raw(header, once.as_bytes())).await;
+    assert_eq!(gw.echo("/", &cookie).await.header("x-forwarded-email").as_deref(), Some("ana@example.com"));
+
+    let twice = claims()
+        .to_string()
+        .replace(r#""email":"ana@example.com""#, r#""email":"ana@example.com","email":"mallory@example.com""#);
+    let token = hs_token_raw(header, twice.as_bytes());
+    refused(&gw, "email twice", &jwt_query(&token, &[]), u, "malformed_token").await;
+    let header_twice = br#"{"alg":"HS256","typ":"JWT","typ":"JWT"}"#;
+    let token = hs_token_raw(header_twice, claims().to_string().as_bytes());
+    refused(&gw, "header member twice", &jwt_query(&token, &[]), u, "malformed_token").await;
+}

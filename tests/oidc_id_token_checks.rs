@@ -158,6 +158,14 @@ async fn explicit_endpoints_work_without_discovery() {
 
 // === the ID token ===
 
+/// DESIGN §8.1: a correctly signed ID token that names a member twice is
+/// refused, whichever value porteiro's JSON parser would have kept.
+#[tokio::test]
+async fn an_id_token_naming_a_member_twice_is_refused() {
+    let reply = TokenReply::Twice("email", json!("mallory@example.com"));
+    refused(reply, StatusCode::UNAUTHORIZED, "malformed_token", "ID token malformed").await;
+}
+
 #[tokio::test]
 async fn signed_with_another_key_is_refused() {
     refused(TokenReply::OtherKey, StatusCode::UNAUTHORIZED, "bad_signature", "ID token signature invalid").await;

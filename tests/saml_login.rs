@@ -18,9 +18,19 @@ async fn azure_ad_style_login_hop_by_hop() {
     let saml = Setup::new().route("headers = { \"X-Name\" = \"name\" }").start().await;
     let deep = "/timesheets/2024-05?employee=42&view=week";
 
-    // Hop 1: a browser opens a deep link and is sent to the IdP's
-    // HTTP-Redirect SingleSignOnService with an AuthnRequest.
+    // Hop 1: a browser opens a deep link and is sent (through /sso/start)
+    // to the IdP's HTTP-Redirect SingleSignOnService with an AuthnRequest.
+    // A login-attempt cookie binds the attempt to this browser; it must
+    // come back with the IdP's cross-site POST: on a plain-http demo it is
+    // a plain cookie (no SameSite, which browsers would read as Lax).
     let begun = saml.begin(deep).await;
+    let [attempt] = &begun.set_cookies[..] else { panic!("one attempt cookie: {:?}", begun.set_cookies) };
+    assert!(attempt.starts_with(ATTEMPT_COOKIE), "{attempt}");
+    for flag in ["HttpOnly", "Path=/sso/", "Max-Age=600"] {
+        assert!(attempt.contains(flag), "{flag} missing: {attempt}");
+    }
+    assert!(!attempt.contains("SameSite") && !attempt.contains("Secure"), "{attempt}");
+    assert!(!attempt.contains(&begun.relay_state) && !attempt.contains("timesheets"), "sealed: {attempt}");
     let req = &begun.request_xml;
     assert_eq!(attribute(req, "AuthnRequest", "Destination").as_deref(), Some(saml.idp.sso_url().as_str()));
     assert_eq!(attribute(req, "AuthnRequest", "AssertionConsumerServiceURL"), Some(saml.acs_url()));
@@ -150,7 +160,12 @@ async fn not_ready_while_the_idp_metadata_url_is_unreachable() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     let resp = c.get(format!("http://{}/x", running.addr)).header("accept", BROWSER).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let start = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(start.starts_with("/sso/start?"), "{start}");
+    let resp = c.get(format!("http://{}{start}", running.addr)).header("accept", BROWSER).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().get("set-cookie").is_none(), "no attempt cookie for a login that did not start");
     assert!(session_cookie(&resp).is_none());
     let md = c.get(format!("http://{}/sso/saml/metadata", running.addr)).send().await.unwrap();
     assert_eq!(md.status(), StatusCode::OK);
@@ -212,6 +227,12 @@ async fn email_from_the_name_id() {
 async fn behind_tls_the_cookie_is_secure() {
     let saml = Setup::new().public_url("https://clockin.example.com").start().await;
     let (begun, answer) = saml.answer_for("/app/", &[]).await;
+    // The login-attempt cookie comes with the IdP's cross-site POST only
+    // as SameSite=None, which browsers accept only with Secure.
+    let [attempt] = &begun.set_cookies[..] else { panic!("one attempt cookie: {:?}", begun.set_cookies) };
+    for flag in ["SameSite=None", "Secure", "HttpOnly", "Path=/sso/"] {
+        assert!(attempt.contains(flag), "{flag} missing: {attempt}");
+    }
     assert_eq!(
         attribute(&begun.request_xml, "AuthnRequest", "AssertionConsumerServiceURL").as_deref(),
         Some("https://clockin.example.com/sso/saml/acs")
@@ -368,4 +389,43 @@ async fn an_idp_that_requires_signed_requests_refuses_unsigned_ones() {
     let resp = saml.client.get(&begun.location).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(resp.text().await.unwrap().contains("IncorrectlySigned"));
+}
+
+/// Logins started in several tabs of one browser each finish, in any
+/// order. The browser holds at most five attempts (OpenID Connect's bound,
+/// shared): a sixth expires the oldest, whose answer is then refused.
+#[tokio::test]
+async fn parallel_tabs_each_finish_and_attempts_are_bounded() {
+    let saml = Setup::new().start().await;
+    let mut tabs = Vec::new();
+    for i in 0..3 {
+        let path = format!("/tab/{i}");
+        tabs.push((path.clone(), saml.answer_for(&path, &[]).await.1));
+    }
+    assert_eq!(saml.browser.cookies().len(), 3);
+    for (path, answer) in tabs.iter().rev() {
+        let resp = saml.post_acs(&answer.saml_response, &answer.relay_state).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "{path}: {:?}", resp.text().await);
+        assert_eq!(resp.headers()["location"], path.as_str());
+        let cookie = format!("{COOKIE}={}", session_cookie(&resp).unwrap());
+        assert_eq!(saml.echo(path, &cookie).await.uri, path.as_str());
+    }
+    assert!(saml.browser.cookies().is_empty(), "each ACS answer expired its attempt's cookie");
+
+    let mut begun = Vec::new();
+    for i in 0..6 {
+        begun.push(saml.begin(&format!("/many/{i}")).await);
+    }
+    let held = saml.browser.cookies();
+    assert_eq!(held.len(), 5, "{held:?}");
+    let name_of = |b: &Begun| format!("{ATTEMPT_COOKIE}{}", &b.relay_state[..12]);
+    assert!(!held.iter().any(|(n, _)| *n == name_of(&begun[0])), "the oldest went: {held:?}");
+    assert!(begun[5].set_cookies.iter().any(|c| c.starts_with(&format!("{}=;", name_of(&begun[0])))));
+    let oldest = saml.idp_answer(&begun[0], &[]).await;
+    saml.assert_refused(&oldest.saml_response, &oldest.relay_state, PROVIDER, "saml_browser_mismatch").await;
+    for b in &begun[1..] {
+        let answer = saml.idp_answer(b, &[]).await;
+        let resp = saml.post_acs(&answer.saml_response, &answer.relay_state).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "{:?}", resp.text().await);
+    }
 }

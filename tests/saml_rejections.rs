@@ -223,6 +223,82 @@ async fn replayed_response() {
     saml.echo("/third", &cookie).await;
 }
 
+/// Login CSRF (DESIGN 2.5): Mallory starts a login in her own browser,
+/// lets the IdP sign her in, and has a victim's browser post her genuine
+/// Response and RelayState to the ACS (an auto-submitting form on any
+/// site). The victim must not end up signed in as Mallory: the attempt is
+/// bound to the browser that started it.
+#[tokio::test]
+async fn a_response_posted_by_another_browser_is_refused() {
+    let saml = Setup::new().start().await;
+    let mallory = Browser::default();
+
+    // A victim with no login-attempt cookie at all.
+    let victim = Browser::default();
+    let begun = saml.begin_in(&mallory, "/timesheets").await;
+    let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;
+    saml.assert_refused_in(&victim, &answer.saml_response, &answer.relay_state, PROVIDER, "saml_browser_mismatch")
+        .await;
+    // The RelayState was spent by the refusal: Mallory cannot use it either.
+    saml.assert_refused_in(&mallory, &answer.saml_response, &answer.relay_state, "-", "unknown_relay_state").await;
+
+    // A victim in the middle of a login of their own: they hold a genuine
+    // attempt cookie, for their own RelayState.
+    let victim = Browser::default();
+    let own = saml.begin_in(&victim, "/my-timesheets").await;
+    let begun = saml.begin_in(&mallory, "/timesheets").await;
+    let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;
+    saml.assert_refused_in(&victim, &answer.saml_response, &answer.relay_state, PROVIDER, "saml_browser_mismatch")
+        .await;
+
+    // Nor does a genuine cookie of the victim's renamed to the name of
+    // Mallory's attempt (a cookie is sealed to its name).
+    let begun = saml.begin_in(&mallory, "/timesheets").await;
+    let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;
+    let (victims_name, victims_value) = victim.cookies().into_iter().next().unwrap();
+    let (mallorys_name, _) =
+        mallory.cookies().into_iter().find(|(n, _)| begun.relay_state.starts_with(&n[ATTEMPT_COOKIE.len()..])).unwrap();
+    assert_ne!(victims_name, mallorys_name);
+    victim.set(&mallorys_name, &victims_value);
+    saml.assert_refused_in(&victim, &answer.saml_response, &answer.relay_state, PROVIDER, "saml_browser_mismatch")
+        .await;
+
+    // The victim's own login is untouched and completes as the victim.
+    let answer = saml.idp_answer(&own, &[]).await;
+    let resp = saml.post_acs_in(&victim, &answer.saml_response, &answer.relay_state).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "{:?}", resp.text().await);
+    assert_eq!(resp.headers()["location"], "/my-timesheets");
+    let cookie = format!("{COOKIE}={}", session_cookie(&resp).unwrap());
+    assert_eq!(saml.echo("/my-timesheets", &cookie).await.header("x-forwarded-email"), Some(USER_EMAIL));
+
+    // And Mallory, in her own browser, signs in as herself.
+    let begun = saml.begin_in(&mallory, "/timesheets").await;
+    let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;
+    let resp = saml.post_acs_in(&mallory, &answer.saml_response, &answer.relay_state).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "{:?}", resp.text().await);
+    let cookie = format!("{COOKIE}={}", session_cookie(&resp).unwrap());
+    assert_eq!(saml.echo("/timesheets", &cookie).await.header("x-forwarded-email"), Some(MALLORY));
+}
+
+/// The browser that started a login may finish it once: a second POST of
+/// the same answer is refused even when the browser sends the attempt
+/// cookie again (a client that ignored its expiry).
+#[tokio::test]
+async fn the_relay_state_is_single_use_even_with_its_cookie() {
+    let saml = Setup::new().start().await;
+    let begun = saml.begin("/first").await;
+    let kept = saml.browser.cookies();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let answer = saml.idp_answer(&begun, &[]).await;
+    let resp = saml.post_acs(&answer.saml_response, &answer.relay_state).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "{:?}", resp.text().await);
+    assert!(session_cookie(&resp).is_some());
+    assert!(saml.browser.cookies().is_empty(), "the ACS expires the attempt's cookie");
+    let (name, value) = &kept[0];
+    saml.browser.set(name, value);
+    saml.assert_refused(&answer.saml_response, &answer.relay_state, "-", "unknown_relay_state").await;
+}
+
 /// Login A's response posted with login B's RelayState.
 #[tokio::test]
 async fn in_response_to_another_login() {

@@ -119,11 +119,60 @@ fn scopes(claims: &serde_json::Map<String, Value>) -> Vec<String> {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+/// What a request's `Authorization` header says (DESIGN §8.1). On a route
+/// with bearer providers, anything but [`Credential::Absent`] makes the
+/// request an API call: it gets the token checked or a 401, never a login
+/// redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    Absent,
+    /// More than one `Authorization` header: which one counts depends on
+    /// who reads them, so the request is refused (400).
+    Several,
+    /// `Bearer <token>`, the token in RFC 6750's `b64token` syntax.
+    Bearer(&'a str),
+    /// No bearer token offered: another scheme (`Basic ...`), no scheme at
+    /// all, or `Bearer` with nothing after it. A bare challenge answers
+    /// (RFC 6750 §3.1).
+    NoToken,
+    /// A `Bearer` token with characters no token has, or a value that is
+    /// not visible ASCII: refused as a malformed token.
+    Malformed,
+}
+
+impl<'a> Credential<'a> {
+    /// The token to verify; `Err(None)` when no bearer token was offered
+    /// (a bare challenge), `Err(Some(_))` when the offered one is unusable.
+    pub fn token(self) -> Result<&'a str, Option<TokenError>> {
+        match self {
+            Credential::Bearer(token) => Ok(token),
+            Credential::Malformed => Err(Some(TokenError::Malformed)),
+            Credential::Absent | Credential::Several | Credential::NoToken => Err(None),
+        }
+    }
+}
+
+/// Reads the request's `Authorization` header(s).
+pub fn credential(headers: &http::HeaderMap) -> Credential<'_> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = all.next() else { return Credential::Absent };
+    if all.next().is_some() {
+        return Credential::Several;
+    }
+    let Ok(value) = value.to_str() else { return Credential::Malformed };
+    // RFC 9110 §11.4: scheme, one or more spaces, then the credentials.
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let token = rest.trim_start_matches(' ');
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Credential::NoToken;
+    }
+    if b64token(token) { Credential::Bearer(token) } else { Credential::Malformed }
+}
+
+/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 #[cfg(test)]
@@ -188,11 +237,30 @@ mod tests {
     }
 
     #[test]
-    fn header_parsing() {
+    fn authorization_headers() {
+        use http::header::AUTHORIZATION;
+        let read = |values: &[&'static str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(AUTHORIZATION, http::HeaderValue::from_static(v));
+            }
+            credential(&h).token().map(str::to_string)
+        };
+        assert_eq!(read(&["bearer abc"]), Ok("abc".into()));
+        assert_eq!(read(&["Bearer  eyJ.eyJ.sig_-~+/=="]), Ok("eyJ.eyJ.sig_-~+/==".into()));
+        assert_eq!(read(&[]), Err(None));
+        for no_token in ["Basic YWxhZGRpbjpvcGVuc2VzYW1l", "Bearer", "Bearer ", "abc", "", " Bearer abc"] {
+            assert_eq!(read(&[no_token]), Err(None), "{no_token:?}");
+        }
+        for malformed in ["Bearer a b", "Bearer a,b", "Bearer ==="] {
+            assert_eq!(read(&[malformed]), Err(Some(TokenError::Malformed)), "{malformed:?}");
+        }
         let mut h = http::HeaderMap::new();
-        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("bearer abc"));
-        assert_eq!(bearer_token(&h), Some("abc"));
-        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer_token(&h), None);
+        h.insert(AUTHORIZATION, http::HeaderValue::from_bytes("Bearer é".as_bytes()).unwrap());
+        assert_eq!(credential(&h), Credential::Malformed);
+        let mut h = http::HeaderMap::new();
+        h.append(AUTHORIZATION, http::HeaderValue::from_static("Bearer a"));
+        h.append(AUTHORIZATION, http::HeaderValue::from_static("Bearer a"));
+        assert_eq!(credential(&h), Credential::Several);
     }
 }

@@ -5,7 +5,7 @@
 //! to `[min_refresh, max_refresh]`. A token with an unknown `kid` triggers one
 //! refresh, single-flight and at most once per `min_refresh`, so a flood of
 //! random kids costs at most one fetch per interval. A failed fetch keeps the
-//! last good keys.
+//! last good keys. RSA keys under 2048 bits are ignored (with a warning).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use tracing::{debug, info, warn};
 
 use super::fetch::Fetcher;
@@ -220,11 +220,47 @@ pub fn parse(body: &[u8]) -> Result<Vec<Arc<Key>>, String> {
             Ok(key) if key.family() == jsonwebtoken::AlgorithmFamily::Hmac => {
                 warn!("ignoring a symmetric (oct) key in a JWKS document");
             }
-            Ok(key) => keys.push(Arc::new(Key { kid: jwk.common.key_id.clone(), alg, key })),
+            Ok(key) => match weak_rsa(&key) {
+                Some(bits) => {
+                    let kid = jwk.common.key_id.as_deref().unwrap_or("-");
+                    warn!(
+                        kid,
+                        bits = bits.unwrap_or(0),
+                        "ignoring an RSA key under {MIN_RSA_BITS} bits in a JWKS document"
+                    );
+                }
+                None => keys.push(Arc::new(Key { kid: jwk.common.key_id.clone(), alg, key })),
+            },
             Err(e) => debug!(error = %e, "skipping an unusable key"),
         }
     }
     Ok(keys)
+}
+
+/// The smallest RSA modulus that verifies anything: 1024-bit keys are
+/// within reach of a well-funded attacker (NIST SP 800-131A).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// `Some(bits)` when `key` is an RSA key under [`MIN_RSA_BITS`], `Some(None)`
+/// when it is an RSA key whose size cannot be read; `None` otherwise.
+pub fn weak_rsa(key: &DecodingKey) -> Option<Option<usize>> {
+    if key.family() != jsonwebtoken::AlgorithmFamily::Rsa {
+        return None;
+    }
+    let bits = match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, .. } => Some(modulus_bits(n)),
+        // From a PEM: the PKCS#1 RSAPublicKey.
+        DecodingKeyKind::SecretOrDer(der) => openssl::rsa::Rsa::public_key_from_der_pkcs1(der)
+            .ok()
+            .and_then(|rsa| usize::try_from(rsa.n().num_bits()).ok()),
+    };
+    bits.is_none_or(|b| b < MIN_RSA_BITS).then_some(bits)
+}
+
+/// Significant bits of a big-endian unsigned integer.
+fn modulus_bits(n: &[u8]) -> usize {
+    let n = &n[n.iter().take_while(|b| **b == 0).count()..];
+    n.first().map_or(0, |first| (n.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
 }
 
 fn signing_alg(a: KeyAlgorithm) -> Option<Algorithm> {
@@ -284,5 +320,41 @@ impl JwksRegistry {
         let j = Jwks::start(url.to_string(), settings, fetcher.clone());
         caches.insert(url.to_string(), Arc::downgrade(&j));
         j
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn rsa_jwk(kid: &str, modulus_bytes: usize) -> serde_json::Value {
+        // An odd modulus with its top bit set: exactly modulus_bytes * 8 bits.
+        let mut n = vec![0xC5u8; modulus_bytes];
+        n[modulus_bytes - 1] = 0x01;
+        serde_json::json!({"kty": "RSA", "kid": kid, "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"})
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_ignored_the_rest_loads() {
+        let doc = serde_json::json!({"keys": [rsa_jwk("small", 128), rsa_jwk("big", 256), rsa_jwk("bigger", 512)]});
+        let keys = parse(doc.to_string().as_bytes()).unwrap();
+        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref().unwrap_or("")).collect();
+        assert_eq!(kids, ["big", "bigger"]);
+    }
+
+    #[test]
+    fn modulus_sizes() {
+        assert_eq!(modulus_bits(&[]), 0);
+        assert_eq!(modulus_bits(&[0, 0, 1]), 1);
+        assert_eq!(modulus_bits(&[0, 0x80, 0]), 16);
+        assert_eq!(modulus_bits(&[0x7F; 256]), 2047);
+        let small = DecodingKey::from_rsa_raw_components(&[0x7F; 256], &[1, 0, 1]);
+        assert_eq!(weak_rsa(&small), Some(Some(2047)));
+        let fine = DecodingKey::from_rsa_raw_components(&[0x80; 256], &[1, 0, 1]);
+        assert_eq!(weak_rsa(&fine), None);
+        assert_eq!(weak_rsa(&DecodingKey::from_secret(b"k")), None);
+        assert_eq!(weak_rsa(&DecodingKey::from_rsa_der(b"not der")), Some(None));
     }
 }

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod code;
 pub mod fetch;
 pub mod identifiers;
+pub mod json;
 pub mod jwks;
 pub mod jwt;
 pub mod oidc;
@@ -42,6 +43,12 @@ impl Provider {
     /// Can browsers sign in with it?
     pub fn is_login(&self) -> bool {
         matches!(self, Provider::Jwt(_) | Provider::Code(_) | Provider::Oidc(_) | Provider::Saml(_))
+    }
+
+    /// Its logins bind their attempt to the browser with a login-attempt
+    /// cookie (`Path={auth_prefix}/`, bounded per browser).
+    pub fn binds_browser(&self) -> bool {
+        matches!(self, Provider::Oidc(_) | Provider::Saml(_))
     }
 
     pub fn as_jwt(&self) -> Option<&jwt::JwtLogin> {

@@ -26,7 +26,7 @@ use super::claims::{self, ClaimMap};
 use super::fetch::{FetchError, Fetcher, url_allowed};
 use super::jwks::{Jwks, JwksSettings};
 use super::seal::{Purpose, Sealer, random_id};
-use super::session::{Identity, cookie_pairs, set_cookie};
+use super::session::{Identity, cookie_pairs, set_cookie_same_site};
 use super::token::{KeySource, Rules, TokenError, Verifier, string_claim};
 use crate::config::Secret;
 
@@ -201,9 +201,7 @@ impl OidcLogin {
             verifier: random_id(32),
             r: return_to.to_string(),
             t: super::now(),
-            ns: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            ns: now_nanos(),
         };
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(attempt.verifier.as_bytes()));
         let mut url = url::Url::parse(&resolved.authorization_endpoint).ok()?;
@@ -224,7 +222,7 @@ impl OidcLogin {
                 q.append_pair("login_hint", hint);
             }
         }
-        let cookies = states.store(&attempt, request)?;
+        let cookies = states.store(&attempt, request, Comeback::Navigation)?;
         Some((url.to_string(), cookies))
     }
 
@@ -240,7 +238,7 @@ impl OidcLogin {
         let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let state = get("state")
             .ok_or_else(|| Failure::new(StatusCode::BAD_REQUEST, "missing_state", "The answer carries no state."))?;
-        let attempt = states.open(state, request).filter(|a| a.p == self.s.id).ok_or_else(|| {
+        let attempt = states.open::<Attempt>(state, request).filter(|a| a.p == self.s.id).ok_or_else(|| {
             Failure::new(
                 StatusCode::BAD_REQUEST,
                 "unknown_state",
@@ -345,9 +343,9 @@ impl OidcLogin {
                 }
             }
         })?;
-        let body: Map<String, Value> = serde_json::from_slice(&fetched.body).unwrap_or_default();
+        let body = super::json::object(&fetched.body);
         if fetched.status != StatusCode::OK {
-            let error = body.get("error").and_then(Value::as_str).unwrap_or("unknown");
+            let error = body.as_ref().ok().and_then(|b| b.get("error")).and_then(Value::as_str).unwrap_or("unknown");
             warn!(provider = %self.s.id, status = fetched.status.as_u16(), error, "token endpoint refused the code");
             return Err(Failure::new(
                 StatusCode::BAD_GATEWAY,
@@ -355,7 +353,14 @@ impl OidcLogin {
                 format!("The identity provider refused the code ({error})."),
             ));
         }
-        Ok(body)
+        // A repeated member (two `id_token`s) could be read either way.
+        body.map_err(|_| {
+            Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "token_response",
+                "The identity provider's answer is not a JSON object with unique member names.",
+            )
+        })
     }
 
     /// The token request (built whole before any await: the form encoder is
@@ -474,7 +479,7 @@ impl OidcLogin {
             .send(req, TOKEN_TIMEOUT, MAX_TOKEN_RESPONSE)
             .await
             .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed."))?;
-        let info: Map<String, Value> = match (fetched.status, serde_json::from_slice(&fetched.body)) {
+        let info: Map<String, Value> = match (fetched.status, super::json::object(&fetched.body)) {
             (StatusCode::OK, Ok(m)) => m,
             _ => return Err(Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed.")),
         };
@@ -592,7 +597,10 @@ async fn discover(url: &str, issuer: &str, fetcher: &Fetcher) -> Result<Discover
 }
 
 /// Login-attempt cookies: one per attempt, named after its state, sealed
-/// with a key of their own, sent only to porteiro's endpoints.
+/// with a key of their own, sent only to porteiro's endpoints. They bind an
+/// attempt to the browser that started it, for OpenID Connect (the whole
+/// attempt rides in the cookie) and SAML (the cookie holds a value the
+/// server-side attempt must match). Both count towards [`MAX_ATTEMPTS`].
 pub struct LoginStates {
     sealer: Sealer,
     secure: bool,
@@ -600,6 +608,50 @@ pub struct LoginStates {
 }
 
 const STATE_COOKIE: &str = "porteiro_login_";
+
+/// What a login-attempt cookie holds, whatever the login method.
+pub trait AttemptCookie: Serialize + serde::de::DeserializeOwned {
+    /// The state (OpenID Connect) or RelayState (SAML) naming the attempt.
+    fn state(&self) -> &str;
+    /// Created, unix seconds.
+    fn created(&self) -> u64;
+}
+
+impl AttemptCookie for Attempt {
+    fn state(&self) -> &str {
+        &self.state
+    }
+
+    fn created(&self) -> u64 {
+        self.t
+    }
+}
+
+/// The creation time every attempt cookie carries; the rest is ignored.
+#[derive(Deserialize)]
+struct Created {
+    t: u64,
+    #[serde(default)]
+    ns: u64,
+}
+
+/// Unix nanoseconds now: orders attempts started within the same second.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Which requests bring an attempt cookie back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comeback {
+    /// A top-level GET navigation (the OpenID Connect redirect): `SameSite=Lax`.
+    Navigation,
+    /// The IdP's cross-site form POST (SAML HTTP-POST binding): Lax cookies
+    /// stay behind, so `SameSite=None` (which browsers take only with
+    /// `Secure`); on a plain-http demo, no `SameSite` attribute at all.
+    CrossSitePost,
+}
 
 impl LoginStates {
     pub fn new(secret: &Secret, previous: &[Secret], secure: bool, auth_prefix: &str) -> LoginStates {
@@ -614,50 +666,69 @@ impl LoginStates {
         format!("{STATE_COOKIE}{}", &state[..state.len().min(12)])
     }
 
-    fn cookie(&self, name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
-        set_cookie(name, value, &self.path, None, self.secure, max_age)
+    fn cookie(&self, name: &str, value: &str, max_age: u64, comeback: Comeback) -> Option<HeaderValue> {
+        let same_site = match comeback {
+            Comeback::Navigation => Some(cookie::SameSite::Lax),
+            Comeback::CrossSitePost if self.secure => Some(cookie::SameSite::None),
+            Comeback::CrossSitePost => None,
+        };
+        set_cookie_same_site(name, value, &self.path, None, self.secure, max_age, same_site)
     }
 
-    fn store(&self, attempt: &Attempt, request: &HeaderMap) -> Option<Vec<HeaderValue>> {
-        let name = Self::name(&attempt.state);
+    /// The `Set-Cookie` values that start `attempt`: its cookie, and the
+    /// expiry of the oldest attempts beyond [`MAX_ATTEMPTS`] (unreadable
+    /// ones first).
+    pub fn store<T: AttemptCookie>(
+        &self,
+        attempt: &T,
+        request: &HeaderMap,
+        comeback: Comeback,
+    ) -> Option<Vec<HeaderValue>> {
+        let name = Self::name(attempt.state());
         let plain = serde_json::to_vec(attempt).ok()?;
         let sealed = self.sealer.seal(name.as_bytes(), &plain)?;
-        let mut out = vec![self.cookie(&name, &sealed, ATTEMPT_SECONDS)?];
-        // Oldest attempts beyond the bound are expired (unreadable ones first).
+        let mut out = vec![self.cookie(&name, &sealed, ATTEMPT_SECONDS, comeback)?];
         let mut held: Vec<((u64, u64), String)> = cookie_pairs(request)
-            .filter(|(n, _)| n.starts_with(STATE_COOKIE))
+            .filter(|(n, _)| n.starts_with(STATE_COOKIE) && *n != name)
             .map(|(n, v)| {
                 let created = self
                     .sealer
                     .open(n.as_bytes(), v)
-                    .and_then(|p| serde_json::from_slice::<Attempt>(&p).ok())
-                    .map_or((0, 0), |a| (a.t, a.ns));
+                    .and_then(|p| serde_json::from_slice::<Created>(&p).ok())
+                    .map_or((0, 0), |c| (c.t, c.ns));
                 (created, n.to_string())
             })
             .collect();
         held.sort();
         let excess = (held.len() + 1).saturating_sub(MAX_ATTEMPTS);
         for (_, n) in held.iter().take(excess) {
-            out.extend(self.cookie(n, "", 0));
+            out.extend(self.cookie(n, "", 0, comeback));
         }
         Some(out)
     }
 
-    fn open(&self, state: &str, request: &HeaderMap) -> Option<Attempt> {
+    /// The attempt `state` names, if this browser holds its cookie, the
+    /// cookie opens, and the attempt is fresh.
+    pub fn open<T: AttemptCookie>(&self, state: &str, request: &HeaderMap) -> Option<T> {
         let name = Self::name(state);
-        let (_, value) = cookie_pairs(request).find(|(n, _)| *n == name)?;
-        let attempt: Attempt = serde_json::from_slice(&self.sealer.open(name.as_bytes(), value)?).ok()?;
-        let fresh = super::now().saturating_sub(attempt.t) <= ATTEMPT_SECONDS;
-        (fresh && bool::from(attempt.state.as_bytes().ct_eq(state.as_bytes()))).then_some(attempt)
+        // Several cookies of this name (one tossed in from a sibling
+        // domain): the one that opens counts.
+        cookie_pairs(request).filter(|(n, _)| *n == name).find_map(|(_, value)| {
+            let attempt: T = serde_json::from_slice(&self.sealer.open(name.as_bytes(), value)?).ok()?;
+            let fresh = super::now().saturating_sub(attempt.created()) <= ATTEMPT_SECONDS;
+            (fresh && bool::from(attempt.state().as_bytes().ct_eq(state.as_bytes()))).then_some(attempt)
+        })
     }
 
     /// The provider id of the attempt `state` names, if this browser holds it.
     pub fn provider_of(&self, state: &str, request: &HeaderMap) -> Option<String> {
-        self.open(state, request).map(|a| a.p)
+        self.open::<Attempt>(state, request).map(|a| a.p)
     }
 
-    /// The `Set-Cookie` that ends the attempt of `state`.
-    pub fn clear(&self, state: &str) -> Option<HeaderValue> {
-        self.cookie(&Self::name(state), "", 0)
+    /// The `Set-Cookie` that ends the attempt of `state`; `None` for a state
+    /// porteiro never makes (a client's bytes never reach a cookie name).
+    pub fn clear(&self, state: &str, comeback: Comeback) -> Option<HeaderValue> {
+        let ours = !state.is_empty() && state.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ours.then(|| self.cookie(&Self::name(state), "", 0, comeback))?
     }
 }

@@ -11,6 +11,10 @@
 //! a single use of each assertion ID, and an email that is a real address.
 //! The login attempt is kept server-side keyed by an opaque RelayState,
 //! because the IdP's POST is cross-site and Lax cookies do not come with it.
+//! It is also bound to the browser that started it (login CSRF: an
+//! attacker's own Response must not sign a victim in): a sealed
+//! login-attempt cookie ([`LoginStates`], `SameSite=None` under https)
+//! carries a random value the server-side attempt must match.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue};
 use samael::crypto::AllowedSignatureAlgorithm;
 use samael::key_info::{KeyInfo, X509Data};
 use samael::metadata::{EntityDescriptor, HTTP_POST_BINDING, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor};
@@ -25,10 +30,12 @@ use samael::schema::Assertion;
 use samael::service_provider::{ServiceProvider, ServiceProviderBuilder};
 use samael::traits::ToXml;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use super::claims::valid_email;
 use super::fetch::Fetcher;
+use super::oidc::{AttemptCookie, Comeback, LoginStates, now_nanos};
 use super::seal::random_id;
 use super::session::Identity;
 use super::store::Store;
@@ -80,6 +87,35 @@ pub struct Attempt {
     pub provider: String,
     request_id: String,
     return_to: String,
+    /// The value the starting browser's cookie holds (empty in attempts
+    /// stored before there was one: those are refused).
+    #[serde(default)]
+    binding: String,
+}
+
+/// The login-attempt cookie of a SAML login: which attempt, and the value
+/// that ties it to the browser.
+#[derive(Serialize, Deserialize)]
+struct BrowserBinding {
+    /// Provider id.
+    p: String,
+    /// The RelayState.
+    state: String,
+    /// The binding value, also in the server-side attempt.
+    b: String,
+    /// Created, unix seconds and nanoseconds.
+    t: u64,
+    ns: u64,
+}
+
+impl AttemptCookie for BrowserBinding {
+    fn state(&self) -> &str {
+        &self.state
+    }
+
+    fn created(&self) -> u64 {
+        self.t
+    }
 }
 
 #[derive(Debug)]
@@ -191,8 +227,15 @@ impl SamlLogin {
     }
 
     /// Begins a login: the IdP URL (AuthnRequest by HTTP-Redirect) with an
-    /// opaque RelayState whose attempt waits in the store.
-    pub async fn begin(&self, return_to: &str, store: &dyn Store) -> Result<String, SamlFailure> {
+    /// opaque RelayState whose attempt waits in the store, and the
+    /// `Set-Cookie` values that bind the attempt to this browser.
+    pub async fn begin(
+        &self,
+        states: &LoginStates,
+        request_headers: &HeaderMap,
+        return_to: &str,
+        store: &dyn Store,
+    ) -> Result<(String, Vec<HeaderValue>), SamlFailure> {
         let sp = self
             .sp
             .load_full()
@@ -206,8 +249,22 @@ impl SamlLogin {
         // RelayState. An xs:ID must not start with a digit or '-'.
         request.id = format!("_{}", random_id(20));
         let relay = random_id(24);
-        let attempt =
-            Attempt { provider: self.s.id.clone(), request_id: request.id.clone(), return_to: return_to.to_string() };
+        let binding = BrowserBinding {
+            p: self.s.id.clone(),
+            state: relay.clone(),
+            b: random_id(24),
+            t: super::now(),
+            ns: now_nanos(),
+        };
+        let cookies = states
+            .store(&binding, request_headers, Comeback::CrossSitePost)
+            .ok_or_else(|| fail("internal", "Cannot write the login-attempt cookie."))?;
+        let attempt = Attempt {
+            provider: self.s.id.clone(),
+            request_id: request.id.clone(),
+            return_to: return_to.to_string(),
+            binding: binding.b,
+        };
         let value = serde_json::to_vec(&attempt).map_err(|e| fail("internal", e.to_string()))?;
         store.put(&relay_key(&relay), value, Duration::from_secs(ATTEMPT_SECONDS)).await.map_err(|e| {
             warn!(error = %e, "login state store unavailable; SAML login not started");
@@ -217,24 +274,42 @@ impl SamlLogin {
             .redirect(&relay)
             .map_err(|e| fail("authn_request", e.to_string()))?
             .ok_or_else(|| fail("authn_request", "Cannot encode the AuthnRequest."))?;
-        match &self.s.signing {
-            None => Ok(url.to_string()),
-            Some(signing) => sign_redirect(&idp_url, &url, &relay, signing),
-        }
+        let url = match &self.s.signing {
+            None => url.to_string(),
+            Some(signing) => sign_redirect(&idp_url, &url, &relay, signing)?,
+        };
+        Ok((url, cookies))
     }
 
-    /// Checks a posted SAMLResponse for the attempt its RelayState names.
-    /// Returns the identity and the return path.
+    /// Checks a posted SAMLResponse for the attempt its RelayState names,
+    /// posted by the browser that started it. Returns the identity and the
+    /// return path.
     pub async fn finish(
         &self,
         attempt: Attempt,
-        saml_response: &str,
+        posted: Posted<'_>,
         store: &dyn Store,
         now: u64,
     ) -> Result<(Identity, String), SamlFailure> {
         if attempt.provider != self.s.id {
             return Err(fail("unknown_relay_state", "This sign-in answer belongs to another provider."));
         }
+        // Before anything of the Response is looked at: whoever posts it
+        // must hold the cookie this attempt set.
+        let cookie = posted.states.open::<BrowserBinding>(posted.relay_state, posted.headers);
+        let bound = cookie.is_some_and(|c| {
+            c.p == attempt.provider
+                && !attempt.binding.is_empty()
+                && bool::from(c.b.as_bytes().ct_eq(attempt.binding.as_bytes()))
+        });
+        if !bound {
+            warn!(provider = %self.s.id, "SAML answer posted by a browser that did not start this sign-in");
+            return Err(fail(
+                "saml_browser_mismatch",
+                "This sign-in was not started in this browser, or it took too long.",
+            ));
+        }
+        let saml_response = posted.saml_response;
         let sp = self
             .sp
             .load_full()
@@ -319,6 +394,15 @@ fn attribute(a: &Assertion, name: &str) -> Vec<String> {
         .filter(|attr| attr.name.as_deref() == Some(name))
         .flat_map(|attr| attr.values.iter().filter_map(|v| v.value.as_ref().map(|s| s.trim().to_string())))
         .collect()
+}
+
+/// What the browser posted to the ACS, with what it was posted with.
+pub struct Posted<'a> {
+    pub saml_response: &'a str,
+    pub relay_state: &'a str,
+    /// The request's headers (its cookies).
+    pub headers: &'a HeaderMap,
+    pub states: &'a LoginStates,
 }
 
 /// The reason (logged, counted in `auth_failures`) and the browser's text

@@ -277,11 +277,24 @@ pub fn set_cookie(
     secure: bool,
     max_age: u64,
 ) -> Option<HeaderValue> {
+    set_cookie_same_site(name, value, path, domain, secure, max_age, Some(SameSite::Lax))
+}
+
+/// [`set_cookie`] with another `SameSite` (`None`: no attribute at all).
+pub fn set_cookie_same_site(
+    name: &str,
+    value: &str,
+    path: &str,
+    domain: Option<&str>,
+    secure: bool,
+    max_age: u64,
+    same_site: Option<SameSite>,
+) -> Option<HeaderValue> {
     let mut c = Cookie::new(name, value);
     c.set_path(path);
     c.set_http_only(true);
     c.set_secure(secure);
-    c.set_same_site(SameSite::Lax);
+    c.set_same_site(same_site);
     c.set_max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
     if let Some(d) = domain {
         c.set_domain(d);

@@ -4,14 +4,15 @@
 //! header's `alg` must be in the allow-list *and* fit the key's family.
 //! `jwk`, `jku`, `x5c`, `x5u` headers are never followed; `kid` is only an
 //! exact lookup in this provider's own key set. Claims are strictly typed: a
-//! registered claim of the wrong type makes the token invalid.
+//! registered claim of the wrong type makes the token invalid. A header or
+//! payload that names a member twice is malformed ([`super::json`]).
 
 use std::str::FromStr;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::jwks::{Jwks, KeyError};
@@ -172,20 +173,26 @@ impl Verifier {
         if key.family() != family(alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
-        let mut validation = Validation::new(alg);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::AlgorithmNotAllowed,
-                _ => TokenError::Malformed,
+        // The signature over `header.payload`, then the payload, decoded
+        // once (jsonwebtoken's `decode` parses header and claims twice each)
+        // and refused when a member name repeats.
+        let (message, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(TokenError::BadSignature),
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind;
+                return Err(match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::AlgorithmNotAllowed,
+                    _ => TokenError::Malformed,
+                });
             }
-        })?;
-        self.check_claims(data.claims, now)
+        }
+        let payload = message.split_once('.').map_or("", |(_, p)| p);
+        let raw = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+        let claims = super::json::object(&raw).map_err(|_| TokenError::Malformed)?;
+        self.check_claims(claims, now)
     }
 
     fn check_claims(&self, claims: Map<String, Value>, now: u64) -> Result<Verified, TokenError> {
@@ -253,7 +260,7 @@ fn parse_header(token: &str) -> Result<Header, TokenError> {
         return Err(TokenError::Malformed);
     };
     let raw = URL_SAFE_NO_PAD.decode(h).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)
+    super::json::from_slice(&raw).map_err(|_| TokenError::Malformed)
 }
 
 /// A NumericDate claim: a non-negative JSON number (fractions truncated).
@@ -369,6 +376,32 @@ mod tests {
             URL_SAFE_NO_PAD.encode(good().to_string())
         );
         assert_eq!(verifier().verify(&crit, NOW).await.err(), Some(TokenError::Malformed));
+    }
+
+    /// A correctly signed token whose header or payload names a member
+    /// twice: serde_json would keep the last one, another parser the first.
+    #[tokio::test]
+    async fn duplicate_member_names_refused() {
+        let signed = |header: &str, payload: &str| {
+            let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+            let key = EncodingKey::from_secret(SECRET);
+            let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+            format!("{message}.{signature}")
+        };
+        let payload = format!(r#"{{"iss":"intranet.test","exp":{},"name":"Ana","email":"ana@x.test"}}"#, NOW + 60);
+        assert!(verifier().verify(&signed(r#"{"alg":"HS256"}"#, &payload), NOW).await.is_ok(), "the control");
+        let twice = payload.replace(r#""email":"ana@x.test""#, r#""email":"ana@x.test","email":"eve@x.test""#);
+        assert_eq!(
+            verifier().verify(&signed(r#"{"alg":"HS256"}"#, &twice), NOW).await.err(),
+            Some(TokenError::Malformed)
+        );
+        let nested = payload.replace(r#""name":"Ana""#, r#""name":"Ana","org":{"id":1,"id":2}"#);
+        assert_eq!(
+            verifier().verify(&signed(r#"{"alg":"HS256"}"#, &nested), NOW).await.err(),
+            Some(TokenError::Malformed)
+        );
+        let header = r#"{"alg":"HS256","kid":"a","kid":"b"}"#;
+        assert_eq!(verifier().verify(&signed(header, &payload), NOW).await.err(), Some(TokenError::Malformed));
     }
 
     #[tokio::test]

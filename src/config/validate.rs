@@ -903,7 +903,20 @@ fn token_config(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<TokenConfi
     let (families, default): (&[&str], &str) = match &keys {
         KeyConfig::Secret(_) => (&["HS"], "HS256"),
         KeyConfig::PublicKey { pem, .. } => {
-            if DecodingKey::from_rsa_pem(pem).is_ok() {
+            if let Ok(rsa) = DecodingKey::from_rsa_pem(pem) {
+                if let Some(bits) = crate::auth::jwks::weak_rsa(&rsa) {
+                    let p = raw.public_key_file.as_ref().unwrap_or(&raw.kind);
+                    let size = bits.map_or_else(|| "of unreadable size".to_string(), |b| format!("of {b} bits"));
+                    return Err(ctx.at(
+                        key("public_key_file"),
+                        p,
+                        format!(
+                            "{} is an RSA key {size}; RSA keys under {} bits are refused",
+                            p.get_ref(),
+                            crate::auth::jwks::MIN_RSA_BITS
+                        ),
+                    ));
+                }
                 (&["RS", "PS"], "RS256")
             } else if DecodingKey::from_ec_pem(pem).is_ok() {
                 (&["ES"], "ES256")

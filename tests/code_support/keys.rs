@@ -47,18 +47,34 @@ impl Keys {
 /// The RSA 2048 key (RS256), generated on first use.
 pub fn rsa() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        let der = private.to_pkcs1_der().unwrap();
-        let n = B64.encode(private.n().to_bytes_be());
-        let e = B64.encode(private.e().to_bytes_be());
-        Keys {
-            alg: Algorithm::RS256,
-            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
-            decoding: DecodingKey::from_rsa_components(&n, &e).unwrap(),
-            jwk: json!({"kty": "RSA", "n": n, "e": e, "alg": "RS256", "use": "sig"}),
-        }
-    })
+    KEYS.get_or_init(|| rsa_keys(2048))
+}
+
+/// An RSA 1024 key (RS256), too small for porteiro to trust.
+pub fn rsa_1024() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| rsa_keys(1024))
+}
+
+fn rsa_keys(bits: usize) -> Keys {
+    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).unwrap();
+    let der = private.to_pkcs1_der().unwrap();
+    let n = B64.encode(private.n().to_bytes_be());
+    let e = B64.encode(private.e().to_bytes_be());
+    Keys {
+        alg: Algorithm::RS256,
+        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+        decoding: DecodingKey::from_rsa_components(&n, &e).unwrap(),
+        jwk: json!({"kty": "RSA", "n": n, "e": e, "alg": "RS256", "use": "sig"}),
+    }
+}
+
+/// A token signed with `keys` over exactly `header` and `payload` as given
+/// (JSON text no serializer would write, such as a repeated member name).
+pub fn sign_raw(keys: &Keys, header: &str, payload: &str) -> String {
+    let message = format!("{}.{}", B64.encode(header), B64.encode(payload));
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &keys.encoding, keys.alg).unwrap();
+    format!("{message}.{signature}")
 }
 
 /// The P-256 key (ES256), generated on first use.

@@ -752,6 +752,9 @@ pub enum TokenReply {
     Huge { bytes: usize, content_length: bool },
     /// A token answer without `id_token`.
     NoIdToken,
+    /// The good ID token, correctly signed, with this member written a
+    /// second time with this value (JSON no serializer writes).
+    Twice(&'static str, Value),
 }
 
 /// One authorization request, as the IdP received it.
@@ -821,6 +824,16 @@ impl SigningKey {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.to_string());
         jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+
+    /// Signs `payload` exactly as given.
+    fn sign_raw(&self, payload: &str) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.to_string());
+        let header = serde_json::to_string(&header).unwrap();
+        let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).unwrap();
+        format!("{message}.{signature}")
     }
 }
 
@@ -1190,6 +1203,11 @@ impl Idp {
                 URL_SAFE_NO_PAD.encode(claims.to_string())
             )),
             TokenReply::NoIdToken => None,
+            TokenReply::Twice(name, value) => {
+                let text = claims.to_string();
+                let payload = format!("{},{}:{value}}}", text.strip_suffix('}').unwrap(), json!(name));
+                Some(self.es256.sign_raw(&payload))
+            }
             _ => Some(self.es256.sign(&claims)),
         };
         let mut answer = json!({"access_token": random_token(), "token_type": "Bearer", "expires_in": 300});

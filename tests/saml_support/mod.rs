@@ -14,10 +14,13 @@
 //! 3. porteiro starts with the IdP's metadata, from a file or its URL.
 //!
 //! [`Saml`] then walks a login hop by hop with a client that never follows
-//! redirects and keeps no cookies: [`Saml::begin`] (protected page -> 302 to
-//! the IdP), [`Saml::idp_answer`] (the IdP's auto-submitting form),
-//! [`Saml::post_acs`] (the form's POST to porteiro). The XML helpers at the
-//! bottom edit a signed Response the way an attacker would.
+//! redirects: [`Saml::begin`] (protected page -> 302 to `/sso/start` -> 302
+//! to the IdP), [`Saml::idp_answer`] (the IdP's auto-submitting form),
+//! [`Saml::post_acs`] (the form's POST to porteiro). A [`Browser`] keeps the
+//! login-attempt cookies porteiro sets for `/sso/` (each test's default
+//! browser is [`Saml::browser`]; the `_in` variants take another one). The
+//! XML helpers at the bottom edit a signed Response the way an attacker
+//! would.
 //!
 //! Missing tools (python3, pysaml2, xmlsec1, openssl) fail the test with
 //! what to install: these tests never skip. `PYTHON` names another
@@ -335,7 +338,19 @@ impl Setup {
         assert_eq!(running.addr.port(), port);
         let admin = format!("http://{}", running.admin_addr.unwrap());
         let entity_id = self.entity_id.clone().unwrap_or_else(|| format!("{public_url}/sso/saml/metadata"));
-        let saml = Saml { dir, idp, running, upstream, base, admin, public_url, entity_id, toml, client: client() };
+        let saml = Saml {
+            dir,
+            idp,
+            running,
+            upstream,
+            base,
+            admin,
+            public_url,
+            entity_id,
+            toml,
+            client: client(),
+            browser: Browser::default(),
+        };
         saml.wait_ready().await;
         saml
     }
@@ -426,6 +441,50 @@ pub fn client() -> reqwest::Client {
 /// A browser's Accept header.
 pub const BROWSER: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
 
+/// One browser's login-attempt cookies (`porteiro_login_*`, `Path=/sso/`),
+/// as it would send them to porteiro's `/sso/` endpoints. Only those: the
+/// session cookie is handed around explicitly by the tests.
+#[derive(Default)]
+pub struct Browser(Mutex<Vec<(String, String)>>);
+
+impl Browser {
+    /// Takes in the login-attempt cookies a response sets or expires.
+    pub fn absorb(&self, resp: &reqwest::Response) {
+        let mut jar = self.0.lock().unwrap();
+        for line in resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()) {
+            let (name, value) = line.split(';').next().unwrap().split_once('=').unwrap();
+            if !name.starts_with(ATTEMPT_COOKIE) {
+                continue;
+            }
+            jar.retain(|(n, _)| n != name);
+            if !line.contains("Max-Age=0") {
+                jar.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    /// Sets (or replaces) a cookie, as a tampering user or a sibling domain could.
+    pub fn set(&self, name: &str, value: &str) {
+        let mut jar = self.0.lock().unwrap();
+        jar.retain(|(n, _)| n != name);
+        jar.push((name.to_string(), value.to_string()));
+    }
+
+    /// The cookies held, `(name, value)`, oldest first.
+    pub fn cookies(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The `Cookie` header this browser sends to `/sso/`, if any.
+    pub fn header(&self) -> Option<String> {
+        let jar = self.0.lock().unwrap();
+        (!jar.is_empty()).then(|| jar.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; "))
+    }
+}
+
+/// The name prefix of porteiro's login-attempt cookies.
+pub const ATTEMPT_COOKIE: &str = "porteiro_login_";
+
 /// porteiro, its IdP and its upstream, for one test.
 pub struct Saml {
     pub dir: tempfile::TempDir,
@@ -439,6 +498,8 @@ pub struct Saml {
     pub entity_id: String,
     pub toml: String,
     pub client: reqwest::Client,
+    /// The browser of [`Saml::begin`], [`Saml::post_acs`] and friends.
+    pub browser: Browser,
 }
 
 /// Hop 1's outcome: where porteiro sent the browser.
@@ -449,6 +510,8 @@ pub struct Begun {
     pub relay_state: String,
     /// The AuthnRequest, inflated.
     pub request_xml: String,
+    /// The `Set-Cookie` lines of the redirect to the IdP.
+    pub set_cookies: Vec<String>,
 }
 
 impl Begun {
@@ -497,10 +560,30 @@ impl Saml {
     /// Hop 1: a browser opens `path` and is sent to the IdP with an
     /// AuthnRequest (HTTP-Redirect) and an opaque RelayState.
     pub async fn begin(&self, path: &str) -> Begun {
+        self.begin_in(&self.browser, path).await
+    }
+
+    /// [`Saml::begin`] in `browser`: the app's path sends it to
+    /// `/sso/start` (where its login-attempt cookies come along), which
+    /// sends it to the IdP and sets this attempt's cookie.
+    pub async fn begin_in(&self, browser: &Browser, path: &str) -> Begun {
         let resp = self.client.get(self.url(path)).header("accept", BROWSER).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
         assert!(session_cookie(&resp).is_none(), "no session before the IdP answers");
         assert_eq!(resp.headers()["cache-control"], "no-store");
+        let start = resp.headers()["location"].to_str().unwrap().to_string();
+        assert!(start.starts_with("/sso/start?"), "{start}");
+        let mut req = self.client.get(self.url(&start)).header("accept", BROWSER);
+        if let Some(cookies) = browser.header() {
+            req = req.header("cookie", cookies);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
+        assert!(session_cookie(&resp).is_none(), "no session before the IdP answers");
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        browser.absorb(&resp);
+        let set_cookies =
+            resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
         let location = resp.headers()["location"].to_str().unwrap().to_string();
         assert!(location.starts_with(&format!("{}?", self.idp.sso_url())), "{location}");
         let query: Vec<(String, String)> =
@@ -508,7 +591,7 @@ impl Saml {
         let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let request = get("SAMLRequest").unwrap_or_else(|| panic!("no SAMLRequest in {location}"));
         let relay_state = get("RelayState").unwrap_or_else(|| panic!("no RelayState in {location}"));
-        Begun { location, relay_state, request_xml: inflate(&request) }
+        Begun { location, relay_state, request_xml: inflate(&request), set_cookies }
     }
 
     /// Hop 2: the browser follows the redirect to the IdP, which signs the
@@ -533,13 +616,22 @@ impl Saml {
     /// Hop 3: the browser submits the IdP's form to porteiro's ACS (to the
     /// listener, whatever host `public_url` names).
     pub async fn post_acs(&self, saml_response: &str, relay_state: &str) -> reqwest::Response {
-        self.client
+        self.post_acs_in(&self.browser, saml_response, relay_state).await
+    }
+
+    /// [`Saml::post_acs`] from `browser`, with the cookies it holds.
+    pub async fn post_acs_in(&self, browser: &Browser, saml_response: &str, relay_state: &str) -> reqwest::Response {
+        let mut req = self
+            .client
             .post(self.url("/sso/saml/acs"))
             .header("accept", BROWSER)
-            .form(&[("SAMLResponse", saml_response), ("RelayState", relay_state)])
-            .send()
-            .await
-            .unwrap()
+            .form(&[("SAMLResponse", saml_response), ("RelayState", relay_state)]);
+        if let Some(cookies) = browser.header() {
+            req = req.header("cookie", cookies);
+        }
+        let resp = req.send().await.unwrap();
+        browser.absorb(&resp);
+        resp
     }
 
     /// A fresh login started at `path` and answered by the IdP with `knobs`.
@@ -591,10 +683,22 @@ impl Saml {
     /// exactly one more failure counted for `reason` (so this mutation, and
     /// nothing else, is what was refused).
     pub async fn assert_refused(&self, saml_response: &str, relay_state: &str, provider: &str, reason: &str) {
+        self.assert_refused_in(&self.browser, saml_response, relay_state, provider, reason).await;
+    }
+
+    /// [`Saml::assert_refused`] for a POST from `browser`.
+    pub async fn assert_refused_in(
+        &self,
+        browser: &Browser,
+        saml_response: &str,
+        relay_state: &str,
+        provider: &str,
+        reason: &str,
+    ) {
         let failures = self.failures(provider, reason).await;
         let logins = self.logins().await;
         let hits = self.upstream.hits();
-        let resp = self.post_acs(saml_response, relay_state).await;
+        let resp = self.post_acs_in(browser, saml_response, relay_state).await;
         let status = resp.status();
         let cookies: Vec<String> =
             resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();

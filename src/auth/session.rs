@@ -296,27 +296,45 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 
 /// Removes the cookies `owned` says are porteiro's from the request's
 /// `Cookie` header(s), keeping the others in order.
+///
+/// Byte by byte, unlike [`cookie_pairs`]: a line that is not UTF-8 (an
+/// app's Latin-1 cookie) must still lose porteiro's cookie, and keep the
+/// app's bytes as they are.
 pub fn strip_cookies(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
     // Most requests carry none of porteiro's cookies (public routes) or only
     // porteiro's: neither allocates.
-    if !cookie_pairs(headers).any(|(n, _)| owned(n)) {
+    if !byte_pairs(headers, &owned).any(|(_, _, ours)| ours) {
         return;
     }
-    let mut kept = String::new();
-    for (n, v) in cookie_pairs(headers).filter(|(n, _)| !owned(n)) {
+    let mut kept = Vec::new();
+    for (n, v, _) in byte_pairs(headers, &owned).filter(|(_, _, ours)| !ours) {
         if !kept.is_empty() {
-            kept.push_str("; ");
+            kept.extend_from_slice(b"; ");
         }
-        kept.push_str(n);
-        kept.push('=');
-        kept.push_str(v);
+        kept.extend_from_slice(n);
+        kept.push(b'=');
+        kept.extend_from_slice(v);
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept) {
+        if let Ok(v) = HeaderValue::from_bytes(&kept) {
             headers.insert(header::COOKIE, v);
         }
     }
+}
+
+/// `(name, value, owned)` of every cookie in every `Cookie` header, as bytes.
+fn byte_pairs<'a>(
+    headers: &'a HeaderMap,
+    owned: &'a impl Fn(&str) -> bool,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8], bool)> {
+    headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).filter_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        let name = &pair[..eq];
+        // A name that is not UTF-8 is not one of porteiro's.
+        let ours = std::str::from_utf8(name).is_ok_and(|n| owned(n.trim()));
+        Some((name.trim_ascii(), pair[eq + 1..].trim_ascii(), ours))
+    })
 }
 
 #[cfg(test)]
@@ -445,6 +463,25 @@ mod tests {
         utf8.insert(header::COOKIE, HeaderValue::from_bytes("lang=português; s=x".as_bytes()).unwrap());
         strip_cookies(&mut utf8, |n| c.owns(n));
         assert_eq!(utf8[header::COOKIE].as_bytes(), "lang=português".as_bytes());
+    }
+
+    /// Found by tests/properties.rs: a `Cookie` line that was not UTF-8 was
+    /// skipped, and porteiro's cookie in it went upstream.
+    #[test]
+    fn strip_works_on_lines_that_are_not_utf8() {
+        let c = cookies("s");
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"lang=portugu\xe9s; s=x; s_1=y").unwrap());
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_cookies(&mut h, |n| c.owns(n));
+        assert_eq!(
+            h.get_all(header::COOKIE).iter().map(|v| v.as_bytes()).collect::<Vec<_>>(),
+            [b"lang=portugu\xe9s; b=2"]
+        );
+        let mut alone = HeaderMap::new();
+        alone.insert(header::COOKIE, HeaderValue::from_bytes(b"s=x; \xff=1").unwrap());
+        strip_cookies(&mut alone, |n| c.owns(n));
+        assert_eq!(alone[header::COOKIE].as_bytes(), b"\xff=1");
     }
 
     #[test]

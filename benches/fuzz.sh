@@ -24,7 +24,7 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then
   exit 2
 fi
 toolchain=()
-rustup toolchain list 2>/dev/null | grep -q '^nightly' && toolchain=(+nightly)
+rustup toolchain list 2>/dev/null | grep '^nightly' >/dev/null && toolchain=(+nightly)
 # The fuzz crate is its own workspace, built with its own flags: a shared
 # CARGO_TARGET_DIR would rebuild the main build's dependencies each switch.
 flags=(--sanitizer none --target-dir fuzz/target ${FUZZ_BUILD:-})
@@ -32,6 +32,10 @@ if [ $# -gt 0 ]; then
   targets=("$@")
 else
   mapfile -t targets < <(cargo "${toolchain[@]}" fuzz list)
+fi
+if [ ${#targets[@]} -eq 0 ]; then
+  echo "fuzz: no targets (is cargo-fuzz installed?)" >&2
+  exit 1
 fi
 
 echo "fuzz: building ${targets[*]}"

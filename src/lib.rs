@@ -21,6 +21,15 @@ pub mod server;
 pub mod sso;
 pub mod upstream;
 
+/// Internals reached by the fuzz targets (`fuzz/`) and the property tests:
+/// not an API, and free to change with them.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::upstream::h1::{
+        BodyKind, Chunk, ChunkedDecoder, Head, ParseError, may_hold_head, parse_response_head,
+    };
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -28,7 +28,7 @@
 //!   stray bytes after it, neither `Connection: close` nor a body delimited
 //!   by the close. After `101 Switching Protocols` it belongs to the tunnel.
 
-mod h1;
+pub(crate) mod h1;
 
 pub use h1::{HOP_BY_HOP, HOP_BY_HOP_LENGTHS};
 

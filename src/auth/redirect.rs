@@ -21,7 +21,14 @@ fn clean(raw: &str, public_url: &str) -> Option<String> {
         Some(rest) if rest.starts_with('/') || rest.starts_with('?') => rest,
         _ => raw,
     };
-    let path = if path.starts_with('?') { return Some(format!("/{path}")) } else { path };
+    // A bare query is the root's, and is checked like any other path.
+    let rooted;
+    let path = if path.starts_with('?') {
+        rooted = format!("/{path}");
+        rooted.as_str()
+    } else {
+        path
+    };
     // The value may be decoded again by a browser or the app: every decoding
     // of it must stay a plain local path.
     if !is_local_path(path, true) {
@@ -117,5 +124,17 @@ mod tests {
         assert_eq!(sanitize(Some(&format!("/{}", "a".repeat(3000))), ORIGIN), "/");
         // A request path can itself look like this (`GET //evil.com/x`).
         assert_eq!(sanitize(Some("//evil.com/x?y=1"), ORIGIN), "/");
+    }
+
+    /// Found by tests/properties.rs: a bare query, or one after the
+    /// public URL, came back with its control characters and unchecked
+    /// escapes.
+    #[test]
+    fn queries_are_checked_like_paths() {
+        assert_eq!(sanitize(Some("?tab=open"), ORIGIN), "/?tab=open");
+        assert_eq!(sanitize(Some("https://help.example.com?tab=open"), ORIGIN), "/?tab=open");
+        for hostile in ["?\t", "?a\r\nSet-Cookie: a=b", "https://help.example.com?%0d%0a", "? x", "?\\", "?%00"] {
+            assert_eq!(sanitize(Some(hostile), ORIGIN), "/", "{hostile:?}");
+        }
     }
 }

@@ -360,6 +360,20 @@ pub fn strip_cookies(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
     }
 }
 
+/// `(name, value, owned)` of every cookie in every `Cookie` header, as bytes.
+fn byte_pairs<'a>(
+    headers: &'a HeaderMap,
+    owned: &'a impl Fn(&str) -> bool,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8], bool)> {
+    headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).filter_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        let name = &pair[..eq];
+        // A name that is not UTF-8 is not one of porteiro's.
+        let ours = std::str::from_utf8(name).is_ok_and(|n| owned(n.trim()));
+        Some((name.trim_ascii(), pair[eq + 1..].trim_ascii(), ours))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +532,25 @@ mod tests {
         let mut junk = HeaderMap::new();
         junk.insert(header::COOKIE, HeaderValue::from_static("porteiro_session=junk; porteiro_session=more"));
         assert!(c.read(&junk, 1_000).is_none());
+    }
+
+    /// Found by tests/properties.rs: a `Cookie` line that was not UTF-8 was
+    /// skipped, and porteiro's cookie in it went upstream.
+    #[test]
+    fn strip_works_on_lines_that_are_not_utf8() {
+        let c = cookies("s");
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"lang=portugu\xe9s; s=x; s_1=y").unwrap());
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_cookies(&mut h, |n| c.owns(n));
+        assert_eq!(
+            h.get_all(header::COOKIE).iter().map(|v| v.as_bytes()).collect::<Vec<_>>(),
+            [b"lang=portugu\xe9s; b=2"]
+        );
+        let mut alone = HeaderMap::new();
+        alone.insert(header::COOKIE, HeaderValue::from_bytes(b"s=x; \xff=1").unwrap());
+        strip_cookies(&mut alone, |n| c.owns(n));
+        assert_eq!(alone[header::COOKIE].as_bytes(), b"\xff=1");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use http::header::{COOKIE, HeaderMap, HeaderValue};
 use percent_encoding::percent_decode_str;
 use porteiro::auth::redirect::sanitize;
 use porteiro::auth::session::{SessionCookies, strip_cookies};
+use porteiro::canonical::{Target, valid_host};
 use porteiro::config::{Secret, SessionConfig, StoreKind};
 use porteiro::path::normalize;
 use proptest::collection::vec;
@@ -64,6 +65,81 @@ proptest! {
             }
             let again = normalize(out).map(|n| n.path.into_owned());
             prop_assert_eq!(again.as_deref(), Ok(out), "normalising {:?} again", out);
+            // Empty segments are merged (a trailing `/` stays).
+            prop_assert!(!out.contains("//"), "{:?} -> {:?}", input, out);
+            // The path routes are matched on is as dot-free and merged, and
+            // holds no `;params`.
+            let decision = first.decision();
+            prop_assert!(!decision.contains(';') && !decision.contains("//"), "{:?} -> {:?}", input, decision);
+            for segment in decision.split('/') {
+                prop_assert!(segment != "." && segment != "..", "{:?} -> {:?}", input, decision);
+            }
+        }
+    }
+}
+
+// --- Hosts -----------------------------------------------------------------
+
+/// Host text: names, ports, IPv6 literals, and the bytes that must never
+/// pass (userinfo, paths, spaces, escapes, non-ASCII).
+fn host_like() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-zA-Z0-9-]{1,8}",
+        Just(".".to_string()),
+        Just(":".to_string()),
+        "[0-9]{1,6}",
+        Just("[::1]".to_string()),
+        Just("[".to_string()),
+        Just("]".to_string()),
+        Just("@".to_string()),
+        Just("/".to_string()),
+        Just("\\".to_string()),
+        Just(" ".to_string()),
+        Just("%2e".to_string()),
+        Just("é".to_string()),
+        any::<char>().prop_map(String::from),
+    ];
+    vec(piece, 1..6).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A host that passes is plain ASCII with nothing an upstream could read
+    /// as userinfo, a path or an escape, and its port is a real port.
+    #[test]
+    fn valid_hosts_hold_nothing_but_a_name_and_a_port(host in host_like()) {
+        if valid_host(&host) {
+            prop_assert!(host.bytes().all(|b| b.is_ascii_graphic()), "{:?}", host);
+            for bad in ['@', '/', '\\', '%', '?', '#', ','] {
+                prop_assert!(!host.contains(bad), "{:?}", host);
+            }
+            let port = match host.rsplit_once(']') {
+                Some((_, after)) => after.strip_prefix(':'),
+                None => host.split_once(':').map(|(_, p)| p),
+            };
+            if let Some(port) = port {
+                prop_assert!(port.parse::<u16>().is_ok(), "{:?}", host);
+            }
+        }
+    }
+
+    /// The host that chooses the route is, byte for byte, the `Host` the
+    /// upstream receives; a `Host` line and an absolute-form target that
+    /// disagree are refused.
+    #[test]
+    fn the_host_judged_is_the_host_sent(host in host_like(), authority in prop::option::of(host_like())) {
+        let Ok(value) = HeaderValue::from_str(&host) else { return Ok(()) };
+        let uri = match &authority {
+            Some(a) => format!("http://{a}/x"),
+            None => "/x".to_string(),
+        };
+        let Ok(req) = http::Request::get(uri.as_str()).header("host", value).body(()) else { return Ok(()) };
+        if let Ok(target) = Target::of_request(&req) {
+            let judged = target.host().map(str::to_string);
+            let (sent, _) = target.into_upstream();
+            prop_assert_eq!(judged.as_deref().map(str::as_bytes), sent.as_ref().map(HeaderValue::as_bytes));
+            prop_assert!(valid_host(&host) && host.eq_ignore_ascii_case(judged.as_deref().unwrap_or("")), "{:?} {:?}", host, authority);
         }
     }
 }

@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 
 /// Small, short-lived allocations (header maps, buffers, futures) are most
 /// of what a proxied request allocates; mimalloc serves them from per-thread
-/// pages, cheaper than glibc's malloc.
+/// pages, cheaper than glibc's malloc. Built without transparent huge pages
+/// (Cargo.toml): with them, every partly used 2 MiB of heap was resident
+/// whole (2 000 idle connections: 100 MiB RSS instead of 63 MiB).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -161,18 +161,42 @@ struct Connection<H> {
 }
 
 impl<H: Handler> Connection<H> {
+    // What a connection costs while it is idle is what its task holds, so
+    // the task's own future is kept small: the TLS session and the HTTP
+    // connection state (kilobytes, sized for HTTP/1.1, HTTP/2 and TLS alike)
+    // are boxed and allocated only once the client has sent its first bytes.
     async fn run(self, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
         let _open = self.metrics.as_ref().map(|m| OpenGuard::new(m.clone()));
-        match tls {
-            None => self.serve(TokioIo::new(stream), ConnInfo { peer, tls: false }).await,
-            Some(config) => {
-                let accept = TlsAcceptor::from(config).accept(stream);
-                match tokio::time::timeout(self.handshake_timeout, accept).await {
-                    Ok(Ok(tls_stream)) => self.serve(TokioIo::new(tls_stream), ConnInfo { peer, tls: true }).await,
-                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                }
+        // A client that sends nothing within header_read_timeout is closed,
+        // as one that sends an incomplete request head is.
+        let first_bytes = tokio::time::timeout(self.handshake_timeout, stream.readable());
+        let ready = tokio::select! {
+            r = first_bytes => r,
+            () = self.shutdown.cancelled() => return,
+        };
+        match ready {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "connection failed before its first bytes");
+                return;
             }
+            Err(_) => {
+                debug!(%peer, "nothing received within header_read_timeout");
+                return;
+            }
+        }
+        match tls {
+            None => Box::pin(self.serve(TokioIo::new(stream), ConnInfo { peer, tls: false })).await,
+            Some(config) => Box::pin(self.serve_tls(stream, peer, config)).await,
+        }
+    }
+
+    async fn serve_tls(&self, stream: TcpStream, peer: SocketAddr, config: Arc<rustls::ServerConfig>) {
+        let accept = TlsAcceptor::from(config).accept(stream);
+        match tokio::time::timeout(self.handshake_timeout, accept).await {
+            Ok(Ok(tls_stream)) => self.serve(TokioIo::new(tls_stream), ConnInfo { peer, tls: true }).await,
+            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => debug!(%peer, "TLS handshake timed out"),
         }
     }
 
@@ -183,7 +207,10 @@ impl<H: Handler> Connection<H> {
         let handler = self.handler.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.call(req, info).await) }
+            // Boxed: hyper keeps a slot the size of this future for the
+            // whole life of an HTTP/1.1 connection; boxed, the handler's
+            // state (kilobytes) lives only while a request is in flight.
+            Box::pin(async move { Ok::<_, Infallible>(handler.call(req, info).await) })
         });
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);

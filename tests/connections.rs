@@ -1,0 +1,110 @@
+//! Many idle keep-alive connections at once (`server.max_connections`): the
+//! default limit holds 2 000 opened, used and idle connections, and a
+//! connection beyond a lowered limit waits in the accept queue until another
+//! closes, rather than being dropped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use support::{FakeUpstream, OneConnection, PATIENCE, TestGateway, metric, public_route, start_gateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONNECTIONS: usize = 2000;
+
+/// Both tests of this binary may run at once, each holding both ends of
+/// CONNECTIONS connections plus upstream ones: raise the soft open-file
+/// limit, within the hard one.
+fn raise_open_file_limit() {
+    let want: u64 = 4 * CONNECTIONS as u64 + 1024;
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|cur| cur >= want) {
+        return;
+    }
+    let new = limit.maximum.map_or(want, |max| want.min(max));
+    assert!(new >= want, "this test needs {want} open files; the hard limit is {:?}", limit.maximum);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(new), maximum: limit.maximum }).unwrap();
+}
+
+async fn open_gauge(gw: &TestGateway) -> f64 {
+    metric(&gw.metrics().await, "porteiro_connections_open").expect("porteiro_connections_open exported")
+}
+
+/// Opens `n` connections and sends one request on each (at most 100 in
+/// flight, so the upstream pool stays small); every answer must be a 200.
+async fn open_and_use(addr: SocketAddr, n: usize) -> Vec<OneConnection> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(OneConnection::open(addr).await);
+    }
+    use_each(&mut conns).await;
+    conns
+}
+
+async fn use_each(conns: &mut [OneConnection]) {
+    for chunk in conns.chunks_mut(100) {
+        for (status, _) in join_all(chunk.iter_mut().map(|c| c.get("/"))).await {
+            assert_eq!(status, 200);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_connections_are_opened_used_and_kept_idle_at_once_under_the_default_limit() {
+    raise_open_file_limit();
+    let up = FakeUpstream::new("app").start().await;
+    // The idle timeout (header_read_timeout) well above the test's length;
+    // max_connections left at its default.
+    let gw = start_gateway("header_read_timeout_seconds = 120", &public_route("app", &up.url())).await;
+
+    let mut conns = open_and_use(gw.addr(), CONNECTIONS).await;
+    assert_eq!(open_gauge(&gw).await, CONNECTIONS as f64, "every connection is open at once");
+    // All idle at once and none dropped: each answers again on the same
+    // connection (OneConnection fails if the gateway closed it).
+    use_each(&mut conns).await;
+    assert_eq!(open_gauge(&gw).await, CONNECTIONS as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_a_lowered_limit_waits_and_is_served_once_another_closes() {
+    raise_open_file_limit();
+    let up = FakeUpstream::new("app").start().await;
+    let gw = start_gateway(
+        &format!("max_connections = {CONNECTIONS}\nheader_read_timeout_seconds = 120"),
+        &public_route("app", &up.url()),
+    )
+    .await;
+    let mut conns = open_and_use(gw.addr(), CONNECTIONS).await;
+    assert_eq!(open_gauge(&gw).await, CONNECTIONS as f64);
+
+    // One more: the kernel completes the handshake (accept queue), porteiro
+    // does not accept it while the limit is reached, and neither answers nor
+    // closes it.
+    let mut extra = TcpStream::connect(gw.addr()).await.unwrap();
+    extra.write_all(b"GET /waiting HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(700), extra.read(&mut buf)).await;
+    assert!(early.is_err(), "the connection beyond max_connections got {early:?} instead of waiting");
+    assert_eq!(open_gauge(&gw).await, CONNECTIONS as f64, "accepted beyond max_connections");
+
+    // Closing one of the others makes room: the waiting request is served.
+    drop(conns.pop());
+    let mut got = Vec::new();
+    let answered = tokio::time::timeout(PATIENCE, async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = extra.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed without an answer: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "no answer once a slot was free: {:?}", String::from_utf8_lossy(&got));
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(up.seen().last().map(|s| s.uri.clone()).as_deref(), Some("/waiting"));
+}

@@ -360,20 +360,6 @@ pub fn strip_cookies(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
     }
 }
 
-/// `(name, value, owned)` of every cookie in every `Cookie` header, as bytes.
-fn byte_pairs<'a>(
-    headers: &'a HeaderMap,
-    owned: &'a impl Fn(&str) -> bool,
-) -> impl Iterator<Item = (&'a [u8], &'a [u8], bool)> {
-    headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).filter_map(|pair| {
-        let eq = pair.iter().position(|b| *b == b'=')?;
-        let name = &pair[..eq];
-        // A name that is not UTF-8 is not one of porteiro's.
-        let ours = std::str::from_utf8(name).is_ok_and(|n| owned(n.trim()));
-        Some((name.trim_ascii(), pair[eq + 1..].trim_ascii(), ours))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

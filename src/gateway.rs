@@ -465,9 +465,11 @@ impl Gateway {
             let resp = error::error(StatusCode::BAD_REQUEST, "several_authorization", why, error::wants_html(headers));
             return Verdict::Respond(resp);
         }
-        if route.access == Access::Public
-            || route.public_paths.iter().any(|p| prefix_matches(p, &target.decision_path()))
-        {
+        let public = route.access == Access::Public || {
+            let decision = target.decision_path();
+            route.public_paths.iter().any(|p| prefix_matches(p, &decision))
+        };
+        if public {
             return Verdict::Pass(None);
         }
         if !route.bearer.is_empty() && (credential != auth::bearer::Credential::Absent || route.login.is_none()) {

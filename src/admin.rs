@@ -68,7 +68,7 @@ pub async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body>
     };
     // Longer than any session can live.
     let ttl = Duration::from_secs(*VALIDITY_MINUTES.end() as u64 * 60 + 300);
-    match gateway.shared.store.revoke(what.clone(), crate::auth::now(), ttl).await {
+    match gateway.shared.store.revoke(what.clone(), gateway.shared.clock.now(), ttl).await {
         Ok(()) => {
             info!(revocation = ?what, "admin API: sessions revoked");
             error::json(StatusCode::OK, &json!({ "revoked": true }))

@@ -67,6 +67,8 @@ pub struct Shared {
     /// Identifier mappings: in Redis with `session.store = "redis"`, else in
     /// redb when `server.state_dir` is set.
     pub identifiers: Option<crate::auth::identifiers::Identifiers>,
+    /// Every expiry reads it; tests move it.
+    pub clock: crate::clock::Clock,
 }
 
 /// One compiled route.
@@ -250,6 +252,7 @@ impl Gateway {
                     &config.session.previous_secrets,
                     config.server.public_https,
                     &config.server.auth_prefix,
+                    shared.clock.clone(),
                 )
             }),
             providers,
@@ -424,7 +427,7 @@ impl Gateway {
 
     /// The session in the request, from any provider, not revoked.
     pub(crate) fn any_session(&self, headers: &http::HeaderMap) -> Option<Arc<Identity>> {
-        let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
+        let identity = self.sessions.as_ref()?.read(headers, self.shared.clock.now())?;
         let store = &self.shared.store;
         (!store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)).then_some(identity)
     }
@@ -497,7 +500,7 @@ impl Gateway {
         route: &Route,
         token: Result<&str, Option<auth::token::TokenError>>,
     ) -> Verdict {
-        let now = auth::now();
+        let now = self.shared.clock.now();
         let mut refused = None;
         let token = match token {
             Ok(token) => token,
@@ -555,7 +558,7 @@ impl Gateway {
     /// The session in the request's cookies, valid for `route`'s provider
     /// and not revoked.
     pub(crate) fn session(&self, headers: &http::HeaderMap, route: &Route) -> Option<Arc<Identity>> {
-        let identity = self.sessions.as_ref()?.read(headers, auth::now())?;
+        let identity = self.sessions.as_ref()?.read(headers, self.shared.clock.now())?;
         let provider = route.login.as_ref()?;
         if identity.provider != provider.id() {
             return None;

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod canonical;
+pub mod clock;
 pub mod config;
 pub mod devcert;
 pub mod error;
@@ -47,6 +48,7 @@ use crate::auth::jwks::JwksRegistry;
 use crate::auth::redis_store::RedisStore;
 use crate::auth::store::{MemoryStore, Store};
 use crate::body::Body;
+use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::gateway::{Gateway, Shared};
 use crate::metrics::Metrics;
@@ -77,18 +79,24 @@ pub struct App {
 impl App {
     /// Compiles `config` into a gateway.
     pub fn new(config: Config) -> Result<App, StartError> {
+        App::with_clock(config, Clock::default())
+    }
+
+    /// As [`App::new`], reading time from `clock` (tests move it).
+    pub fn with_clock(config: Config, clock: Clock) -> Result<App, StartError> {
         // Replicas sharing Redis share identifier mappings there too; one
         // process keeps them in redb under server.state_dir.
         let (store, identifiers): (Arc<dyn Store>, _) = match &config.session.store {
             StoreKind::Memory => (
-                Arc::new(MemoryStore::new(STORE_CAPACITY)),
+                Arc::new(MemoryStore::new(STORE_CAPACITY, clock.clone())),
                 match &config.server.state_dir {
                     Some(dir) => Some(Identifiers::open(dir).map_err(StartError::Setup)?),
                     None => None,
                 },
             ),
             StoreKind::Redis { url, prefix } => {
-                let store = RedisStore::new(url.expose(), prefix, STORE_CAPACITY).map_err(StartError::Setup)?;
+                let store =
+                    RedisStore::new(url.expose(), prefix, STORE_CAPACITY, clock.clone()).map_err(StartError::Setup)?;
                 let identifiers = Identifiers::redis(store.connection(), prefix);
                 (Arc::new(store), Some(identifiers))
             }
@@ -97,7 +105,8 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             draining: Arc::new(AtomicBool::new(false)),
             store,
-            jwks: JwksRegistry::default(),
+            jwks: JwksRegistry::new(clock.clone()),
+            clock,
             identifiers,
         });
         let gateway = Gateway::new(&config, shared.clone()).map_err(StartError::Setup)?;
@@ -148,6 +157,11 @@ impl App {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The clock every expiry reads.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
     }
 
     /// Ready to take traffic: not draining, every provider has its keys, and
@@ -242,8 +256,13 @@ impl Running {
 
 /// Binds the listeners of `config` and starts serving in the background.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with_clock(config, Clock::default()).await
+}
+
+/// As [`start`], reading time from `clock`: tests move it past expiries.
+pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, StartError> {
     let server_cfg = config.server.clone();
-    let app = Arc::new(App::new(config)?);
+    let app = Arc::new(App::with_clock(config, clock)?);
     let limits = Limits {
         max_connections: server_cfg.max_connections,
         header_read_timeout: server_cfg.header_read_timeout,

@@ -75,6 +75,7 @@ pub(crate) fn build_provider(
         ProviderKind::Oidc(o) => Provider::Oidc(Box::new(OidcLogin::start(
             OidcSettings {
                 id: p.id.clone(),
+                clock: jwks.clock().clone(),
                 issuer: o.issuer.clone(),
                 client_id: o.client_id.clone(),
                 client_secret: o.client_secret.clone(),
@@ -292,7 +293,7 @@ impl Gateway {
                 "No login provider accepts this token.",
             );
         }
-        let now = auth::now();
+        let now = self.shared.clock.now();
         let mut last = TokenError::Malformed;
         let mut chosen = None;
         for provider in &candidates {
@@ -421,7 +422,8 @@ impl Gateway {
             return self.login_failed(&probe, &id, StatusCode::BAD_REQUEST, "saml_browser_mismatch", text);
         };
         let posted = saml::Posted { saml_response: response, relay_state: relay, headers: probe.headers(), states };
-        let mut resp = match provider.finish(attempt, posted, self.shared.store.as_ref(), auth::now()).await {
+        let mut resp = match provider.finish(attempt, posted, self.shared.store.as_ref(), self.shared.clock.now()).await
+        {
             Ok((identity, return_to)) => self.start_session(&probe, &id, identity, &return_to, true),
             Err(f) => {
                 let status = match f.reason {
@@ -647,7 +649,7 @@ impl Gateway {
                 "The login code's provider is gone.",
             );
         };
-        let identity = pending.into_identity(auth::now());
+        let identity = pending.into_identity(self.shared.clock.now());
         if let Err(why) = identity.check_header_safe() {
             return self.login_failed(&req, &provider.id, StatusCode::BAD_REQUEST, "unsafe_claims", why);
         }
@@ -788,7 +790,7 @@ impl Gateway {
     async fn logout<B>(&self, req: &Request<B>) -> Response<Body> {
         let identity = self.any_session(req.headers());
         if let Some(id) = &identity {
-            let now = auth::now();
+            let now = self.shared.clock.now();
             let ttl = Duration::from_secs(id.exp.saturating_sub(now).max(1));
             if let Err(e) = self.shared.store.revoke(Revocation::Session(id.sid.clone()), now, ttl).await {
                 warn!(error = %e, "could not record the logout; the cookie is cleared anyway");
@@ -876,7 +878,7 @@ impl Gateway {
             return self.demo_form(&return_to, Some("Enter a name and a valid email address."));
         }
         let groups: Vec<&str> = field("groups").split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
-        let now = auth::now();
+        let now = self.shared.clock.now();
         let claims = json!({
             "iss": demo.issuer, "name": name, "email": email, "groups": groups,
             "iat": now, "exp": now + 60, "jti": auth::seal::random_id(16),

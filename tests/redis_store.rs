@@ -109,7 +109,7 @@ async fn session_works(gw: &Gw, cookie: &str) -> bool {
 }
 
 fn store(server: &RedisServer, prefix: &str) -> RedisStore {
-    RedisStore::new(server.url().as_bytes(), prefix, 1000).unwrap()
+    RedisStore::new(server.url().as_bytes(), prefix, 1000, porteiro::clock::Clock::default()).unwrap()
 }
 
 async fn wait_store_ready(s: &RedisStore) {

@@ -18,6 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use tracing::{debug, info, warn};
 
 use super::fetch::Fetcher;
+use crate::clock::Clock;
 
 /// Largest JWKS document read.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -72,6 +73,7 @@ pub struct Jwks {
     fetching: tokio::sync::Mutex<()>,
     last_attempt: Mutex<Option<Instant>>,
     loaded: AtomicBool,
+    clock: Clock,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +87,7 @@ pub enum KeyError {
 impl Jwks {
     /// Creates the cache and starts its refresh task; the task ends when the
     /// last `Arc` is dropped (a reload that no longer uses this URL).
-    pub fn start(url: String, settings: JwksSettings, fetcher: Fetcher) -> Arc<Jwks> {
+    pub fn start(url: String, settings: JwksSettings, fetcher: Fetcher, clock: Clock) -> Arc<Jwks> {
         let jwks = Arc::new(Jwks {
             url,
             settings,
@@ -94,6 +96,7 @@ impl Jwks {
             fetching: tokio::sync::Mutex::new(()),
             last_attempt: Mutex::new(None),
             loaded: AtomicBool::new(false),
+            clock,
         });
         tokio::spawn(refresh_loop(Arc::downgrade(&jwks)));
         jwks
@@ -140,9 +143,9 @@ impl Jwks {
     fn may_refresh_now(&self) -> bool {
         let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
         match *last {
-            Some(t) if t.elapsed() < self.settings.min_refresh => false,
+            Some(t) if self.clock.instant().saturating_duration_since(t) < self.settings.min_refresh => false,
             _ => {
-                *last = Some(Instant::now());
+                *last = Some(self.clock.instant());
                 true
             }
         }
@@ -151,7 +154,7 @@ impl Jwks {
     /// Fetches now; returns how long the answer may be cached.
     async fn refresh(&self) -> Result<Option<Duration>, String> {
         let _guard = self.fetching.lock().await;
-        *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.clock.instant());
         self.fetch_locked().await
     }
 
@@ -299,25 +302,34 @@ async fn refresh_loop(jwks: Weak<Jwks>) {
                 wait
             }
         };
+        let clock = j.clock.clone();
         drop(j);
-        tokio::time::sleep(wait).await;
+        clock.sleep(wait).await;
     }
 }
 
 /// Reuses key caches across reloads: same URL and settings, same cache.
-#[derive(Default)]
 pub struct JwksRegistry {
     caches: Mutex<HashMap<String, Weak<Jwks>>>,
+    clock: Clock,
 }
 
 impl JwksRegistry {
+    pub fn new(clock: Clock) -> JwksRegistry {
+        JwksRegistry { caches: Mutex::default(), clock }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     pub fn get(&self, url: &str, settings: JwksSettings, fetcher: &Fetcher) -> Arc<Jwks> {
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
         caches.retain(|_, w| w.strong_count() > 0);
         if let Some(j) = caches.get(url).and_then(Weak::upgrade).filter(|j| j.settings == settings) {
             return j;
         }
-        let j = Jwks::start(url.to_string(), settings, fetcher.clone());
+        let j = Jwks::start(url.to_string(), settings, fetcher.clone(), self.clock.clone());
         caches.insert(url.to_string(), Arc::downgrade(&j));
         j
     }

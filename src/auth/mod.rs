@@ -119,8 +119,3 @@ impl Provider {
         }
     }
 }
-
-/// Unix time in seconds.
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}

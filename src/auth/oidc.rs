@@ -28,6 +28,7 @@ use super::jwks::{Jwks, JwksSettings};
 use super::seal::{Purpose, Sealer, random_id};
 use super::session::{Identity, cookie_pairs, set_cookie_same_site};
 use super::token::{KeySource, Rules, TokenError, Verifier, string_claim};
+use crate::clock::Clock;
 use crate::config::Secret;
 
 /// Most login attempts (state cookies) one browser holds at once.
@@ -56,6 +57,7 @@ pub struct Endpoints {
 
 pub struct OidcSettings {
     pub id: String,
+    pub clock: Clock,
     pub issuer: String,
     pub client_id: String,
     pub client_secret: Secret,
@@ -157,7 +159,7 @@ impl OidcLogin {
         let resolved = Arc::new(ArcSwapOption::empty());
         let alive = Arc::new(());
         if let Some(e) = &settings.endpoints {
-            let jwks = Jwks::start(e.jwks.clone(), settings.jwks, fetcher.clone());
+            let jwks = Jwks::start(e.jwks.clone(), settings.jwks, fetcher.clone(), settings.clock.clone());
             resolved.store(Some(Arc::new(Resolved {
                 authorization_endpoint: e.authorization.clone(),
                 token_endpoint: e.token.clone(),
@@ -171,6 +173,7 @@ impl OidcLogin {
                 settings.issuer.clone(),
                 settings.jwks,
                 fetcher.clone(),
+                settings.clock.clone(),
                 Arc::downgrade(&resolved),
                 Arc::downgrade(&alive),
             ));
@@ -200,8 +203,8 @@ impl OidcLogin {
             nonce: random_id(24),
             verifier: random_id(32),
             r: return_to.to_string(),
-            t: super::now(),
-            ns: now_nanos(),
+            t: states.clock.now(),
+            ns: states.clock.now_nanos(),
         };
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(attempt.verifier.as_bytes()));
         let mut url = url::Url::parse(&resolved.authorization_endpoint).ok()?;
@@ -311,7 +314,7 @@ impl OidcLogin {
         let id_token = tokens.get("id_token").and_then(Value::as_str).ok_or_else(|| {
             fail(Failure::new(StatusCode::BAD_GATEWAY, "no_id_token", "The identity provider sent no ID token."))
         })?;
-        let now = super::now();
+        let now = states.clock.now();
         let mut claims = self.verify_id_token(&resolved, id_token, &attempt.nonce, now).await.map_err(fail)?;
         if self.s.fetch_userinfo {
             let access = tokens.get("access_token").and_then(Value::as_str);
@@ -541,6 +544,7 @@ async fn discover_loop(
     issuer: String,
     jwks_settings: JwksSettings,
     fetcher: Fetcher,
+    clock: Clock,
     resolved: Weak<ArcSwapOption<Resolved>>,
     alive: Weak<()>,
 ) {
@@ -558,7 +562,7 @@ async fn discover_loop(
                 // Keep the key cache when the key set URL is unchanged.
                 let jwks = match current.as_ref().filter(|r| r.jwks.url() == d.jwks_uri) {
                     Some(r) => r.jwks.clone(),
-                    None => Jwks::start(d.jwks_uri.clone(), jwks_settings, fetcher.clone()),
+                    None => Jwks::start(d.jwks_uri.clone(), jwks_settings, fetcher.clone(), clock.clone()),
                 };
                 info!(provider = %id, issuer = %issuer, "OpenID provider discovered");
                 slot.store(Some(Arc::new(Resolved {
@@ -577,7 +581,7 @@ async fn discover_loop(
                 wait
             }
         };
-        tokio::time::sleep(wait).await;
+        clock.sleep(wait).await;
     }
 }
 
@@ -605,6 +609,8 @@ pub struct LoginStates {
     sealer: Sealer,
     secure: bool,
     path: String,
+    /// Dates attempts and decides their freshness.
+    pub clock: Clock,
 }
 
 const STATE_COOKIE: &str = "porteiro_login_";
@@ -635,13 +641,6 @@ struct Created {
     ns: u64,
 }
 
-/// Unix nanoseconds now: orders attempts started within the same second.
-pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// Which requests bring an attempt cookie back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comeback {
@@ -654,11 +653,12 @@ pub enum Comeback {
 }
 
 impl LoginStates {
-    pub fn new(secret: &Secret, previous: &[Secret], secure: bool, auth_prefix: &str) -> LoginStates {
+    pub fn new(secret: &Secret, previous: &[Secret], secure: bool, auth_prefix: &str, clock: Clock) -> LoginStates {
         LoginStates {
             sealer: Sealer::new(secret, previous, Purpose::LoginState),
             secure,
             path: format!("{auth_prefix}/"),
+            clock,
         }
     }
 
@@ -715,7 +715,7 @@ impl LoginStates {
         // domain): the one that opens counts.
         cookie_pairs(request).filter(|(n, _)| *n == name).find_map(|(_, value)| {
             let attempt: T = serde_json::from_slice(&self.sealer.open(name.as_bytes(), value)?).ok()?;
-            let fresh = super::now().saturating_sub(attempt.created()) <= ATTEMPT_SECONDS;
+            let fresh = self.clock.now().saturating_sub(attempt.created()) <= ATTEMPT_SECONDS;
             (fresh && bool::from(attempt.state().as_bytes().ct_eq(state.as_bytes()))).then_some(attempt)
         })
     }

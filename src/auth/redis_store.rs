@@ -22,6 +22,8 @@ use redis::{Client, RedisError, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
+use crate::clock::Clock;
+
 use super::store::{MemoryStore, Revocation, Store, StoreError, StoreFuture};
 
 /// How long one connection attempt or one command may take before the
@@ -112,7 +114,7 @@ impl RedisStore {
     /// Connects lazily: porteiro starts (and says not ready) while Redis is
     /// down. Needs a Tokio runtime for the subscriber task. `capacity` bounds
     /// the local revocation mirror like [`MemoryStore::new`].
-    pub fn new(url: &[u8], prefix: &str, capacity: u64) -> Result<RedisStore, String> {
+    pub fn new(url: &[u8], prefix: &str, capacity: u64, clock: Clock) -> Result<RedisStore, String> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err("session.store = \"redis\" needs a Tokio runtime".into());
         }
@@ -130,7 +132,7 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| format!("session.store: cannot set up Redis ({:?})", e.kind()))?;
         let keys = Keys { prefix: prefix.to_string() };
-        let mirror = Arc::new(MemoryStore::new(capacity));
+        let mirror = Arc::new(MemoryStore::new(capacity, clock));
         let live = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         tokio::spawn(

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use super::claims::valid_email;
 use super::fetch::Fetcher;
-use super::oidc::{AttemptCookie, Comeback, LoginStates, now_nanos};
+use super::oidc::{AttemptCookie, Comeback, LoginStates};
 use super::seal::random_id;
 use super::session::Identity;
 use super::store::Store;
@@ -253,8 +253,8 @@ impl SamlLogin {
             p: self.s.id.clone(),
             state: relay.clone(),
             b: random_id(24),
-            t: super::now(),
-            ns: now_nanos(),
+            t: states.clock.now(),
+            ns: states.clock.now_nanos(),
         };
         let cookies = states
             .store(&binding, request_headers, Comeback::CrossSitePost)

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 
+use crate::clock::Clock;
+
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +91,14 @@ pub struct MemoryStore {
     revoked_emails: Cache<String, Entry>,
     /// Set before the first revocation is stored: until then the check is free.
     any_revoked: AtomicBool,
+    /// Decides expiry (moka evicts on real time, which lags a moved clock).
+    clock: Clock,
 }
 
 impl MemoryStore {
     /// `capacity` bounds the number of entries of each kind (replay ids and
     /// login attempts; revocations); past it the least useful are evicted.
-    pub fn new(capacity: u64) -> MemoryStore {
+    pub fn new(capacity: u64, clock: Clock) -> MemoryStore {
         let cache = || Cache::builder().max_capacity(capacity).expire_after(PerEntry).build();
         MemoryStore {
             entries: cache(),
@@ -102,6 +106,7 @@ impl MemoryStore {
             revoked_subjects: cache(),
             revoked_emails: cache(),
             any_revoked: AtomicBool::new(false),
+            clock,
         }
     }
 
@@ -109,7 +114,7 @@ impl MemoryStore {
     /// [`Store::revoke`] here, and the local mirror of a shared store.
     pub(crate) fn record(&self, what: Revocation, now: u64, ttl: Duration) {
         self.any_revoked.store(true, Ordering::SeqCst);
-        let entry = Entry { value: now.to_be_bytes().to_vec(), expires: Instant::now() + ttl };
+        let entry = Entry { value: now.to_be_bytes().to_vec(), expires: self.clock.instant() + ttl };
         match what {
             // A session id names one session whenever it was issued.
             Revocation::Session(s) => {
@@ -122,9 +127,9 @@ impl MemoryStore {
 }
 
 /// A revocation entry applies to sessions issued at or before its time.
-fn revoked_before(cache: &Cache<String, Entry>, key: &str, issued_at: u64) -> bool {
+fn revoked_before(cache: &Cache<String, Entry>, key: &str, issued_at: u64, now: Instant) -> bool {
     cache.get(key).is_some_and(|e| {
-        e.expires > Instant::now() && {
+        e.expires > now && {
             let at = e.value.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
             issued_at <= at
         }
@@ -133,18 +138,27 @@ fn revoked_before(cache: &Cache<String, Entry>, key: &str, issued_at: u64) -> bo
 
 impl Store for MemoryStore {
     fn insert_once<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        let expires = Instant::now() + ttl;
-        let entry = self.entries.entry(key.to_string()).or_insert_with(|| Entry { value: Vec::new(), expires });
-        Box::pin(std::future::ready(Ok(entry.is_fresh())))
+        let now = self.clock.instant();
+        let fresh = Entry { value: Vec::new(), expires: now + ttl };
+        // Atomic per key: exactly one caller finds the id absent (or expired).
+        let first = self.entries.entry(key.to_string()).and_compute_with(|held| match held {
+            Some(e) if e.value().expires > now => moka::ops::compute::Op::Nop,
+            _ => moka::ops::compute::Op::Put(fresh),
+        });
+        let first = matches!(
+            first,
+            moka::ops::compute::CompResult::Inserted(_) | moka::ops::compute::CompResult::ReplacedWith(_)
+        );
+        Box::pin(std::future::ready(Ok(first)))
     }
 
     fn put<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.entries.insert(key.to_string(), Entry { value, expires: Instant::now() + ttl });
+        self.entries.insert(key.to_string(), Entry { value, expires: self.clock.instant() + ttl });
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn take<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        let value = self.entries.remove(key).filter(|e| e.expires > Instant::now()).map(|e| e.value);
+        let value = self.entries.remove(key).filter(|e| e.expires > self.clock.instant()).map(|e| e.value);
         Box::pin(std::future::ready(Ok(value)))
     }
 
@@ -157,13 +171,14 @@ impl Store for MemoryStore {
         if !self.any_revoked.load(Ordering::SeqCst) {
             return false;
         }
-        revoked_before(&self.revoked_sessions, session_id, issued_at)
-            || revoked_before(&self.revoked_subjects, subject, issued_at)
+        let now = self.clock.instant();
+        revoked_before(&self.revoked_sessions, session_id, issued_at, now)
+            || revoked_before(&self.revoked_subjects, subject, issued_at, now)
             || email.is_some_and(|e| {
                 if e.bytes().any(|b| b.is_ascii_uppercase()) {
-                    revoked_before(&self.revoked_emails, &e.to_ascii_lowercase(), issued_at)
+                    revoked_before(&self.revoked_emails, &e.to_ascii_lowercase(), issued_at, now)
                 } else {
-                    revoked_before(&self.revoked_emails, e, issued_at)
+                    revoked_before(&self.revoked_emails, e, issued_at, now)
                 }
             })
     }
@@ -175,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn insert_once_and_take_once() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, Clock::default());
         assert!(s.insert_once("jti:a", Duration::from_secs(60)).await.unwrap());
         assert!(!s.insert_once("jti:a", Duration::from_secs(60)).await.unwrap());
         s.put("code:x", b"v".to_vec(), Duration::from_secs(60)).await.unwrap();
@@ -185,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, Clock::default());
         s.put("k", b"v".to_vec(), Duration::from_millis(20)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert_eq!(s.take("k").await.unwrap(), None);
@@ -197,7 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn revocations() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, Clock::default());
         assert!(!s.is_revoked("sid1", "alice", Some("a@x.test"), 100));
         s.revoke(Revocation::Session("sid1".into()), 100, Duration::from_secs(60)).await.unwrap();
         assert!(s.is_revoked("sid1", "alice", None, 100));

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::body::Body;
 use crate::config::TlsFiles;
 use crate::metrics::Metrics;
+use crate::proxy::body::Body;
 
 /// What a handler learns about the connection a request came on.
 #[derive(Debug, Clone, Copy)]

@@ -399,7 +399,12 @@ impl Gateway {
         let attempt = match saml::take_attempt(relay, self.shared.store.as_ref()).await {
             Ok(a) => a,
             Err(f) => {
-                let mut resp = self.login_failed(&probe, "-", StatusCode::BAD_REQUEST, f.reason, &f.text);
+                let status = if f.reason == "store_unavailable" {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                let mut resp = self.login_failed(&probe, "-", status, f.reason, &f.text);
                 // A replayed or stale answer: its attempt cookie, if any, is of no use.
                 if let Some(clear) = self.login_states.as_ref().and_then(|s| s.clear(relay, Comeback::CrossSitePost)) {
                     resp.headers_mut().append(header::SET_COOKIE, clear);

@@ -45,6 +45,13 @@ pysaml2:
     name_id=ID                          a persistent NameID instead of the
                                         email
     status=authn_failed                 an error Response (no assertion)
+    audience=none                       no AudienceRestriction at all
+    shift=SECONDS                       every instant the IdP writes
+                                        (IssueInstant, NotBefore,
+                                        NotOnOrAfter) moved by SECONDS, as
+                                        an IdP whose clock is off writes them
+    assertion_id=ID                     the Assertion's ID (a replay of an
+                                        assertion the IdP signs again)
 
 On start it prints one JSON line to stdout: {"url": "http://127.0.0.1:PORT"}.
 It exits when its standard input closes, so it never outlives the test that
@@ -56,6 +63,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 import warnings
@@ -65,6 +73,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 warnings.filterwarnings("ignore", message=".*CFB.*")
 
 import saml2.assertion
+import saml2.entity
+import saml2.s_utils
+import saml2.time_util
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.assertion import Policy
 from saml2.attribute_converter import from_local
@@ -115,7 +126,9 @@ class KnobPolicy(Policy):
 
     def conditions(self, sp_entity_id):
         conds = super().conditions(sp_entity_id)
-        if self.audience is not None:
+        if self.audience == "none":
+            conds.audience_restriction = []
+        elif self.audience is not None:
             conds.audience_restriction[0].audience[0].text = self.audience
         return conds
 
@@ -154,6 +167,45 @@ def make_server(base, entity_id, key, cert, xmlsec, want_signed_requests=False):
     return Server(config=conf)
 
 
+# pysaml2 imports these by name into each module that writes instants or
+# makes assertions; the knobs swap them there for one answer (under the lock).
+ORIGINALS = {
+    (saml2.assertion, "instant"): saml2.assertion.instant,
+    (saml2.assertion, "in_a_while"): saml2.assertion.in_a_while,
+    (saml2.assertion, "assertion_factory"): saml2.assertion.assertion_factory,
+    (saml2.entity, "instant"): saml2.entity.instant,
+    (saml2.s_utils, "instant"): saml2.s_utils.instant,
+}
+
+
+def apply_knobs(knob):
+    """Installs the `shift` and `assertion_id` knobs (or the originals)."""
+    for (module, name), original in ORIGINALS.items():
+        setattr(module, name, original)
+    shift = int(knob.get("shift", "0"))
+    if shift:
+
+        def shifted_instant(format=saml2.time_util.TIME_FORMAT, time_stamp=0):
+            return saml2.time_util.instant(format, (time_stamp or time.time()) + shift)
+
+        def shifted_in_a_while(**delta):
+            delta["seconds"] = delta.get("seconds", 0) + shift
+            return saml2.time_util.in_a_while(**delta)
+
+        for module in (saml2.assertion, saml2.entity, saml2.s_utils):
+            module.instant = shifted_instant
+        saml2.assertion.in_a_while = shifted_in_a_while
+    if "assertion_id" in knob:
+        factory = ORIGINALS[(saml2.assertion, "assertion_factory")]
+
+        def fixed_id_factory(**kwargs):
+            assertion = factory(**kwargs)
+            assertion.id = knob["assertion_id"]
+            return assertion
+
+        saml2.assertion.assertion_factory = fixed_id_factory
+
+
 class Idp:
     def __init__(self, args, base):
         self.lock = threading.Lock()
@@ -178,6 +230,7 @@ class Idp:
         """An AuthnRequest by HTTP-Redirect -> the HTML form (HTTP-POST)."""
         knob = {k: v[-1] for k, v in query.items()}
         with self.lock:
+            apply_knobs(knob)
             self.load_sp_metadata()
             parsed = self.server.parse_authn_request(
                 knob["SAMLRequest"],

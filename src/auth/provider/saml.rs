@@ -561,8 +561,10 @@ fn precheck(xml: &str) -> Result<(), Failure> {
             ));
         }
     }
-    if assertions != 1 {
-        return Err(fail("assertion_count", "The sign-in answer must carry exactly one assertion."));
+    // Encrypted assertions are not supported (README): refused by name
+    // here, not later as a signature that cannot be checked.
+    if assertions != 1 || count_elements(xml, "EncryptedAssertion") > 0 {
+        return Err(fail("assertion_count", "The sign-in answer must carry exactly one unencrypted assertion."));
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! line and column.
 
 pub mod policy;
+pub mod provider;
 mod raw;
 mod secret;
 #[cfg(test)]
@@ -107,170 +108,13 @@ pub enum StoreKind {
     },
 }
 
-/// One `[[providers]]` entry.
-#[derive(Debug, Clone)]
-pub struct ProviderConfig {
-    pub id: String,
-    pub kind: ProviderKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum ProviderKind {
-    Jwt(JwtConfig),
-    Code(CodeConfig),
-    Bearer(BearerConfig),
-    Oidc(OidcConfig),
-    Saml(SamlConfig),
-}
-
-impl ProviderKind {
-    /// Can browsers sign in with it (may a route name it as `login`)?
-    pub fn is_login(&self) -> bool {
-        matches!(self, ProviderKind::Jwt(_) | ProviderKind::Code(_) | ProviderKind::Oidc(_) | ProviderKind::Saml(_))
-    }
-}
-
-/// `kind = "code"`: single-use codes minted by a trusted backend.
-#[derive(Debug, Clone)]
-pub struct CodeConfig {
-    /// The backend page that mints a code and redirects to `/sso/authorize`.
-    pub login_url: String,
-    pub return_param: String,
-    pub logout_url: Option<String>,
-    /// `(client_id, client_secret)`; client ids are unique across providers.
-    pub clients: Vec<(String, Secret)>,
-    pub code_ttl: Duration,
-}
-
-/// `kind = "oidc"`: OpenID Connect Authorization Code flow with PKCE.
-#[derive(Debug, Clone)]
-pub struct OidcConfig {
-    /// Exactly as the provider's discovery document states it.
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub scopes: Vec<String>,
-    pub token_endpoint_auth: TokenEndpointAuth,
-    /// Extra audience the ID token must carry, besides client_id.
-    pub audience: Option<String>,
-    pub required_claims: Vec<String>,
-    /// Fixed extra authorization parameters (`prompt`, Niara's `authenticationRuleId`...).
-    pub extra_params: Vec<(String, String)>,
-    pub fetch_userinfo: bool,
-    /// Explicit endpoints instead of discovery.
-    pub endpoints: Option<OidcEndpoints>,
-    pub algorithms: Vec<jsonwebtoken::Algorithm>,
-    pub leeway_seconds: u64,
-    pub groups_claim: String,
-    pub logout_url: Option<String>,
-    pub jwks_min_refresh: Duration,
-    pub jwks_max_refresh: Duration,
-}
-
-/// `kind = "saml"`: SAML 2.0 Web SSO as a service provider.
-#[derive(Debug, Clone)]
-pub struct SamlConfig {
-    pub metadata: SamlMetadata,
-    /// SP entity id; default `{public_url}{auth_prefix}/saml/metadata`.
-    pub entity_id: String,
-    /// Attribute (by Name) holding the email; `None` means the NameID.
-    pub email_attribute: Option<String>,
-    pub name_attribute: Option<String>,
-    pub groups_attribute: Option<String>,
-    pub logout_url: Option<String>,
-    pub leeway_seconds: u64,
-    /// The SP key pair that signs AuthnRequests, when configured.
-    pub signing: Option<SamlSigning>,
-}
-
-/// An RSA key (>= 2048 bits) and its certificate, checked to match at load.
-#[derive(Clone)]
-pub struct SamlSigning {
-    pub key: openssl::pkey::PKey<openssl::pkey::Private>,
-    /// The certificate, DER, as SP metadata publishes it.
-    pub cert_der: Vec<u8>,
-}
-
-impl std::fmt::Debug for SamlSigning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SamlSigning").field("key", &"<redacted>").finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum SamlMetadata {
-    /// Read at load: (path, XML).
-    File {
-        path: PathBuf,
-        xml: String,
-    },
-    Url(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenEndpointAuth {
-    ClientSecretBasic,
-    ClientSecretPost,
-}
-
-#[derive(Debug, Clone)]
-pub struct OidcEndpoints {
-    pub authorization: String,
-    pub token: String,
-    pub jwks: String,
-    pub userinfo: Option<String>,
-}
-
-/// `kind = "bearer"`: `Authorization: Bearer <JWT>` from API clients.
-#[derive(Debug, Clone)]
-pub struct BearerConfig {
-    pub token: TokenConfig,
-    pub groups_claim: String,
-    pub required_scopes: Vec<String>,
-}
-
-/// `kind = "jwt"`: tokens minted by the customer's login page.
-#[derive(Debug, Clone)]
-pub struct JwtConfig {
-    /// Absolute URL of the "authentication address"; a path (under
-    /// `auth_prefix`) for the built-in demo login page.
-    pub login_url: String,
-    /// Query parameter that carries the return path; default `redirectUrl`.
-    pub return_param: String,
-    pub logout_url: Option<String>,
-    pub token: TokenConfig,
-    pub groups_claim: String,
-    /// Serve the insecure built-in login page at `{auth_prefix}/demo-login`.
-    pub demo_login: bool,
-}
-
-/// How tokens of one issuer are verified.
-#[derive(Debug, Clone)]
-pub struct TokenConfig {
-    pub issuer: String,
-    pub audience: Option<String>,
-    pub algorithms: Vec<jsonwebtoken::Algorithm>,
-    pub keys: KeyConfig,
-    pub leeway_seconds: u64,
-    /// Oldest accepted `iat`; `None` when set to 0.
-    pub max_token_age_seconds: Option<u64>,
-    pub require_exp: bool,
-}
-
-#[derive(Debug, Clone)]
-pub enum KeyConfig {
-    Secret(Secret),
-    /// PEM public key, already read and parsed at load.
-    PublicKey {
-        path: PathBuf,
-        pem: Vec<u8>,
-    },
-    Jwks {
-        url: String,
-        min_refresh: Duration,
-        max_refresh: Duration,
-    },
-}
+pub use provider::bearer::BearerConfig;
+pub use provider::code::CodeConfig;
+pub use provider::jwt::JwtConfig;
+pub use provider::oidc::{OidcConfig, OidcEndpoints, TokenEndpointAuth};
+pub use provider::saml::{SamlConfig, SamlMetadata, SamlSigning};
+pub use provider::token::{KeyConfig, TokenConfig};
+pub use provider::{ProviderConfig, ProviderKind};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone)]

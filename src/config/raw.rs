@@ -16,7 +16,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub session: Option<RawSession>,
     #[serde(default)]
-    pub providers: Vec<RawProvider>,
+    pub providers: Vec<super::provider::RawProvider>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
@@ -64,60 +64,6 @@ pub struct RawSession {
     pub store: Option<Spanned<String>>,
     pub redis_url: Option<Spanned<String>>,
     pub redis_prefix: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawProvider {
-    pub id: Spanned<String>,
-    pub kind: Spanned<String>,
-    pub login_url: Option<Spanned<String>>,
-    pub return_param: Option<Spanned<String>>,
-    pub logout_url: Option<Spanned<String>>,
-    pub issuer: Option<Spanned<String>>,
-    pub audience: Option<Spanned<String>>,
-    pub algorithms: Option<Vec<Spanned<String>>>,
-    pub secret: Option<Spanned<String>>,
-    pub public_key_file: Option<Spanned<String>>,
-    pub jwks_url: Option<Spanned<String>>,
-    pub jwks_min_refresh_seconds: Option<Spanned<u64>>,
-    pub jwks_max_refresh_seconds: Option<Spanned<u64>>,
-    pub leeway_seconds: Option<Spanned<u64>>,
-    pub max_token_age_seconds: Option<Spanned<u64>>,
-    pub require_exp: Option<bool>,
-    pub groups_claim: Option<Spanned<String>>,
-    pub demo_login: Option<Spanned<bool>>,
-    #[serde(default)]
-    pub clients: Vec<RawClient>,
-    pub code_ttl_seconds: Option<Spanned<u64>>,
-    pub required_scopes: Option<Vec<String>>,
-    pub client_id: Option<Spanned<String>>,
-    pub client_secret: Option<Spanned<String>>,
-    pub scopes: Option<Vec<String>>,
-    pub token_endpoint_auth: Option<Spanned<String>>,
-    pub required_claims: Option<Vec<String>>,
-    #[serde(default)]
-    pub extra_params: BTreeMap<String, String>,
-    pub fetch_userinfo: Option<bool>,
-    pub authorization_endpoint: Option<Spanned<String>>,
-    pub token_endpoint: Option<Spanned<String>>,
-    pub jwks_uri: Option<Spanned<String>>,
-    pub userinfo_endpoint: Option<Spanned<String>>,
-    pub idp_metadata_file: Option<Spanned<String>>,
-    pub idp_metadata_url: Option<Spanned<String>>,
-    pub entity_id: Option<Spanned<String>>,
-    pub email_attribute: Option<Spanned<String>>,
-    pub name_attribute: Option<Spanned<String>>,
-    pub groups_attribute: Option<Spanned<String>>,
-    pub sp_key_file: Option<Spanned<String>>,
-    pub sp_cert_file: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawClient {
-    pub client_id: Spanned<String>,
-    pub client_secret: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,8 +19,8 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use jsonwebtoken::Algorithm;
-use porteiro::auth::bearer::BearerAuth;
 use porteiro::auth::claims::ClaimMap;
+use porteiro::auth::provider::bearer::BearerAuth;
 use porteiro::auth::token::{KeySource, Rules, Verifier};
 use serde_json::json;
 

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# The load benches' cases, sourced by load.sh and instructions.sh (which
-# define REPO and die first).
+# The load benches' cases and helpers, sourced by load.sh, instructions.sh
+# and memory.sh (which define REPO, WORK and die first).
 
 # === cases ===
 #
@@ -128,3 +128,59 @@ setup_bearer() {
     add_wrk_args bearer -H "Authorization: Bearer $token"
 }
 
+# === helpers shared by load.sh, instructions.sh and memory.sh ===
+
+# A free TCP port on 127.0.0.1: one no socket is listening on, and not handed
+# out earlier in this run.
+declare -A USED_PORTS=()
+free_port() {
+    local port hex
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 40000))
+        [[ -n ${USED_PORTS[$port]:-} ]] && continue
+        hex=$(printf ':%04X ' "$port")
+        if ! grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+            USED_PORTS[$port]=1
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+# Waits until URL answers 2xx, for at most WAIT_SECONDS (30).
+wait_http() {
+    local url=$1 deadline=$((SECONDS + ${WAIT_SECONDS:-30}))
+    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+        ((SECONDS < deadline)) || die "nothing answers at $url (logs in $WORK)"
+        sleep 0.1
+    done
+}
+
+# DIR/nginx.conf: one worker, the http block's BODY. NGINX_MASTER (on),
+# NGINX_CONNECTIONS (4096 per worker, and as many open files) and
+# NGINX_KEEPALIVE (75s, idle client connections) adjust it.
+nginx_conf() { # dir body
+    local dir=$1 body=$2 connections=${NGINX_CONNECTIONS:-4096}
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process ${NGINX_MASTER:-on};
+worker_processes 1;
+worker_rlimit_nofile $connections;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $connections; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout ${NGINX_KEEPALIVE:-75s};
+$body
+}
+EOF
+}

@@ -60,49 +60,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-    local url=$1 deadline=$((SECONDS + 120))
-    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
-        ((SECONDS < deadline)) || die "nothing answers at $url (logs in $WORK)"
-        sleep 0.2
-    done
-}
-
 if [[ -z ${PORTEIRO_BIN:-} && $SYSTEMS == *porteiro* ]]; then
     log "building porteiro (release)"
     (cd "$REPO" && cargo build --release --quiet --bin porteiro)
     PORTEIRO_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/porteiro
 fi
 
-nginx_conf() { # dir master body
-    mkdir -p "$1"
-    cat >"$1/nginx.conf" <<EOF
-daemon off;
-master_process $2;
-worker_processes 1;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $1/client_body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-$3
-}
-EOF
-}
+# Callgrind makes startup slow.
+WAIT_SECONDS=120
+source "$REPO/benches/cases.sh"
 
 UPSTREAM_PORT=$(free_port)
-nginx_conf "$WORK/upstream" on "
+nginx_conf "$WORK/upstream" "
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
         location / { default_type text/plain; return 200 \"ok\n\"; }
@@ -113,7 +82,6 @@ STARTED+=("$!")
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
 
 # The case's porteiro config and setup, as load.sh runs it.
-source "$REPO/benches/cases.sh"
 [[ -n ${CASE_CONFIG[$CASE]+x} ]] || die "unknown CASE $CASE (known: ${CASE_NAMES[*]})"
 declare -a WRK_ARGS=()
 
@@ -177,7 +145,7 @@ EOF
         ;;
     nginx)
         port=$(free_port)
-        nginx_conf "$WORK/nginx" off "
+        NGINX_MASTER=off nginx_conf "$WORK/nginx" "
     upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$port;

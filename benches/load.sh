@@ -85,32 +85,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free TCP port on 127.0.0.1: one no socket is listening on, and not handed
-# out earlier in this run.
-declare -A USED_PORTS=()
-free_port() {
-    local port hex
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ -n ${USED_PORTS[$port]:-} ]] && continue
-        hex=$(printf ':%04X ' "$port")
-        if ! grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            USED_PORTS[$port]=1
-            echo "$port"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-wait_http() {
-    local url=$1 deadline=$((SECONDS + 20))
-    until curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
-        ((SECONDS < deadline)) || die "nothing answers at $url (logs in $WORK)"
-        sleep 0.1
-    done
-}
-
 # CPU ticks (user + system) of a process and its direct children: nginx's
 # master and workers, or porteiro's one process with all its threads.
 cpu_ticks() {
@@ -200,30 +174,6 @@ start_pinned() {
     taskset -c "$cpu" "$@" >"$logfile" 2>&1 &
     STARTED+=("$!")
     LAST_PID=$!
-}
-
-nginx_conf() { # dir body
-    local dir=$1 body=$2
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-$body
-}
-EOF
 }
 
 # The upstream: answers every request with a small fixed 200.

@@ -56,6 +56,8 @@ if [[ $hard != unlimited ]] && ((hard < want)); then
     die "open-file hard limit $hard is below the $want that N=$N needs; lower N or raise the hard limit"
 fi
 (($(ulimit -Sn) >= want)) || ulimit -Sn "$want"
+# nginx: as many connections and open files, and the same idle timeout.
+NGINX_CONNECTIONS=$want NGINX_KEEPALIVE=${IDLE_SECONDS}s
 
 WORK=$(mktemp -d /tmp/porteiro-memory.XXXXXX)
 chmod 755 "$WORK"                 # nginx workers run unprivileged under root
@@ -70,18 +72,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-    local url=$1 deadline=$((SECONDS + 30))
-    until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
-        ((SECONDS < deadline)) || die "nothing answers at $url (logs in $WORK)"
-        sleep 0.1
-    done
-}
 
 # KiB of VmRSS of a process and its direct children.
 rss_kib() {
@@ -100,30 +90,6 @@ client_sockets() {
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 per_conn() { awk -v a="$1" -v b="$2" -v n="$N" 'BEGIN { printf "%.2f", (b - a) / n }'; }
-
-nginx_conf() { # dir body
-    mkdir -p "$1"
-    cat >"$1/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $want;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections $want; }
-http {
-    access_log off;
-    client_body_temp_path $1/client_body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout ${IDLE_SECONDS}s;
-$2
-}
-EOF
-}
 
 if [[ -z ${PORTEIRO_BIN:-} && $SYSTEMS == *porteiro* ]]; then
     log "building porteiro (release)"

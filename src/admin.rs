@@ -11,10 +11,10 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::auth::store::Revocation;
-use crate::body::Body;
 use crate::config::VALIDITY_MINUTES;
 use crate::error;
 use crate::gateway::Gateway;
+use crate::proxy::body::Body;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,11 +1,106 @@
-//! The one place an outcome becomes an HTTP answer of porteiro's own:
-//! HTML for browsers, JSON (`{"error", "error_description"}`) for everything
-//! else, with headers that keep the page out of caches and frames.
+//! The one place a refusal becomes an HTTP answer of porteiro's own. Code
+//! anywhere says *what* went wrong as a [`Reject`] (a [`Class`], a short
+//! machine word, a sentence for people); only here does that become a
+//! status code and a body: an HTML page for browsers, JSON
+//! (`{"error", "error_description"}`) for everything else. Every page of
+//! porteiro's own comes from [`page`] and carries headers that keep it out
+//! of caches and frames.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::body::Body;
+/// What kind of refusal; decides the status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The request cannot be read one way only, or lacks what it needs.
+    BadRequest,
+    /// No (valid) credential.
+    Unauthorized,
+    /// A valid identity that may not do this.
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    TooLarge,
+    /// porteiro or a peer it needs (store, keys, identity provider) is not
+    /// available now; trying again may work.
+    Unavailable,
+    /// A peer answered wrongly.
+    BadGateway,
+    /// A peer did not answer in time.
+    Timeout,
+    Internal,
+}
+
+impl Class {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Class::BadRequest => StatusCode::BAD_REQUEST,
+            Class::Unauthorized => StatusCode::UNAUTHORIZED,
+            Class::Forbidden => StatusCode::FORBIDDEN,
+            Class::NotFound => StatusCode::NOT_FOUND,
+            Class::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Class::Conflict => StatusCode::CONFLICT,
+            Class::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Class::BadGateway => StatusCode::BAD_GATEWAY,
+            Class::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A refusal: `reason` is a short machine word (`bad_gateway`), `message` a
+/// sentence for people. Neither may contain secrets.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub class: Class,
+    pub reason: &'static str,
+    pub message: Cow<'static, str>,
+    /// `WWW-Authenticate`, for refusals of a credential.
+    pub challenge: Option<Cow<'static, str>>,
+}
+
+impl Reject {
+    pub fn new(class: Class, reason: &'static str, message: impl Into<Cow<'static, str>>) -> Reject {
+        Reject { class, reason, message: message.into(), challenge: None }
+    }
+
+    /// With a `WWW-Authenticate` challenge.
+    pub fn challenge(mut self, challenge: impl Into<Cow<'static, str>>) -> Reject {
+        self.challenge = Some(challenge.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.class.status()
+    }
+
+    /// The answer: a page for a browser (`html`), else JSON.
+    pub fn answer<B: From<Bytes>>(&self, html: bool) -> Response<B> {
+        if html && self.challenge.is_none() {
+            let title = self.status().canonical_reason().unwrap_or("Error");
+            let heading = escape_html(title);
+            let body = format!("<p>{}</p>", escape_html(&self.message));
+            page(self.status(), &format!("{} {heading}", self.status().as_u16()), &heading, &body)
+        } else {
+            self.json()
+        }
+    }
+
+    /// The JSON answer, whatever the client accepts.
+    pub fn json<B: From<Bytes>>(&self) -> Response<B> {
+        let mut resp =
+            json(self.status(), &serde_json::json!({ "error": self.reason, "error_description": self.message }));
+        if let Some(v) = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+}
 
 /// Does the client prefer HTML (a browser navigation)?
 pub fn wants_html(headers: &HeaderMap) -> bool {
@@ -26,37 +121,26 @@ pub fn harden(headers: &mut HeaderMap) {
     );
 }
 
-/// An error answer: `error` is a short machine word (`bad_gateway`), the
-/// description a sentence for people. Neither may contain secrets.
-pub fn error(status: StatusCode, error: &str, description: &str, html: bool) -> Response<Body> {
-    if html {
-        let title = status.canonical_reason().unwrap_or("Error");
-        let page = format!(
-            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {title}</title>\
-             <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}}</style></head>\
-             <body><h1>{title}</h1><p>{desc}</p></body></html>\n",
-            code = status.as_u16(),
-            title = escape_html(title),
-            desc = escape_html(description),
-        );
-        page_response(status, page)
-    } else {
-        json(status, &serde_json::json!({ "error": error, "error_description": description }))
-    }
-}
-
 /// A JSON answer of porteiro's own.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Body::full(value.to_string()));
+pub fn json<B: From<Bytes>>(status: StatusCode, value: &serde_json::Value) -> Response<B> {
+    let mut resp = Response::new(B::from(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     harden(resp.headers_mut());
     resp
 }
 
-/// An HTML page of porteiro's own.
-pub fn page_response(status: StatusCode, html: String) -> Response<Body> {
-    let mut resp = Response::new(Body::full(html));
+/// A page of porteiro's own: `title`, a heading and `body`, all already
+/// HTML (escape what came from outside with [`escape_html`]).
+pub fn page<B: From<Bytes>>(status: StatusCode, title: &str, heading: &str, body: &str) -> Response<B> {
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}}\
+         label{{display:block;margin:.8em 0 .2em}}input{{width:100%;padding:.4em}}button{{margin-top:1em;padding:.5em 1.5em}}\
+         .warn{{background:#fff3bf;padding:.6em}}.problem{{color:#b00}}</style></head>\
+         <body><h1>{heading}</h1>{body}</body></html>\n"
+    );
+    let mut resp = Response::new(B::from(Bytes::from(html)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     harden(resp.headers_mut());
@@ -85,11 +169,16 @@ mod tests {
 
     #[test]
     fn browser_gets_escaped_html_api_gets_json() {
-        let resp = error(StatusCode::BAD_GATEWAY, "bad_gateway", "<script>", true);
+        let reject = Reject::new(Class::BadGateway, "bad_gateway", "<script>");
+        let resp: Response<Bytes> = reject.answer(true);
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(resp.headers()[header::X_FRAME_OPTIONS], "DENY");
-        let resp = error(StatusCode::BAD_GATEWAY, "bad_gateway", "upstream down", false);
+        assert!(String::from_utf8_lossy(resp.body()).contains("<p>&lt;script&gt;</p>"));
+        let resp: Response<Bytes> = Reject::new(Class::BadGateway, "bad_gateway", "upstream down").answer(false);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(body, serde_json::json!({"error": "bad_gateway", "error_description": "upstream down"}));
         assert_eq!(escape_html("<a href=\"x\">'&"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
     }
 

@@ -6,27 +6,23 @@
 
 pub mod admin;
 pub mod auth;
-pub mod body;
 pub mod canonical;
 pub mod clock;
 pub mod config;
 pub mod devcert;
 pub mod error;
-pub mod forward_auth;
 pub mod gateway;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod routes;
 pub mod server;
-pub mod sso;
-pub mod upstream;
 
 /// Internals reached by the fuzz targets (`fuzz/`) and the property tests:
 /// not an API, and free to change with them.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::upstream::h1::{
+    pub use crate::proxy::upstream::h1::{
         BodyKind, Chunk, ChunkedDecoder, Head, ParseError, may_hold_head, parse_response_head,
     };
 }
@@ -45,13 +41,13 @@ use tracing::{info, warn};
 
 use crate::auth::identifiers::Identifiers;
 use crate::auth::jwks::JwksRegistry;
-use crate::auth::redis_store::RedisStore;
+use crate::auth::store::redis::RedisStore;
 use crate::auth::store::{MemoryStore, Store};
-use crate::body::Body;
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::gateway::{Gateway, Shared};
 use crate::metrics::Metrics;
+use crate::proxy::body::Body;
 use crate::server::{ConnInfo, Handler, Limits, TlsSwap};
 
 /// Why porteiro could not start or reload.

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::body::Body;
 use crate::config::TlsFiles;
 use crate::metrics::Metrics;
+use crate::proxy::body::Body;
 
 /// What a handler learns about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -168,14 +168,19 @@ impl<H: Handler> Connection<H> {
     async fn run(self, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
         let _open = self.metrics.as_ref().map(|m| OpenGuard::new(m.clone()));
         // A client that sends nothing within header_read_timeout is closed,
-        // as one that sends an incomplete request head is.
-        let first_bytes = tokio::time::timeout(self.handshake_timeout, stream.readable());
+        // as one that sends an incomplete request head is. A peek, not
+        // `readable()`: readiness may be reported on a fresh socket with no
+        // byte to read, and hyper's protocol detection then waits for the
+        // first bytes without any timeout.
+        let mut first = [0u8; 1];
+        let first_bytes = tokio::time::timeout(self.handshake_timeout, stream.peek(&mut first));
         let ready = tokio::select! {
             r = first_bytes => r,
             () = self.shutdown.cancelled() => return,
         };
         match ready {
-            Ok(Ok(())) => {}
+            Ok(Ok(0)) => return,
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "connection failed before its first bytes");
                 return;

@@ -134,11 +134,7 @@ async fn saml_control_characters_in_a_header_value_are_unsafe_claims() {
 }
 
 /// README: encrypted assertions are "refused as `assertion_count`".
-/// porteiro refuses them, but as `bad_signature`: its precheck counts an
-/// EncryptedAssertion as an assertion, so a lone one goes on to samael,
-/// which finds no signature it can check.
 #[tokio::test]
-#[ignore = "porteiro bug: an encrypted assertion is refused as bad_signature, README says assertion_count"]
 async fn saml_encrypted_assertions_are_refused_as_assertion_count() {
     let saml = Setup::new().start().await;
     saml_control(&saml).await;

@@ -16,7 +16,7 @@ use auth_support::{COOKIE, Conf, EchoUpstream, Gw, claims, claims_with, hs_token
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::StatusCode;
-use porteiro::auth::redis_store::RedisStore;
+use porteiro::auth::store::redis::RedisStore;
 use porteiro::auth::store::{Revocation, Store};
 use redis_support::RedisServer;
 use serde_json::{Value, json};

@@ -115,22 +115,6 @@ fn max_age(cache_control: &str) -> Option<Duration> {
     })
 }
 
-/// Is this URL allowed for keys and metadata: `https`, or `http` to a
-/// loopback address (development and tests)?
-pub fn url_allowed(url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" => match parsed.host() {
-            Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => Ok(()),
-            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
-            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
-            _ => Err(format!("{url:?} must use https (plain http is allowed on loopback only)")),
-        },
-        _ => Err(format!("{url:?} must use https")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,16 +123,5 @@ mod tests {
     fn cache_control_max_age() {
         assert_eq!(max_age("public, max-age=3600"), Some(Duration::from_secs(3600)));
         assert_eq!(max_age("no-cache"), None);
-    }
-
-    #[test]
-    fn https_or_loopback_only() {
-        assert!(url_allowed("https://login.example.com/jwks").is_ok());
-        assert!(url_allowed("http://127.0.0.1:9000/jwks").is_ok());
-        assert!(url_allowed("http://localhost/jwks").is_ok());
-        assert!(url_allowed("http://[::1]:80/jwks").is_ok());
-        assert!(url_allowed("http://login.example.com/jwks").is_err());
-        assert!(url_allowed("http://10.0.0.1/jwks").is_err());
-        assert!(url_allowed("file:///etc/passwd").is_err());
     }
 }

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use tracing::{debug, info, warn};
 
 use super::fetch::Fetcher;
 use crate::clock::Clock;
+use crate::config::policy;
 
 /// Largest JWKS document read.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -53,7 +54,7 @@ pub struct Key {
 impl Key {
     /// Can this key verify a token signed with `alg`?
     pub fn fits(&self, alg: Algorithm) -> bool {
-        self.key.family() == super::token::family(alg) && self.alg.is_none_or(|a| a == alg)
+        self.key.family() == family(alg) && self.alg.is_none_or(|a| a == alg)
     }
 }
 
@@ -223,13 +224,14 @@ pub fn parse(body: &[u8]) -> Result<Vec<Arc<Key>>, String> {
             Ok(key) if key.family() == jsonwebtoken::AlgorithmFamily::Hmac => {
                 warn!("ignoring a symmetric (oct) key in a JWKS document");
             }
-            Ok(key) => match weak_rsa(&key) {
+            Ok(key) => match policy::weak_rsa(&key) {
                 Some(bits) => {
                     let kid = jwk.common.key_id.as_deref().unwrap_or("-");
                     warn!(
                         kid,
                         bits = bits.unwrap_or(0),
-                        "ignoring an RSA key under {MIN_RSA_BITS} bits in a JWKS document"
+                        "ignoring an RSA key under {} bits in a JWKS document",
+                        policy::MIN_RSA_BITS
                     );
                 }
                 None => keys.push(Arc::new(Key { kid: jwk.common.key_id.clone(), alg, key })),
@@ -240,30 +242,14 @@ pub fn parse(body: &[u8]) -> Result<Vec<Arc<Key>>, String> {
     Ok(keys)
 }
 
-/// The smallest RSA modulus that verifies anything: 1024-bit keys are
-/// within reach of a well-funded attacker (NIST SP 800-131A).
-pub const MIN_RSA_BITS: usize = 2048;
-
-/// `Some(bits)` when `key` is an RSA key under [`MIN_RSA_BITS`], `Some(None)`
-/// when it is an RSA key whose size cannot be read; `None` otherwise.
-pub fn weak_rsa(key: &DecodingKey) -> Option<Option<usize>> {
-    if key.family() != jsonwebtoken::AlgorithmFamily::Rsa {
-        return None;
+/// The key family an algorithm needs.
+pub fn family(alg: Algorithm) -> AlgorithmFamily {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => AlgorithmFamily::Hmac,
+        Algorithm::ES256 | Algorithm::ES384 => AlgorithmFamily::Ec,
+        Algorithm::EdDSA => AlgorithmFamily::Ed,
+        _ => AlgorithmFamily::Rsa,
     }
-    let bits = match key.kind() {
-        DecodingKeyKind::RsaModulusExponent { n, .. } => Some(modulus_bits(n)),
-        // From a PEM: the PKCS#1 RSAPublicKey.
-        DecodingKeyKind::SecretOrDer(der) => openssl::rsa::Rsa::public_key_from_der_pkcs1(der)
-            .ok()
-            .and_then(|rsa| usize::try_from(rsa.n().num_bits()).ok()),
-    };
-    bits.is_none_or(|b| b < MIN_RSA_BITS).then_some(bits)
-}
-
-/// Significant bits of a big-endian unsigned integer.
-fn modulus_bits(n: &[u8]) -> usize {
-    let n = &n[n.iter().take_while(|b| **b == 0).count()..];
-    n.first().map_or(0, |first| (n.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
 }
 
 fn signing_alg(a: KeyAlgorithm) -> Option<Algorithm> {
@@ -354,19 +340,5 @@ mod tests {
         let keys = parse(doc.to_string().as_bytes()).unwrap();
         let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref().unwrap_or("")).collect();
         assert_eq!(kids, ["big", "bigger"]);
-    }
-
-    #[test]
-    fn modulus_sizes() {
-        assert_eq!(modulus_bits(&[]), 0);
-        assert_eq!(modulus_bits(&[0, 0, 1]), 1);
-        assert_eq!(modulus_bits(&[0, 0x80, 0]), 16);
-        assert_eq!(modulus_bits(&[0x7F; 256]), 2047);
-        let small = DecodingKey::from_rsa_raw_components(&[0x7F; 256], &[1, 0, 1]);
-        assert_eq!(weak_rsa(&small), Some(Some(2047)));
-        let fine = DecodingKey::from_rsa_raw_components(&[0x80; 256], &[1, 0, 1]);
-        assert_eq!(weak_rsa(&fine), None);
-        assert_eq!(weak_rsa(&DecodingKey::from_secret(b"k")), None);
-        assert_eq!(weak_rsa(&DecodingKey::from_rsa_der(b"not der")), Some(None));
     }
 }

@@ -12,10 +12,12 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::jwks::{Jwks, KeyError};
+use super::fetch::Fetcher;
+use super::jwks::{Jwks, JwksRegistry, JwksSettings, KeyError, family};
+use crate::config::{KeyConfig, TokenConfig};
 
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -42,6 +44,15 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Keys or the replay store unavailable: try again; anything else is
+    /// the token's fault.
+    pub fn class(&self) -> crate::error::Class {
+        match self {
+            TokenError::KeysUnavailable | TokenError::StoreUnavailable => crate::error::Class::Unavailable,
+            _ => crate::error::Class::Unauthorized,
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             TokenError::TooLong => "token_too_long",
@@ -130,6 +141,33 @@ struct Header {
 }
 
 impl Verifier {
+    /// The verifier a `jwt` or `bearer` provider's token settings describe.
+    pub fn from_config(id: &str, t: &TokenConfig, fetcher: &Fetcher, jwks: &JwksRegistry) -> Result<Verifier, String> {
+        let keys = match &t.keys {
+            KeyConfig::Secret(s) => KeySource::Secret(DecodingKey::from_secret(s.expose())),
+            KeyConfig::PublicKey { pem, path } => KeySource::Public(
+                DecodingKey::from_rsa_pem(pem)
+                    .or_else(|_| DecodingKey::from_ec_pem(pem))
+                    .or_else(|_| DecodingKey::from_ed_pem(pem))
+                    .map_err(|e| format!("provider {id}: {}: {e}", path.display()))?,
+            ),
+            KeyConfig::Jwks { url, min_refresh, max_refresh } => {
+                let settings =
+                    JwksSettings { min_refresh: *min_refresh, max_refresh: *max_refresh, ..JwksSettings::default() };
+                KeySource::Jwks(jwks.get(url, settings, fetcher))
+            }
+        };
+        let rules = Rules {
+            issuer: t.issuer.clone(),
+            audience: t.audience.clone(),
+            algorithms: t.algorithms.clone(),
+            leeway: t.leeway_seconds,
+            max_age: t.max_token_age_seconds,
+            require_exp: t.require_exp,
+        };
+        Ok(Verifier::new(keys, rules))
+    }
+
     pub fn new(keys: KeySource, rules: Rules) -> Verifier {
         Verifier { keys, rules }
     }
@@ -241,16 +279,6 @@ impl Verifier {
             }
         }
         Ok(Verified { claims, sub, jti, exp, iat })
-    }
-}
-
-/// The key family an algorithm needs.
-pub fn family(alg: Algorithm) -> AlgorithmFamily {
-    match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => AlgorithmFamily::Hmac,
-        Algorithm::ES256 | Algorithm::ES384 => AlgorithmFamily::Ec,
-        Algorithm::EdDSA => AlgorithmFamily::Ed,
-        _ => AlgorithmFamily::Rsa,
     }
 }
 

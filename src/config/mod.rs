@@ -4,6 +4,7 @@
 //! serve with. Every error names the key path and, where the file has it, the
 //! line and column.
 
+pub mod policy;
 mod raw;
 mod secret;
 #[cfg(test)]

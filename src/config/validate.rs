@@ -11,8 +11,7 @@ use http::uri::{Scheme, Uri};
 use ipnet::IpNet;
 use toml::Spanned;
 
-use crate::auth::fetch::url_allowed;
-
+use super::policy::{MIN_RSA_BITS, url_allowed, weak_rsa};
 use super::raw::{RawAllow, RawConfig, RawProvider, RawRoute, RawServer, RawSession};
 use super::secret::{self, Resolved, Secret};
 use super::{
@@ -880,7 +879,7 @@ fn token_config(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<TokenConfi
             KeyConfig::PublicKey { path: PathBuf::from(p.get_ref()), pem }
         }
         [None, None, Some(u)] => {
-            crate::auth::fetch::url_allowed(u.get_ref()).map_err(|m| ctx.at(key("jwks_url"), u, m))?;
+            url_allowed(u.get_ref()).map_err(|m| ctx.at(key("jwks_url"), u, m))?;
             let min_refresh =
                 seconds(ctx, &key("jwks_min_refresh_seconds"), raw.jwks_min_refresh_seconds.as_ref(), 30)?;
             let max_refresh =
@@ -904,7 +903,7 @@ fn token_config(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<TokenConfi
         KeyConfig::Secret(_) => (&["HS"], "HS256"),
         KeyConfig::PublicKey { pem, .. } => {
             if let Ok(rsa) = DecodingKey::from_rsa_pem(pem) {
-                if let Some(bits) = crate::auth::jwks::weak_rsa(&rsa) {
+                if let Some(bits) = weak_rsa(&rsa) {
                     let p = raw.public_key_file.as_ref().unwrap_or(&raw.kind);
                     let size = bits.map_or_else(|| "of unreadable size".to_string(), |b| format!("of {b} bits"));
                     return Err(ctx.at(
@@ -913,7 +912,7 @@ fn token_config(ctx: &mut Ctx, i: usize, raw: &RawProvider) -> Result<TokenConfi
                         format!(
                             "{} is an RSA key {size}; RSA keys under {} bits are refused",
                             p.get_ref(),
-                            crate::auth::jwks::MIN_RSA_BITS
+                            MIN_RSA_BITS
                         ),
                     ));
                 }

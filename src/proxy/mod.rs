@@ -1,10 +1,10 @@
 //! The upstream side: forwarding over porteiro's connection pools
-//! ([`crate::upstream`]), header hygiene on the way in and out, protocol
+//! ([`crate::proxy::upstream`]), header hygiene on the way in and out, protocol
 //! upgrades, and the built-in `whoami` upstream.
 //!
 //! Bodies are streamed both ways: the client's request body goes upstream as
 //! hyper hands it over, the upstream's answer is read from its connection as
-//! the client takes it ([`crate::upstream::UpstreamBody`]).
+//! the client takes it ([`crate::proxy::upstream::UpstreamBody`]).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -13,16 +13,20 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
-use crate::body::Body;
+pub mod body;
+pub mod upstream;
+
+use crate::config::Upstream;
 use crate::error::escape_html;
-pub use crate::upstream::UpstreamError;
-use crate::upstream::{Connector, HOP_BY_HOP, HOP_BY_HOP_LENGTHS, Pool, Upgraded};
+pub use crate::proxy::upstream::UpstreamError;
+use crate::proxy::upstream::{Connector, HOP_BY_HOP, HOP_BY_HOP_LENGTHS, Pool, Upgraded};
+pub use body::Body;
 
 /// What the proxy needs to know about the client connection.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +151,7 @@ const UPGRADE_BIT: u16 = 1 << HOP_BY_HOP.len();
 /// client's request. Returns true when it asks for a protocol upgrade that
 /// `upgrades` allows, in which case `Connection: upgrade` and `Upgrade` are
 /// kept; any other `Upgrade` is dropped. (Answers lose
-/// theirs as they are parsed: [`crate::upstream`].)
+/// theirs as they are parsed: [`crate::proxy::upstream`].)
 ///
 /// Runs on every proxied request. It first notes which hop-by-hop names are
 /// present in one pass over the names; most requests have none, or only
@@ -308,6 +312,8 @@ pub enum Target {
 pub struct Proxy {
     connector: Connector,
     timeout: Duration,
+    /// One connection pool per distinct upstream, shared by its routes.
+    pools: Vec<Arc<Pool>>,
 }
 
 /// Upstream client settings.
@@ -319,13 +325,26 @@ pub struct ProxySettings {
 
 impl Proxy {
     pub fn new(settings: ProxySettings) -> Proxy {
-        Proxy { connector: Connector::new(settings.tls, settings.connect_timeout), timeout: settings.timeout }
+        let connector = Connector::new(settings.tls, settings.connect_timeout);
+        Proxy { connector, timeout: settings.timeout, pools: Vec::new() }
     }
 
-    /// A new, empty connection pool for `scheme://authority`. The gateway
-    /// makes one per distinct upstream and routes share it.
-    pub fn pool(&self, scheme: &Scheme, authority: &Authority) -> Arc<Pool> {
-        Arc::new(Pool::new(scheme, authority, &self.connector))
+    /// Where a route's requests go: `upstream`'s connection pool, shared
+    /// with every route to the same `scheme://authority`.
+    pub fn target(&mut self, upstream: &Upstream) -> Target {
+        let (scheme, authority) = match upstream {
+            Upstream::Http { scheme, authority } => (scheme, authority),
+            Upstream::Whoami => return Target::Whoami,
+        };
+        let pool = match self.pools.iter().find(|p| p.is_for(scheme, authority)) {
+            Some(pool) => pool.clone(),
+            None => {
+                let pool = Arc::new(Pool::new(scheme, authority, &self.connector));
+                self.pools.push(pool.clone());
+                pool
+            }
+        };
+        Target::Http(pool)
     }
 
     /// Sends `req` (headers already prepared, `Host` set) to `upstream` and

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 
-use super::store::{MemoryStore, Revocation, Store, StoreError, StoreFuture};
+use super::{MemoryStore, Revocation, Store, StoreError, StoreFuture};
 
 /// How long one connection attempt or one command may take before the
 /// caller gets a [`StoreError`] (a login then fails closed, it never hangs).

@@ -9,15 +9,21 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
+use tracing::{info, warn};
 
-use super::claims::valid_email;
-use super::identifiers::Identifiers;
-use super::session::Identity;
-use super::store::Store;
-use crate::config::{Secret, VALIDITY_MINUTES};
+use crate::auth::claims::valid_email;
+use crate::auth::identifiers::{Identifiers, Mapping, MappingError};
+use crate::auth::session::Identity;
+use crate::auth::store::Store;
+use crate::config::{CodeConfig, Secret, VALIDITY_MINUTES};
+use crate::error::{Class, Reject};
+
+use super::{Ctx, Outcome, Params, Setup, param};
 
 pub struct CodeLogin {
     pub id: String,
@@ -47,6 +53,18 @@ pub struct Pending {
 pub struct BadRequest(pub String);
 
 impl CodeLogin {
+    pub fn build(id: &str, c: &CodeConfig, setup: &Setup) -> Result<CodeLogin, String> {
+        Ok(CodeLogin {
+            id: id.to_string(),
+            login_url: url::Url::parse(&c.login_url).map_err(|e| format!("provider {id}: login_url: {e}"))?,
+            return_param: c.return_param.clone(),
+            logout_url: c.logout_url.clone(),
+            clients: c.clients.clone(),
+            code_ttl: c.code_ttl,
+            default_validity_minutes: (setup.validity() / 60) as i64,
+        })
+    }
+
     pub fn login_location(&self, return_to: &str) -> String {
         let mut url = self.login_url.clone();
         url.query_pairs_mut().append_pair(&self.return_param, return_to);
@@ -137,7 +155,7 @@ impl CodeLogin {
 
     /// Stores `pending` under a fresh code; returns the code.
     pub async fn mint(&self, pending: &Pending, store: &dyn Store) -> Result<String, CodeError> {
-        let code = super::seal::random_id(32);
+        let code = crate::auth::seal::random_id(32);
         let value = serde_json::to_vec(pending).map_err(|e| CodeError::Unavailable(e.to_string()))?;
         store.put(&store_key(&code), value, self.code_ttl).await.map_err(|e| CodeError::Unavailable(e.to_string()))?;
         Ok(code)
@@ -190,7 +208,7 @@ impl Pending {
     /// The session identity of a redeemed code, starting at `now`.
     pub fn into_identity(self, now: u64) -> Identity {
         Identity {
-            sid: super::seal::random_id(16),
+            sid: crate::auth::seal::random_id(16),
             provider: self.provider,
             sub: self.sub,
             name: self.name,
@@ -216,6 +234,177 @@ pub fn basic_credentials(headers: &http::HeaderMap) -> Option<(String, String)> 
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
     Some((id.to_string(), secret.to_string()))
+}
+
+/// `GET /sso/authorize?code=&redirectUrl=`: a browser redeems a single-use code.
+pub async fn authorize(ctx: &Ctx<'_>, q: &Params) -> Outcome {
+    let Some(code) = param(q, "code") else {
+        return Outcome::failed("-", Class::BadRequest, "missing_code", "The login link carries no code.");
+    };
+    let pending = match redeem(code, ctx.store).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let text = "The login code is invalid, expired or already used.";
+            return Outcome::failed("-", Class::BadRequest, "invalid_code", text);
+        }
+        Err(e) => {
+            warn!(error = %e, "state store unavailable");
+            return Outcome::failed("-", Class::Unavailable, "store_unavailable", "Login state is unavailable.");
+        }
+    };
+    let Some(provider) = ctx.provider(&pending.provider).and_then(|p| p.as_code()) else {
+        return Outcome::failed("-", Class::BadRequest, "invalid_code", "The login code's provider is gone.");
+    };
+    let identity = pending.into_identity(ctx.clock.now());
+    if let Err(why) = identity.check_header_safe() {
+        return Outcome::failed(&provider.id, Class::BadRequest, "unsafe_claims", why);
+    }
+    let return_to = param(q, "redirectUrl").or_else(|| param(q, &provider.return_param));
+    Outcome::SignedIn {
+        provider: provider.id.clone(),
+        identity: Box::new(identity),
+        return_to: ctx.return_path(return_to),
+    }
+}
+
+/// `POST /sso/code`: a trusted backend mints a single-use login code.
+/// `body` is `None` when it was too large.
+pub async fn mint(ctx: &Ctx<'_>, headers: &HeaderMap, body: Option<Bytes>) -> Outcome {
+    let (provider, client) = match client(ctx, headers) {
+        Ok(c) => c,
+        Err(refused) => return Outcome::Unauthenticated(refused),
+    };
+    let body = match json_body(body) {
+        Ok(v) => v,
+        Err(refused) => return Outcome::Refused(refused),
+    };
+    let pending = match provider.pending(&body, &client, ctx.identifiers).await {
+        Ok(p) => p,
+        Err(CodeError::Bad(BadRequest(why))) => return Outcome::Refused(invalid_request(why)),
+        Err(CodeError::UnknownIdentifier) => {
+            let text = "no user is mapped to this user_identifier";
+            return Outcome::Refused(Reject::new(Class::NotFound, "unknown_identifier", text));
+        }
+        Err(CodeError::Unavailable(e)) => return Outcome::Refused(unavailable(&e)),
+    };
+    match provider.mint(&pending, ctx.store).await {
+        Ok(code) => {
+            info!(provider = %provider.id, client = %client, user = %pending.sub, "login code minted");
+            Outcome::Json(json!({ "code": code, "expires_in": provider.code_ttl.as_secs() }))
+        }
+        Err(CodeError::Unavailable(e)) | Err(CodeError::Bad(BadRequest(e))) => Outcome::Refused(unavailable(&e)),
+        Err(CodeError::UnknownIdentifier) => Outcome::Refused(unavailable("unexpected")),
+    }
+}
+
+/// `POST|GET|DELETE /sso/identifiers`: a client's identifier mappings
+/// (Engage "De-Para").
+pub async fn identifiers(
+    ctx: &Ctx<'_>,
+    method: &Method,
+    headers: &HeaderMap,
+    q: &Params,
+    body: Option<Bytes>,
+) -> Outcome {
+    let (_, client) = match client(ctx, headers) {
+        Ok(c) => c,
+        Err(refused) => return Outcome::Unauthenticated(refused),
+    };
+    let Some(ids) = ctx.identifiers else {
+        let text = "identifier mappings need server.state_dir or session.store = \"redis\"";
+        return Outcome::Refused(Reject::new(Class::NotFound, "not_configured", text));
+    };
+    if method == Method::POST {
+        return match json_body(body) {
+            Ok(body) => add_mappings(ids, &client, body).await,
+            Err(refused) => Outcome::Refused(refused),
+        };
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return match ids.list(&client).await {
+            Ok(list) => Outcome::Json(json!(list)),
+            Err(e) => Outcome::Refused(unavailable(&e.to_string())),
+        };
+    }
+    let Some(identifier) = param(q, "identifier") else {
+        return Outcome::Refused(invalid_request("identifier is required (?identifier=...)".into()));
+    };
+    match ids.remove(&client, identifier).await {
+        Ok(true) => Outcome::Json(json!({ "removed": identifier })),
+        Ok(false) => Outcome::Refused(Reject::new(Class::NotFound, "unknown_identifier", "no such mapping")),
+        Err(e) => Outcome::Refused(unavailable(&e.to_string())),
+    }
+}
+
+/// The code provider and client id of a request's HTTP Basic credentials.
+fn client<'a>(ctx: &'a Ctx<'_>, headers: &HeaderMap) -> Result<(&'a CodeLogin, String), Reject> {
+    let found = basic_credentials(headers).and_then(|(id, secret)| {
+        ctx.providers.iter().filter_map(|p| p.as_code()).find(|p| p.client_matches(&id, &secret)).map(|p| (p, id))
+    });
+    found.ok_or_else(|| {
+        warn!("back-channel call with a bad or missing client credential");
+        Reject::new(Class::Unauthorized, "invalid_client", "unknown client or wrong secret")
+            .challenge("Basic realm=\"porteiro\"")
+    })
+}
+
+/// A JSON body of at most [`MAX_JSON_BYTES`] (`None`: it was larger).
+fn json_body(body: Option<Bytes>) -> Result<Value, Reject> {
+    let body = body.ok_or_else(|| Reject::new(Class::TooLarge, "invalid_request", "body larger than 16 KiB"))?;
+    crate::auth::json::value(&body)
+        .map_err(|_| invalid_request("the body is not valid JSON (or names a member twice)".into()))
+}
+
+/// Largest JSON body `/sso/code` and `/sso/identifiers` read.
+pub const MAX_JSON_BYTES: usize = 16 * 1024;
+
+fn invalid_request(why: String) -> Reject {
+    Reject::new(Class::BadRequest, "invalid_request", why)
+}
+
+fn unavailable(why: &str) -> Reject {
+    warn!(error = why, "state unavailable");
+    Reject::new(Class::Unavailable, "temporarily_unavailable", "login state is unavailable")
+}
+
+/// Validates an Engage identifiers array and stores it, all or nothing.
+async fn add_mappings(ids: &Identifiers, client: &str, body: Value) -> Outcome {
+    let Value::Array(items) = body else {
+        let text = "the body must be an array of {user_login, client_application_id, identifier}";
+        return Outcome::Refused(invalid_request(text.into()));
+    };
+    if items.is_empty() || items.len() > 1000 {
+        return Outcome::Refused(invalid_request("send between 1 and 1000 mappings".into()));
+    }
+    let mut mappings = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = |name: &str| match item.get(name) {
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 512 && !s.bytes().any(|b| b < 0x20) => {
+                Some(s.trim().to_string())
+            }
+            _ => None,
+        };
+        let mut fields = ["user_login", "client_application_id", "identifier"].map(|n| (n, field(n)));
+        if let Some((name, _)) = fields.iter().find(|(_, v)| v.is_none()) {
+            return Outcome::Refused(invalid_request(format!("[{i}].{name} must be a non-empty string")));
+        }
+        let [user_login, client_application_id, identifier] =
+            fields.each_mut().map(|(_, v)| v.take().unwrap_or_default());
+        let mapping = Mapping { user_login, client_application_id, identifier };
+        if mapping.client_application_id != client {
+            return Outcome::Refused(invalid_request(format!("[{i}].client_application_id must be your client_id")));
+        }
+        mappings.push(mapping);
+    }
+    match ids.add(client, &mappings).await {
+        Ok(added) => Outcome::Json(json!({ "added": added, "total": mappings.len() })),
+        Err(MappingError::Conflict(identifier)) => Outcome::Refused(Reject::new(
+            Class::Conflict,
+            "conflict",
+            format!("identifier {identifier:?} is already mapped to another user"),
+        )),
+        Err(MappingError::Storage(e)) => Outcome::Refused(unavailable(&e)),
+    }
 }
 
 #[cfg(test)]

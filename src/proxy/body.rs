@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use crate::upstream::UpstreamBody;
+use crate::proxy::upstream::UpstreamBody;
 
 pub enum Body {
     Full(Option<Bytes>),
@@ -24,6 +24,12 @@ impl Body {
     pub fn full(bytes: impl Into<Bytes>) -> Body {
         let bytes = bytes.into();
         Body::Full((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Body {
+        Body::full(bytes)
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use samael::crypto::AllowedSignatureAlgorithm;
 use samael::key_info::{KeyInfo, X509Data};
@@ -33,16 +34,20 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use super::claims::valid_email;
-use super::fetch::Fetcher;
-use super::oidc::{AttemptCookie, Comeback, LoginStates};
-use super::seal::random_id;
-use super::session::Identity;
-use super::store::Store;
-use crate::config::SamlSigning;
+use crate::auth::Failure;
+use crate::auth::attempt::{ATTEMPT_SECONDS, AttemptCookie, Comeback, LoginStates};
+use crate::auth::claims::valid_email;
+use crate::auth::fetch::Fetcher;
+use crate::auth::seal::random_id;
+use crate::auth::session::Identity;
+use crate::auth::store::Store;
+use crate::config::{SamlConfig, SamlMetadata, SamlSigning};
+
+use crate::error::{Class, Reject};
+
+use super::{Ctx, Outcome, Params, Reply, Setup, param};
 
 /// How long a login attempt may take.
-const ATTEMPT_SECONDS: u64 = 600;
 /// Largest SAMLResponse accepted (decoded).
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 const REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
@@ -118,14 +123,18 @@ impl AttemptCookie for BrowserBinding {
     }
 }
 
-#[derive(Debug)]
-pub struct SamlFailure {
-    pub reason: &'static str,
-    pub text: String,
-}
-
-fn fail(reason: &'static str, text: impl Into<String>) -> SamlFailure {
-    SamlFailure { reason, text: text.into() }
+/// A refused SAML step. The reason decides the class: the store, the IdP's
+/// metadata or porteiro itself not ready is `Unavailable`; an answer that
+/// is not this browser's sign-in is `BadRequest` (as OpenID Connect's
+/// unknown state); everything wrong with the assertion is `Unauthorized`.
+fn fail(reason: &'static str, text: impl Into<String>) -> Failure {
+    let class = match reason {
+        "store_unavailable" | "idp_unavailable" | "idp_unusable" | "authn_request" | "internal" => Class::Unavailable,
+        "unknown_relay_state" | "saml_browser_mismatch" | "missing_response" => Class::BadRequest,
+        "response_too_large" => Class::TooLarge,
+        _ => Class::Unauthorized,
+    };
+    Failure::new(class, reason, text)
 }
 
 /// Builds samael's service provider for one IdP's metadata.
@@ -196,6 +205,29 @@ fn sp_metadata(s: &SamlSettings) -> EntityDescriptor {
 }
 
 impl SamlLogin {
+    pub fn build(id: &str, m: &SamlConfig, setup: &Setup) -> Result<SamlLogin, String> {
+        SamlLogin::start(
+            SamlSettings {
+                id: id.to_string(),
+                metadata: match &m.metadata {
+                    SamlMetadata::File { xml, .. } => MetadataSource::Inline(xml.clone()),
+                    SamlMetadata::Url(u) => MetadataSource::Url(u.clone()),
+                },
+                entity_id: m.entity_id.clone(),
+                acs_url: setup.endpoint_url("/saml/acs"),
+                email_attribute: m.email_attribute.clone(),
+                name_attribute: m.name_attribute.clone(),
+                groups_attribute: m.groups_attribute.clone(),
+                logout_url: m.logout_url.clone(),
+                leeway: Duration::from_secs(m.leeway_seconds),
+                validity: setup.validity(),
+                signing: m.signing.clone(),
+            },
+            setup.fetcher.clone(),
+        )
+        .map_err(|e| format!("provider {id}: {e}"))
+    }
+
     /// Creates the provider; metadata from a URL is fetched in the background
     /// (retried with backoff, refreshed hourly).
     pub fn start(settings: SamlSettings, fetcher: Fetcher) -> Result<SamlLogin, String> {
@@ -235,7 +267,7 @@ impl SamlLogin {
         request_headers: &HeaderMap,
         return_to: &str,
         store: &dyn Store,
-    ) -> Result<(String, Vec<HeaderValue>), SamlFailure> {
+    ) -> Result<(String, Vec<HeaderValue>), Failure> {
         let sp = self
             .sp
             .load_full()
@@ -290,7 +322,7 @@ impl SamlLogin {
         posted: Posted<'_>,
         store: &dyn Store,
         now: u64,
-    ) -> Result<(Identity, String), SamlFailure> {
+    ) -> Result<(Identity, String), Failure> {
         if attempt.provider != self.s.id {
             return Err(fail("unknown_relay_state", "This sign-in answer belongs to another provider."));
         }
@@ -347,7 +379,7 @@ impl SamlLogin {
     }
 
     /// An AudienceRestriction naming this SP is required, not optional.
-    fn check_audience(&self, a: &Assertion) -> Result<(), SamlFailure> {
+    fn check_audience(&self, a: &Assertion) -> Result<(), Failure> {
         let ok = a
             .conditions
             .as_ref()
@@ -356,7 +388,7 @@ impl SamlLogin {
         if ok { Ok(()) } else { Err(fail("wrong_audience", "The sign-in answer is meant for another service.")) }
     }
 
-    fn identity(&self, a: &Assertion, now: u64) -> Result<Identity, SamlFailure> {
+    fn identity(&self, a: &Assertion, now: u64) -> Result<Identity, Failure> {
         let name_id = a.subject.as_ref().and_then(|s| s.name_id.as_ref()).map(|n| n.value.trim().to_string());
         let email = match &self.s.email_attribute {
             Some(attr) => attribute(a, attr).into_iter().next(),
@@ -407,7 +439,7 @@ pub struct Posted<'a> {
 
 /// The reason (logged, counted in `auth_failures`) and the browser's text
 /// for a response samael refused.
-fn refusal(e: &samael::service_provider::Error) -> SamlFailure {
+fn refusal(e: &samael::service_provider::Error) -> Failure {
     use samael::service_provider::Error as E;
     match e {
         E::FailedToValidateSignature => {
@@ -441,12 +473,7 @@ fn refusal(e: &samael::service_provider::Error) -> SamlFailure {
 /// over exactly `SAMLRequest=..&RelayState=..&SigAlg=..` as sent, whatever
 /// query the IdP's own URL already carries (samael's `signed_redirect` signs
 /// the whole query, which such an IdP would not verify).
-fn sign_redirect(
-    idp_url: &str,
-    unsigned: &url::Url,
-    relay: &str,
-    signing: &SamlSigning,
-) -> Result<String, SamlFailure> {
+fn sign_redirect(idp_url: &str, unsigned: &url::Url, relay: &str, signing: &SamlSigning) -> Result<String, Failure> {
     use openssl::hash::MessageDigest;
     use openssl::sign::Signer;
 
@@ -477,7 +504,7 @@ fn relay_key(relay: &str) -> String {
 }
 
 /// Takes (once) the attempt a RelayState names.
-pub async fn take_attempt(relay: &str, store: &dyn Store) -> Result<Attempt, SamlFailure> {
+pub async fn take_attempt(relay: &str, store: &dyn Store) -> Result<Attempt, Failure> {
     let unknown =
         || fail("unknown_relay_state", "This sign-in was not started here, was already used, or took too long.");
     if relay.is_empty() || relay.len() > 80 {
@@ -490,7 +517,7 @@ pub async fn take_attempt(relay: &str, store: &dyn Store) -> Result<Attempt, Sam
     raw.and_then(|r| serde_json::from_slice(&r).ok()).ok_or_else(unknown)
 }
 
-fn decode(saml_response: &str) -> Result<String, SamlFailure> {
+fn decode(saml_response: &str) -> Result<String, Failure> {
     use base64::Engine;
     let compact: String = saml_response.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if compact.len() > MAX_RESPONSE_BYTES * 4 / 3 + 4 {
@@ -506,7 +533,7 @@ fn decode(saml_response: &str) -> Result<String, SamlFailure> {
 /// comments (a comment splits a NameID's text without breaking the
 /// signature), processing instructions after the declaration, and more
 /// than one assertion.
-fn precheck(xml: &str) -> Result<(), SamlFailure> {
+fn precheck(xml: &str) -> Result<(), Failure> {
     if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
         return Err(fail("malformed_response", "The sign-in answer carries a DTD."));
     }
@@ -534,8 +561,10 @@ fn precheck(xml: &str) -> Result<(), SamlFailure> {
             ));
         }
     }
-    if assertions != 1 {
-        return Err(fail("assertion_count", "The sign-in answer must carry exactly one assertion."));
+    // Encrypted assertions are not supported (README): refused by name
+    // here, not later as a signature that cannot be checked.
+    if assertions != 1 || count_elements(xml, "EncryptedAssertion") > 0 {
+        return Err(fail("assertion_count", "The sign-in answer must carry exactly one unencrypted assertion."));
     }
     Ok(())
 }
@@ -620,6 +649,62 @@ async fn metadata_loop(
             }
         };
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// `POST /sso/saml/acs`: the IdP's signed Response (HTTP-POST binding).
+/// `body` is `None` when it was too large. The attempt is spent whatever
+/// the outcome, and its cookie cleared.
+pub async fn acs(ctx: &Ctx<'_>, headers: &HeaderMap, body: Option<Bytes>) -> Reply {
+    let Some(body) = body else {
+        return Outcome::failed("-", Class::TooLarge, "response_too_large", "The sign-in answer is too large.").into();
+    };
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let (Some(response), relay) = (param(&form, "SAMLResponse"), param(&form, "RelayState").unwrap_or("")) else {
+        let text = "The sign-in answer carries no SAMLResponse.";
+        return Outcome::failed("-", Class::BadRequest, "missing_response", text).into();
+    };
+    let attempt = match take_attempt(relay, ctx.store).await {
+        Ok(a) => a,
+        Err(failure) => {
+            // A replayed or stale answer: its attempt cookie, if any, is of no use.
+            let cookies = ctx.states.and_then(|s| s.clear(relay, Comeback::CrossSitePost)).into_iter().collect();
+            return Reply { outcome: Outcome::LoginFailed { provider: "-".into(), failure }, cookies };
+        }
+    };
+    let Some(provider) = ctx.provider(&attempt.provider).and_then(|p| p.as_saml()) else {
+        return Outcome::failed("-", Class::BadRequest, "unknown_relay_state", "This sign-in's provider is gone.")
+            .into();
+    };
+    let id = provider.s.id.clone();
+    let Some(states) = ctx.states else {
+        let text = "This sign-in was not started in this browser.";
+        return Outcome::failed(&id, Class::BadRequest, "saml_browser_mismatch", text).into();
+    };
+    let posted = Posted { saml_response: response, relay_state: relay, headers, states };
+    let outcome = match provider.finish(attempt, posted, ctx.store, ctx.clock.now()).await {
+        Ok((identity, return_to)) => Outcome::SignedIn { provider: id, identity: Box::new(identity), return_to },
+        Err(failure) => Outcome::LoginFailed { provider: id, failure },
+    };
+    Reply { outcome, cookies: states.clear(relay, Comeback::CrossSitePost).into_iter().collect() }
+}
+
+/// `GET /sso/saml/metadata[?provider=]`: the SP metadata to paste into the IdP.
+pub fn metadata(ctx: &Ctx<'_>, q: &Params) -> Outcome {
+    let mut saml = ctx.providers.iter().filter_map(|p| p.as_saml());
+    let chosen = match param(q, "provider") {
+        Some(id) => ctx.provider(id).and_then(|p| p.as_saml()),
+        None => match (saml.next(), saml.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        },
+    };
+    match chosen.map(|p| p.metadata_xml()) {
+        Some(Some(body)) => Outcome::Document { content_type: "application/samlmetadata+xml", body },
+        Some(None) => Outcome::Refused(Reject::new(Class::Internal, "internal", "The SP metadata cannot be written.")),
+        None => {
+            Outcome::Refused(Reject::new(Class::NotFound, "unknown_provider", "Name a SAML provider with ?provider=."))
+        }
     }
 }
 

@@ -11,9 +11,12 @@ use moka::Expiry;
 use moka::sync::Cache;
 use serde_json::Value;
 
-use super::claims::{self, ClaimMap};
-use super::session::Identity;
-use super::token::{TokenError, Verifier, string_claim};
+use crate::auth::claims::{self, ClaimMap};
+use crate::auth::session::Identity;
+use crate::auth::token::{TokenError, Verifier, string_claim};
+use crate::config::BearerConfig;
+
+use super::Setup;
 
 /// A verified token's identity and until when it holds.
 #[derive(Clone)]
@@ -49,6 +52,15 @@ const CACHE_ENTRIES: u64 = 100_000;
 const MAX_CACHE_SECONDS: u64 = 300;
 
 impl BearerAuth {
+    pub fn build(id: &str, c: &BearerConfig, setup: &Setup) -> Result<BearerAuth, String> {
+        Ok(BearerAuth::new(
+            id.to_string(),
+            Verifier::from_config(id, &c.token, setup.fetcher, setup.jwks)?,
+            ClaimMap { groups_claim: c.groups_claim.clone(), keep: setup.keep.to_vec() },
+            c.required_scopes.clone(),
+        ))
+    }
+
     pub fn new(id: String, verifier: Verifier, claims: ClaimMap, required_scopes: Vec<String>) -> BearerAuth {
         let cache = Cache::builder().max_capacity(CACHE_ENTRIES).expire_after(UntilExp).build();
         BearerAuth { id, verifier, claims, required_scopes, cache }

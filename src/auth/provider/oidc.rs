@@ -22,19 +22,21 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use super::claims::{self, ClaimMap};
-use super::fetch::{FetchError, Fetcher, url_allowed};
-use super::jwks::{Jwks, JwksSettings};
-use super::seal::{Purpose, Sealer, random_id};
-use super::session::{Identity, cookie_pairs, set_cookie_same_site};
-use super::token::{KeySource, Rules, TokenError, Verifier, string_claim};
+use crate::auth::Failure;
+use crate::auth::attempt::{ATTEMPT_SECONDS, AttemptCookie, Comeback, LoginStates};
+use crate::auth::claims::{self, ClaimMap};
+use crate::auth::fetch::{FetchError, Fetcher};
+use crate::auth::jwks::{Jwks, JwksSettings};
+use crate::auth::seal::random_id;
+use crate::auth::session::Identity;
+use crate::auth::token::{KeySource, Rules, TokenError, Verifier, string_claim};
 use crate::clock::Clock;
-use crate::config::Secret;
+use crate::config::policy::url_allowed;
+use crate::config::{OidcConfig, Secret, TokenEndpointAuth};
+use crate::error::Class;
 
-/// Most login attempts (state cookies) one browser holds at once.
-pub const MAX_ATTEMPTS: usize = 5;
-/// How long a login attempt may take, in seconds.
-pub const ATTEMPT_SECONDS: u64 = 600;
+use super::{Ctx, Outcome, Params, Reply, Setup, param};
+
 /// Largest token endpoint or userinfo answer read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,33 +128,53 @@ struct Attempt {
     ns: u64,
 }
 
-/// Why a callback failed: a reason word, an HTTP status, a sentence.
-#[derive(Debug)]
-pub struct Failure {
-    pub status: StatusCode,
-    pub reason: &'static str,
-    pub text: String,
-    /// Where to send the user to try again, when known.
-    pub retry: Option<String>,
-}
-
-impl Failure {
-    fn new(status: StatusCode, reason: &'static str, text: impl Into<String>) -> Failure {
-        Failure { status, reason, text: text.into(), retry: None }
-    }
-}
-
+/// A refused ID token.
 impl From<TokenError> for Failure {
     fn from(e: TokenError) -> Failure {
-        let status = match e {
-            TokenError::KeysUnavailable | TokenError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        Failure::new(status, e.reason(), format!("ID {}", e.description()))
+        Failure::new(e.class(), e.reason(), format!("ID {}", e.description()))
     }
 }
 
 impl OidcLogin {
+    pub fn build(id: &str, o: &OidcConfig, setup: &Setup) -> OidcLogin {
+        OidcLogin::start(
+            OidcSettings {
+                id: id.to_string(),
+                clock: setup.jwks.clock().clone(),
+                issuer: o.issuer.clone(),
+                client_id: o.client_id.clone(),
+                client_secret: o.client_secret.clone(),
+                scopes: o.scopes.clone(),
+                client_auth: match o.token_endpoint_auth {
+                    TokenEndpointAuth::ClientSecretBasic => ClientAuth::Basic,
+                    TokenEndpointAuth::ClientSecretPost => ClientAuth::Post,
+                },
+                extra_params: o.extra_params.clone(),
+                required_claims: o.required_claims.clone(),
+                fetch_userinfo: o.fetch_userinfo,
+                endpoints: o.endpoints.as_ref().map(|e| Endpoints {
+                    authorization: e.authorization.clone(),
+                    token: e.token.clone(),
+                    jwks: e.jwks.clone(),
+                    userinfo: e.userinfo.clone(),
+                }),
+                algorithms: o.algorithms.clone(),
+                leeway: o.leeway_seconds,
+                audience: o.audience.clone(),
+                logout_url: o.logout_url.clone(),
+                claims: ClaimMap { groups_claim: o.groups_claim.clone(), keep: setup.keep.to_vec() },
+                redirect_uri: setup.endpoint_url("/callback"),
+                validity: setup.validity(),
+                jwks: JwksSettings {
+                    min_refresh: o.jwks_min_refresh,
+                    max_refresh: o.jwks_max_refresh,
+                    ..JwksSettings::default()
+                },
+            },
+            setup.fetcher.clone(),
+        )
+    }
+
     /// Creates the provider and starts discovery (retried with backoff until
     /// it succeeds, then refreshed hourly).
     pub fn start(settings: OidcSettings, fetcher: Fetcher) -> OidcLogin {
@@ -236,14 +258,14 @@ impl OidcLogin {
         states: &LoginStates,
         request: &HeaderMap,
         params: &[(String, String)],
-        store: &dyn super::store::Store,
+        store: &dyn crate::auth::store::Store,
     ) -> Result<(Identity, String), Failure> {
         let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let state = get("state")
-            .ok_or_else(|| Failure::new(StatusCode::BAD_REQUEST, "missing_state", "The answer carries no state."))?;
+            .ok_or_else(|| Failure::new(Class::BadRequest, "missing_state", "The answer carries no state."))?;
         let attempt = states.open::<Attempt>(state, request).filter(|a| a.p == self.s.id).ok_or_else(|| {
             Failure::new(
-                StatusCode::BAD_REQUEST,
+                Class::BadRequest,
                 "unknown_state",
                 "This sign-in was not started in this browser, or it took too long.",
             )
@@ -259,36 +281,31 @@ impl OidcLogin {
                 "The identity provider answered {error}{}{description}",
                 if description.is_empty() { "" } else { ": " }
             );
-            return Err(fail(Failure::new(StatusCode::UNAUTHORIZED, "idp_error", text)));
+            return Err(fail(Failure::new(Class::Unauthorized, "idp_error", text)));
         }
         let resolved = self.resolved.load_full().ok_or_else(|| {
-            fail(Failure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "idp_unavailable",
-                "The identity provider is unavailable.",
-            ))
+            fail(Failure::new(Class::Unavailable, "idp_unavailable", "The identity provider is unavailable."))
         })?;
         // RFC 9207: when the provider names itself, it must be this one.
         match get("iss") {
             Some(iss) if iss != self.s.issuer => {
                 return Err(fail(Failure::new(
-                    StatusCode::UNAUTHORIZED,
+                    Class::Unauthorized,
                     "issuer_mismatch",
                     "The answer came from another identity provider.",
                 )));
             }
             None if resolved.iss_parameter => {
                 return Err(fail(Failure::new(
-                    StatusCode::UNAUTHORIZED,
+                    Class::Unauthorized,
                     "issuer_missing",
                     "The answer does not name its identity provider.",
                 )));
             }
             _ => {}
         }
-        let code = get("code").ok_or_else(|| {
-            fail(Failure::new(StatusCode::BAD_REQUEST, "missing_code", "The answer carries no code."))
-        })?;
+        let code = get("code")
+            .ok_or_else(|| fail(Failure::new(Class::BadRequest, "missing_code", "The answer carries no code.")))?;
         match store
             .insert_once(&format!("oidc-state:{}", attempt.state), Duration::from_secs(ATTEMPT_SECONDS + 60))
             .await
@@ -296,23 +313,19 @@ impl OidcLogin {
             Ok(true) => {}
             Ok(false) => {
                 return Err(fail(Failure::new(
-                    StatusCode::BAD_REQUEST,
+                    Class::BadRequest,
                     "state_replayed",
                     "This sign-in answer was already used.",
                 )));
             }
             Err(e) => {
                 warn!(error = %e, "login state store unavailable; login refused");
-                return Err(fail(Failure::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "Login state is unavailable.",
-                )));
+                return Err(fail(Failure::new(Class::Unavailable, "store_unavailable", "Login state is unavailable.")));
             }
         }
         let tokens = self.exchange(&resolved, code, &attempt.verifier).await.map_err(fail)?;
         let id_token = tokens.get("id_token").and_then(Value::as_str).ok_or_else(|| {
-            fail(Failure::new(StatusCode::BAD_GATEWAY, "no_id_token", "The identity provider sent no ID token."))
+            fail(Failure::new(Class::BadGateway, "no_id_token", "The identity provider sent no ID token."))
         })?;
         let now = states.clock.now();
         let mut claims = self.verify_id_token(&resolved, id_token, &attempt.nonce, now).await.map_err(fail)?;
@@ -327,31 +340,25 @@ impl OidcLogin {
     async fn exchange(&self, resolved: &Resolved, code: &str, verifier: &str) -> Result<Map<String, Value>, Failure> {
         let req = self
             .token_request(resolved, code, verifier)
-            .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "token_request", "Bad token endpoint URL."))?;
+            .map_err(|_| Failure::new(Class::BadGateway, "token_request", "Bad token endpoint URL."))?;
         let fetched = self.fetcher.send(req, TOKEN_TIMEOUT, MAX_TOKEN_RESPONSE).await.map_err(|e| {
             warn!(provider = %self.s.id, error = %e, "token endpoint failed");
             match e {
-                FetchError::Timeout(_) => Failure::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "token_timeout",
-                    "The identity provider did not answer in time.",
-                ),
-                FetchError::TooLarge(_) => Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    "token_too_large",
-                    "The identity provider's answer is too large.",
-                ),
-                _ => {
-                    Failure::new(StatusCode::BAD_GATEWAY, "token_unreachable", "The identity provider is unreachable.")
+                FetchError::Timeout(_) => {
+                    Failure::new(Class::Timeout, "token_timeout", "The identity provider did not answer in time.")
                 }
+                FetchError::TooLarge(_) => {
+                    Failure::new(Class::BadGateway, "token_too_large", "The identity provider's answer is too large.")
+                }
+                _ => Failure::new(Class::BadGateway, "token_unreachable", "The identity provider is unreachable."),
             }
         })?;
-        let body = super::json::object(&fetched.body);
+        let body = crate::auth::json::object(&fetched.body);
         if fetched.status != StatusCode::OK {
             let error = body.as_ref().ok().and_then(|b| b.get("error")).and_then(Value::as_str).unwrap_or("unknown");
             warn!(provider = %self.s.id, status = fetched.status.as_u16(), error, "token endpoint refused the code");
             return Err(Failure::new(
-                StatusCode::BAD_GATEWAY,
+                Class::BadGateway,
                 "code_refused",
                 format!("The identity provider refused the code ({error})."),
             ));
@@ -359,7 +366,7 @@ impl OidcLogin {
         // A repeated member (two `id_token`s) could be read either way.
         body.map_err(|_| {
             Failure::new(
-                StatusCode::BAD_GATEWAY,
+                Class::BadGateway,
                 "token_response",
                 "The identity provider's answer is not a JSON object with unique member names.",
             )
@@ -449,7 +456,7 @@ impl OidcLogin {
         let token_nonce = string_claim(&c, "nonce")?.ok_or(TokenError::MissingClaim("nonce"))?;
         if !bool::from(token_nonce.as_bytes().ct_eq(nonce.as_bytes())) {
             return Err(Failure::new(
-                StatusCode::UNAUTHORIZED,
+                Class::Unauthorized,
                 "nonce_mismatch",
                 "The ID token was not issued for this sign-in.",
             ));
@@ -465,7 +472,7 @@ impl OidcLogin {
     ) -> Result<(), Failure> {
         let (Some(endpoint), Some(access)) = (&resolved.userinfo_endpoint, access) else {
             return Err(Failure::new(
-                StatusCode::BAD_GATEWAY,
+                Class::BadGateway,
                 "userinfo_unavailable",
                 "The identity provider offers no userinfo.",
             ));
@@ -476,20 +483,20 @@ impl OidcLogin {
             .header(header::AUTHORIZATION, format!("Bearer {access}"))
             .header(header::ACCEPT, "application/json")
             .body(Full::default())
-            .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "Bad userinfo URL."))?;
+            .map_err(|_| Failure::new(Class::BadGateway, "userinfo", "Bad userinfo URL."))?;
         let fetched = self
             .fetcher
             .send(req, TOKEN_TIMEOUT, MAX_TOKEN_RESPONSE)
             .await
-            .map_err(|_| Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed."))?;
-        let info: Map<String, Value> = match (fetched.status, super::json::object(&fetched.body)) {
+            .map_err(|_| Failure::new(Class::BadGateway, "userinfo", "The userinfo endpoint failed."))?;
+        let info: Map<String, Value> = match (fetched.status, crate::auth::json::object(&fetched.body)) {
             (StatusCode::OK, Ok(m)) => m,
-            _ => return Err(Failure::new(StatusCode::BAD_GATEWAY, "userinfo", "The userinfo endpoint failed.")),
+            _ => return Err(Failure::new(Class::BadGateway, "userinfo", "The userinfo endpoint failed.")),
         };
         // OIDC Core 5.3.2: userinfo about someone else must be ignored.
         if info.get("sub") != claims.get("sub") {
             return Err(Failure::new(
-                StatusCode::UNAUTHORIZED,
+                Class::Unauthorized,
                 "userinfo_sub",
                 "The userinfo answer is about another user.",
             ));
@@ -509,7 +516,7 @@ impl OidcLogin {
             };
             if !present {
                 return Err(Failure::new(
-                    StatusCode::UNAUTHORIZED,
+                    Class::Unauthorized,
                     "missing_claim",
                     format!("The ID token lacks the {name} claim."),
                 ));
@@ -534,7 +541,7 @@ impl OidcLogin {
             exp: now + self.s.validity,
             header_values: Default::default(),
         };
-        identity.check_header_safe().map_err(|why| Failure::new(StatusCode::UNAUTHORIZED, "unsafe_claims", why))?;
+        identity.check_header_safe().map_err(|why| Failure::new(Class::Unauthorized, "unsafe_claims", why))?;
         Ok(identity)
     }
 }
@@ -600,29 +607,6 @@ async fn discover(url: &str, issuer: &str, fetcher: &Fetcher) -> Result<Discover
     Ok(d)
 }
 
-/// Login-attempt cookies: one per attempt, named after its state, sealed
-/// with a key of their own, sent only to porteiro's endpoints. They bind an
-/// attempt to the browser that started it, for OpenID Connect (the whole
-/// attempt rides in the cookie) and SAML (the cookie holds a value the
-/// server-side attempt must match). Both count towards [`MAX_ATTEMPTS`].
-pub struct LoginStates {
-    sealer: Sealer,
-    secure: bool,
-    path: String,
-    /// Dates attempts and decides their freshness.
-    pub clock: Clock,
-}
-
-const STATE_COOKIE: &str = "porteiro_login_";
-
-/// What a login-attempt cookie holds, whatever the login method.
-pub trait AttemptCookie: Serialize + serde::de::DeserializeOwned {
-    /// The state (OpenID Connect) or RelayState (SAML) naming the attempt.
-    fn state(&self) -> &str;
-    /// Created, unix seconds.
-    fn created(&self) -> u64;
-}
-
 impl AttemptCookie for Attempt {
     fn state(&self) -> &str {
         &self.state
@@ -633,102 +617,22 @@ impl AttemptCookie for Attempt {
     }
 }
 
-/// The creation time every attempt cookie carries; the rest is ignored.
-#[derive(Deserialize)]
-struct Created {
-    t: u64,
-    #[serde(default)]
-    ns: u64,
-}
-
-/// Which requests bring an attempt cookie back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comeback {
-    /// A top-level GET navigation (the OpenID Connect redirect): `SameSite=Lax`.
-    Navigation,
-    /// The IdP's cross-site form POST (SAML HTTP-POST binding): Lax cookies
-    /// stay behind, so `SameSite=None` (which browsers take only with
-    /// `Secure`); on a plain-http demo, no `SameSite` attribute at all.
-    CrossSitePost,
-}
-
-impl LoginStates {
-    pub fn new(secret: &Secret, previous: &[Secret], secure: bool, auth_prefix: &str, clock: Clock) -> LoginStates {
-        LoginStates {
-            sealer: Sealer::new(secret, previous, Purpose::LoginState),
-            secure,
-            path: format!("{auth_prefix}/"),
-            clock,
-        }
-    }
-
-    fn name(state: &str) -> String {
-        format!("{STATE_COOKIE}{}", &state[..state.len().min(12)])
-    }
-
-    fn cookie(&self, name: &str, value: &str, max_age: u64, comeback: Comeback) -> Option<HeaderValue> {
-        let same_site = match comeback {
-            Comeback::Navigation => Some(cookie::SameSite::Lax),
-            Comeback::CrossSitePost if self.secure => Some(cookie::SameSite::None),
-            Comeback::CrossSitePost => None,
-        };
-        set_cookie_same_site(name, value, &self.path, None, self.secure, max_age, same_site)
-    }
-
-    /// The `Set-Cookie` values that start `attempt`: its cookie, and the
-    /// expiry of the oldest attempts beyond [`MAX_ATTEMPTS`] (unreadable
-    /// ones first).
-    pub fn store<T: AttemptCookie>(
-        &self,
-        attempt: &T,
-        request: &HeaderMap,
-        comeback: Comeback,
-    ) -> Option<Vec<HeaderValue>> {
-        let name = Self::name(attempt.state());
-        let plain = serde_json::to_vec(attempt).ok()?;
-        let sealed = self.sealer.seal(name.as_bytes(), &plain)?;
-        let mut out = vec![self.cookie(&name, &sealed, ATTEMPT_SECONDS, comeback)?];
-        let mut held: Vec<((u64, u64), String)> = cookie_pairs(request)
-            .filter(|(n, _)| n.starts_with(STATE_COOKIE) && *n != name)
-            .map(|(n, v)| {
-                let created = self
-                    .sealer
-                    .open(n.as_bytes(), v)
-                    .and_then(|p| serde_json::from_slice::<Created>(&p).ok())
-                    .map_or((0, 0), |c| (c.t, c.ns));
-                (created, n.to_string())
-            })
-            .collect();
-        held.sort();
-        let excess = (held.len() + 1).saturating_sub(MAX_ATTEMPTS);
-        for (_, n) in held.iter().take(excess) {
-            out.extend(self.cookie(n, "", 0, comeback));
-        }
-        Some(out)
-    }
-
-    /// The attempt `state` names, if this browser holds its cookie, the
-    /// cookie opens, and the attempt is fresh.
-    pub fn open<T: AttemptCookie>(&self, state: &str, request: &HeaderMap) -> Option<T> {
-        let name = Self::name(state);
-        // Several cookies of this name (one tossed in from a sibling
-        // domain): the one that opens counts.
-        cookie_pairs(request).filter(|(n, _)| *n == name).find_map(|(_, value)| {
-            let attempt: T = serde_json::from_slice(&self.sealer.open(name.as_bytes(), value)?).ok()?;
-            let fresh = self.clock.now().saturating_sub(attempt.created()) <= ATTEMPT_SECONDS;
-            (fresh && bool::from(attempt.state().as_bytes().ct_eq(state.as_bytes()))).then_some(attempt)
-        })
-    }
-
-    /// The provider id of the attempt `state` names, if this browser holds it.
-    pub fn provider_of(&self, state: &str, request: &HeaderMap) -> Option<String> {
-        self.open::<Attempt>(state, request).map(|a| a.p)
-    }
-
-    /// The `Set-Cookie` that ends the attempt of `state`; `None` for a state
-    /// porteiro never makes (a client's bytes never reach a cookie name).
-    pub fn clear(&self, state: &str, comeback: Comeback) -> Option<HeaderValue> {
-        let ours = !state.is_empty() && state.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ours.then(|| self.cookie(&Self::name(state), "", 0, comeback))?
-    }
+/// `GET /sso/callback?code=&state=` (or `?error=&state=`): an OpenID
+/// provider's answer. The attempt's cookie is cleared whatever the outcome.
+pub async fn callback(ctx: &Ctx<'_>, headers: &HeaderMap, q: &Params) -> Reply {
+    let state = param(q, "state").unwrap_or_default();
+    let Some(states) = ctx.states else {
+        return Outcome::failed("-", Class::BadRequest, "unknown_state", "No sign-in is in progress.").into();
+    };
+    let provider = states.provider_of(state, headers).and_then(|id| ctx.provider(&id)).and_then(|p| p.as_oidc());
+    let Some(provider) = provider else {
+        let text = "This sign-in was not started in this browser, or it took too long.";
+        return Outcome::failed("-", Class::BadRequest, "unknown_state", text).into();
+    };
+    let id = provider.s.id.clone();
+    let outcome = match provider.finish(states, headers, q, ctx.store).await {
+        Ok((identity, return_to)) => Outcome::SignedIn { provider: id, identity: Box::new(identity), return_to },
+        Err(failure) => Outcome::LoginFailed { provider: id, failure },
+    };
+    Reply { outcome, cookies: states.clear(state, Comeback::Navigation).into_iter().collect() }
 }

@@ -30,19 +30,23 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 use tracing::{info, warn};
 
+mod asked_url;
+mod endpoints;
+mod forward_auth;
+
 use crate::auth::jwks::JwksRegistry;
+use crate::auth::provider::{self, Provider};
 use crate::auth::session::{SessionCookies, strip_cookies};
 use crate::auth::store::Store;
-use crate::auth::{self, Identity, Provider};
-use crate::body::Body;
+use crate::auth::{self, Identity};
 use crate::canonical;
-use crate::config::{Access, AllowRules, Config, RouteConfig, Upstream};
-use crate::error;
+use crate::config::{Access, AllowRules, Config, RouteConfig};
+use crate::error::{self, Class, Reject};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::proxy::Body;
 use crate::proxy::{self, Forwarding, Proxy, StripSet, Target};
 use crate::routes::{RouteTable, prefix_matches};
 use crate::server::ConnInfo;
-use crate::upstream::Pool;
 
 /// Identity headers porteiro sets for upstreams (oauth2-proxy compatible) and
 /// answers to forward-auth callers; always stripped from clients' requests.
@@ -138,26 +142,17 @@ pub(crate) enum RouteRefusal {
 }
 
 impl RouteRefusal {
-    pub(crate) fn status(self) -> StatusCode {
+    pub(crate) fn reject(self) -> Reject {
         match self {
-            RouteRefusal::NoRoute => StatusCode::NOT_FOUND,
-            RouteRefusal::EncodedSlash | RouteRefusal::Semicolon => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            RouteRefusal::NoRoute => "no_route",
-            RouteRefusal::EncodedSlash => "encoded_slash",
-            RouteRefusal::Semicolon => "semicolon",
-        }
-    }
-
-    pub(crate) fn message(self) -> &'static str {
-        match self {
-            RouteRefusal::NoRoute => "No application is served at this address.",
-            RouteRefusal::EncodedSlash => "Encoded slashes are not allowed in this path.",
-            RouteRefusal::Semicolon => "Semicolons are not allowed in this path.",
+            RouteRefusal::NoRoute => {
+                Reject::new(Class::NotFound, "no_route", "No application is served at this address.")
+            }
+            RouteRefusal::EncodedSlash => {
+                Reject::new(Class::BadRequest, "encoded_slash", "Encoded slashes are not allowed in this path.")
+            }
+            RouteRefusal::Semicolon => {
+                Reject::new(Class::BadRequest, "semicolon", "Semicolons are not allowed in this path.")
+            }
         }
     }
 }
@@ -173,8 +168,8 @@ pub struct Gateway {
     trusted_proxies: Vec<IpNet>,
     pub(crate) providers: Vec<Arc<Provider>>,
     pub(crate) sessions: Option<SessionCookies>,
-    pub(crate) login_states: Option<auth::oidc::LoginStates>,
-    pub(crate) demo: Option<crate::sso::DemoLogin>,
+    pub(crate) login_states: Option<auth::attempt::LoginStates>,
+    pub(crate) demo: Option<provider::jwt::DemoLogin>,
     pub(crate) admin_token: Option<crate::config::Secret>,
 }
 
@@ -183,7 +178,7 @@ impl Gateway {
     pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Gateway, String> {
         let tls = proxy::upstream_tls(config.server.upstream_ca_file.as_deref())?;
         let fetcher = auth::fetch::Fetcher::new(tls.clone());
-        let proxy = Proxy::new(proxy::ProxySettings {
+        let mut proxy = Proxy::new(proxy::ProxySettings {
             connect_timeout: config.server.upstream_connect_timeout,
             timeout: config.server.upstream_timeout,
             tls,
@@ -196,12 +191,12 @@ impl Gateway {
         }
         keep.sort();
         keep.dedup();
+        let setup = provider::Setup { config, keep: &keep, fetcher: &fetcher, jwks: &shared.jwks };
         let mut providers = Vec::new();
         for p in &config.providers {
-            let built = crate::sso::build_provider(p, config, &keep, &fetcher, &shared.jwks)?;
-            providers.push(Arc::new(built));
+            providers.push(Arc::new(provider::build(p, &setup)?));
         }
-        let demo = crate::sso::DemoLogin::from_config(config);
+        let demo = provider::jwt::DemoLogin::from_config(config);
         if let Some(d) = &demo {
             warn!(
                 provider = %d.provider,
@@ -214,8 +209,6 @@ impl Gateway {
         // client must not forge on a public route (often the same app) what
         // a protected route's login sets.
         let custom: Vec<&str> = config.routes.iter().flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str())).collect();
-        // One connection pool per distinct upstream, shared by its routes.
-        let mut pools: Vec<Arc<Pool>> = Vec::new();
         let routes = RouteTable::new(config.routes.iter().map(|r| {
             let (login, bearer) = match &r.access {
                 Access::Protected { login, bearer } => {
@@ -223,20 +216,7 @@ impl Gateway {
                 }
                 Access::Public => (None, Vec::new()),
             };
-            let target = match &r.upstream {
-                Upstream::Http { scheme, authority } => {
-                    let pool = match pools.iter().find(|p| p.is_for(scheme, authority)) {
-                        Some(pool) => pool.clone(),
-                        None => {
-                            let pool = proxy.pool(scheme, authority);
-                            pools.push(pool.clone());
-                            pool
-                        }
-                    };
-                    Target::Http(pool)
-                }
-                Upstream::Whoami => Target::Whoami,
-            };
+            let target = proxy.target(&r.upstream);
             (r.host.clone(), r.path_prefix.clone(), compile_route(r, target, login, bearer, &custom, &shared.metrics))
         }));
         Ok(Gateway {
@@ -247,7 +227,7 @@ impl Gateway {
             trusted_proxies: config.server.trusted_proxies.clone(),
             sessions: SessionCookies::new(&config.session, config.server.public_https),
             login_states: config.session.secret.as_ref().map(|secret| {
-                auth::oidc::LoginStates::new(
+                auth::attempt::LoginStates::new(
                     secret,
                     &config.session.previous_secrets,
                     config.server.public_https,
@@ -279,7 +259,8 @@ impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         // A tunnel to anywhere is no request for an application (DESIGN §8.1).
         if req.method() == Method::CONNECT {
-            let mut resp = self.reject(&req, StatusCode::METHOD_NOT_ALLOWED, "connect", "CONNECT is not supported.");
+            let refusal = Reject::new(Class::MethodNotAllowed, "connect", "CONNECT is not supported.");
+            let mut resp = self.reject(&req, refusal);
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
             return resp;
@@ -287,12 +268,8 @@ impl Gateway {
 
         // Phase 1: drain.
         if self.shared.draining.load(Ordering::Relaxed) {
-            let mut resp = error::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "draining",
-                "The gateway is shutting down; try again.",
-                error::wants_html(req.headers()),
-            );
+            let refusal = Reject::new(Class::Unavailable, "draining", "The gateway is shutting down; try again.");
+            let mut resp = refusal.answer(error::wants_html(req.headers()));
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
         }
@@ -300,7 +277,9 @@ impl Gateway {
         // Phase 2: the canonical request.
         let target = match canonical::Target::of_request(&req) {
             Ok(target) => target,
-            Err(refusal) => return self.reject(&req, StatusCode::BAD_REQUEST, refusal.reason(), refusal.message()),
+            Err(refusal) => {
+                return self.reject(&req, Reject::new(Class::BadRequest, refusal.reason(), refusal.message()));
+            }
         };
 
         // Phase 3: internal endpoints.
@@ -309,13 +288,13 @@ impl Gateway {
             drop(target);
             // Boxed: login flows need KBs of future state, which every
             // proxied request's future would otherwise carry and copy.
-            return Box::pin(self.internal(req, &endpoint, conn)).await;
+            return Box::pin(self.internal(req, &endpoint)).await;
         }
 
         // Phase 4: route.
         let route = match self.route(&target) {
             Ok(route) => route,
-            Err(refusal) => return self.reject(&req, refusal.status(), refusal.reason(), refusal.message()),
+            Err(refusal) => return self.reject(&req, refusal.reject()),
         };
 
         // Phase 5: authenticate.
@@ -342,94 +321,6 @@ impl Gateway {
         let resp = self.proxy(req, route, host, rewritten, identity.as_deref(), conn).await;
         route.metrics.answered(resp.status());
         resp
-    }
-
-    /// `{auth_prefix}/auth`: forward-auth for nginx `auth_request`,
-    /// ingress-nginx `auth-url`, Traefik and Caddy ForwardAuth, and Envoy
-    /// `ext_authz` (`{auth_prefix}/auth/<original path>`). The URL the caller
-    /// names ([`crate::forward_auth`]) goes through the phases a proxied
-    /// request does: canonical form, route, authenticate. The answer is only
-    /// ever `200`, `401`, `403` or, with `?redirect=true` or in Envoy's form,
-    /// a login redirect for a browser: nginx turns anything else into a
-    /// `500` for the user.
-    pub(crate) async fn forward_auth<B>(&self, req: &Request<B>) -> Response<Body> {
-        let headers = req.headers();
-        // Envoy's form is read from the path as received: the normalised one
-        // already had its own `..` resolved against `{auth_prefix}/auth`.
-        let raw = req.uri().path().strip_prefix(self.auth_prefix.as_str()).and_then(|r| r.strip_prefix("/auth"));
-        let envoy = match raw {
-            Some("") => None,
-            Some(rest) if rest.starts_with('/') => Some(match req.uri().query() {
-                Some(q) => format!("{rest}?{q}"),
-                None => rest.to_string(),
-            }),
-            _ => return self.forward_auth_refused(headers, "bad_original_url"),
-        };
-        let asked = match crate::forward_auth::asked_url(headers, envoy.as_deref()) {
-            Ok(asked) => asked,
-            Err(problem) => return self.forward_auth_refused(headers, problem.reason()),
-        };
-        let target = match canonical::Target::of_parts(asked.host.as_deref(), &asked.path, asked.query.as_deref()) {
-            Ok(target) => target,
-            Err(refusal) => return self.forward_auth_refused(headers, refusal.reason()),
-        };
-        let route = match self.route(&target) {
-            Ok(route) => route,
-            // Nothing to protect here under this config: deny rather than open.
-            Err(RouteRefusal::NoRoute) => {
-                self.shared.metrics.rejected("no_route");
-                return forbidden(false);
-            }
-            Err(refusal) => return self.forward_auth_refused(headers, refusal.reason()),
-        };
-        // The original method, from the caller's header, else (Envoy) the
-        // check request's own.
-        let method = ["x-forwarded-method", "x-original-method"]
-            .iter()
-            .find_map(|n| headers.get(*n).and_then(|m| Method::from_bytes(m.as_bytes()).ok()))
-            .unwrap_or_else(|| if envoy.is_some() { req.method().clone() } else { Method::GET });
-        let redirect_mode = envoy.is_some() || query_flag(req.uri().query(), "redirect");
-        let resp = match self.authenticate(&method, headers, route, &target).await {
-            Verdict::Pass(identity) => {
-                let mut resp = Response::new(Body::empty());
-                if let Some(id) = identity {
-                    put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
-                }
-                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                resp
-            }
-            Verdict::Forbidden => forbidden(false),
-            Verdict::SignIn => match &route.login {
-                Some(p) if redirect_mode && is_navigation(&method, headers) => {
-                    self.start_login(p, headers, &target.return_path()).await
-                }
-                _ => sign_in_json(),
-            },
-            // Bearer challenges (401, or 403 for a missing scope) are
-            // answers an ingress relays; anything else would be a 500 there.
-            Verdict::Respond(resp) if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => resp,
-            Verdict::Respond(_) => sign_in_json(),
-        };
-        route.metrics.answered(resp.status());
-        resp
-    }
-
-    /// A forward-auth request whose URL cannot be judged: `401` without a
-    /// session (nginx then starts a login), `403` with one.
-    fn forward_auth_refused(&self, headers: &http::HeaderMap, reason: &'static str) -> Response<Body> {
-        info!(reason, "forward-auth request refused");
-        self.shared.metrics.rejected(reason);
-        match self.any_session(headers) {
-            Some(_) => forbidden(false),
-            None => sign_in_json(),
-        }
-    }
-
-    /// The session in the request, from any provider, not revoked.
-    pub(crate) fn any_session(&self, headers: &http::HeaderMap) -> Option<Arc<Identity>> {
-        let identity = self.sessions.as_ref()?.read(headers, self.shared.clock.now())?;
-        let store = &self.shared.store;
-        (!store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)).then_some(identity)
     }
 
     /// Phase 4: the route a canonical request goes to. The route is chosen on
@@ -460,13 +351,13 @@ impl Gateway {
         route: &Route,
         target: &canonical::Target<'_>,
     ) -> Verdict {
-        let credential = auth::bearer::credential(headers);
-        if credential == auth::bearer::Credential::Several {
+        let credential = auth::provider::bearer::credential(headers);
+        if credential == auth::provider::bearer::Credential::Several {
             info!(reason = "several_authorization", %method, status = 400, "request refused");
             self.shared.metrics.rejected("several_authorization");
             let why = "Send at most one Authorization header.";
-            let resp = error::error(StatusCode::BAD_REQUEST, "several_authorization", why, error::wants_html(headers));
-            return Verdict::Respond(resp);
+            let refusal = Reject::new(Class::BadRequest, "several_authorization", why);
+            return Verdict::Respond(refusal.answer(error::wants_html(headers)));
         }
         let public = route.access == Access::Public || {
             let decision = target.decision_path();
@@ -475,10 +366,12 @@ impl Gateway {
         if public {
             return Verdict::Pass(None);
         }
-        if !route.bearer.is_empty() && (credential != auth::bearer::Credential::Absent || route.login.is_none()) {
+        if !route.bearer.is_empty()
+            && (credential != auth::provider::bearer::Credential::Absent || route.login.is_none())
+        {
             return self.authenticate_bearer(route, credential.token()).await;
         }
-        match self.session(headers, route) {
+        match route.login.as_ref().and_then(|login| self.session(headers, Some(login.id()))) {
             Some(identity) => self.allowed(route, identity),
             None => Verdict::SignIn,
         }
@@ -505,7 +398,8 @@ impl Gateway {
         let token = match token {
             Ok(token) => token,
             Err(None) => {
-                return Verdict::Respond(bearer_challenge(StatusCode::UNAUTHORIZED, None, "bearer token required"));
+                let refusal = bearer_refusal(Class::Unauthorized, None, "bearer token required".into());
+                return Verdict::Respond(refusal.json());
             }
             // Unreadable by any provider: refused below as malformed.
             Err(Some(e)) => {
@@ -521,19 +415,13 @@ impl Gateway {
                     let missing = b.missing_scopes(&accepted);
                     if !missing.is_empty() {
                         self.shared.metrics.auth_failure(&b.id, "insufficient_scope");
-                        let mut resp = bearer_challenge(
-                            StatusCode::FORBIDDEN,
-                            Some("insufficient_scope"),
-                            "token lacks a required scope",
-                        );
                         let scope = format!(
                             "Bearer realm=\"porteiro\", error=\"insufficient_scope\", scope=\"{}\"",
                             b.required_scopes.join(" ")
                         );
-                        if let Ok(v) = HeaderValue::from_str(&scope) {
-                            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                        }
-                        return Verdict::Respond(resp);
+                        let text = "token lacks a required scope";
+                        let refusal = Reject::new(Class::Forbidden, "insufficient_scope", text).challenge(scope);
+                        return Verdict::Respond(refusal.json());
                     }
                     return self.allowed(route, accepted.identity);
                 }
@@ -548,45 +436,19 @@ impl Gateway {
         let (provider, e) = refused.unwrap_or(("-", auth::token::TokenError::Malformed));
         info!(route = %route.id, provider, reason = e.reason(), "bearer token refused");
         self.shared.metrics.auth_failure(provider, e.reason());
-        let status = match e {
-            auth::token::TokenError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        Verdict::Respond(bearer_challenge(status, Some("invalid_token"), &e.description()))
+        Verdict::Respond(bearer_refusal(e.class(), Some("invalid_token"), e.description()).json())
     }
 
-    /// The session in the request's cookies, valid for `route`'s provider
-    /// and not revoked.
-    pub(crate) fn session(&self, headers: &http::HeaderMap, route: &Route) -> Option<Arc<Identity>> {
+    /// The session in the request's cookies, not revoked; only from
+    /// provider `from` when one is named.
+    pub(crate) fn session(&self, headers: &http::HeaderMap, from: Option<&str>) -> Option<Arc<Identity>> {
         let identity = self.sessions.as_ref()?.read(headers, self.shared.clock.now())?;
-        let provider = route.login.as_ref()?;
-        if identity.provider != provider.id() {
+        if from.is_some_and(|p| p != identity.provider) {
             return None;
         }
         let revoked =
             self.shared.store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat);
         (!revoked).then_some(identity)
-    }
-
-    /// Sends a browser on an app's path to `provider`'s login.
-    pub(crate) async fn start_login(
-        &self,
-        provider: &Provider,
-        headers: &http::HeaderMap,
-        return_to: &str,
-    ) -> Response<Body> {
-        // An OpenID Connect or SAML attempt begins at `{auth_prefix}/start`:
-        // the browser sends the attempt cookies it holds (`Path=/sso/`)
-        // only there, and only with them can the oldest beyond the bound be
-        // expired. Here, on the app's path, it sends none.
-        if provider.binds_browser() {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("provider", provider.id())
-                .append_pair("redirectUrl", return_to)
-                .finish();
-            return redirect(&format!("{}/start?{query}", self.auth_prefix));
-        }
-        self.begin_login(provider, headers, return_to, None).await
     }
 
     /// Not signed in: a browser navigation goes to the login page, anything
@@ -600,12 +462,8 @@ impl Gateway {
     ) -> Response<Body> {
         match &route.login {
             Some(provider) if is_navigation(method, headers) => self.start_login(provider, headers, return_to).await,
-            _ => error::error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Sign-in is required.",
-                error::wants_html(headers) && is_navigation(method, headers),
-            ),
+            _ => Reject::new(Class::Unauthorized, "unauthorized", "Sign-in is required.")
+                .answer(error::wants_html(headers) && is_navigation(method, headers)),
         }
     }
 
@@ -665,19 +523,19 @@ impl Gateway {
                         info!(route = %route.id, error = %why, "request body malformed or cut short");
                         self.shared.metrics.rejected("bad_request_body");
                         let text = "The request body is malformed or incomplete.";
-                        error::error(StatusCode::BAD_REQUEST, "bad_request_body", text, html)
+                        Reject::new(Class::BadRequest, "bad_request_body", text).answer(html)
                     }
                     Err(e) => {
                         warn!(route = %route.id, upstream = %upstream.authority(), error = %e, "upstream failed");
-                        let (status, code, text) = match e {
-                            proxy::UpstreamError::Timeout(_) => (
-                                StatusCode::GATEWAY_TIMEOUT,
+                        let refusal = match e {
+                            proxy::UpstreamError::Timeout(_) => Reject::new(
+                                Class::Timeout,
                                 "upstream_timeout",
                                 "The application did not answer in time.",
                             ),
-                            _ => (StatusCode::BAD_GATEWAY, "bad_gateway", "The application is unreachable."),
+                            _ => Reject::new(Class::BadGateway, "bad_gateway", "The application is unreachable."),
                         };
-                        error::error(status, code, text, html)
+                        refusal.answer(html)
                     }
                 }
             }
@@ -685,16 +543,11 @@ impl Gateway {
     }
 
     /// An answer refused before a route is known; logged and counted.
-    pub(crate) fn reject<B>(
-        &self,
-        req: &Request<B>,
-        status: StatusCode,
-        reason: &'static str,
-        text: &str,
-    ) -> Response<Body> {
-        info!(reason, method = %req.method(), status = status.as_u16(), "request refused");
-        self.shared.metrics.rejected(reason);
-        error::error(status, reason, text, error::wants_html(req.headers()))
+    pub(crate) fn reject<B>(&self, req: &Request<B>, refusal: Reject) -> Response<Body> {
+        let status = refusal.status().as_u16();
+        info!(reason = refusal.reason, method = %req.method(), status, "request refused");
+        self.shared.metrics.rejected(refusal.reason);
+        refusal.answer(error::wants_html(req.headers()))
     }
 }
 
@@ -797,28 +650,10 @@ fn compile_route(
     }
 }
 
-/// `401 {"error": "unauthorized"}`: sign-in is required (JSON whatever the
-/// Accept header: forward-auth callers turn it into a login themselves).
-fn sign_in_json() -> Response<Body> {
-    error::json(
-        StatusCode::UNAUTHORIZED,
-        &serde_json::json!({ "error": "unauthorized", "error_description": "Sign-in is required." }),
-    )
-}
-
-/// `?name=true` (or `1`) in a query.
-fn query_flag(query: Option<&str>, name: &str) -> bool {
-    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == name && (v == "true" || v == "1")))
-}
-
 /// Signed in but not allowed (`403`).
 pub(crate) fn forbidden(html: bool) -> Response<Body> {
-    error::error(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        "You are signed in, but not allowed to use this application.",
-        html,
-    )
+    let text = "You are signed in, but not allowed to use this application.";
+    Reject::new(Class::Forbidden, "forbidden", text).answer(html)
 }
 
 /// A browser navigation (as opposed to an API call or XHR): GET/HEAD that
@@ -830,22 +665,15 @@ pub(crate) fn is_navigation(method: &Method, h: &http::HeaderMap) -> bool {
         && h.get("sec-fetch-mode").is_none_or(|m| m == "navigate")
 }
 
-/// An RFC 6750 answer: `WWW-Authenticate: Bearer realm="porteiro"[, error=...]`
+/// An RFC 6750 refusal: `WWW-Authenticate: Bearer realm="porteiro"[, error=...]`
 /// and a JSON body `{"error", "error_description"}`. Without an `error` (no
 /// token at all) the challenge carries no error code, as the RFC asks.
-pub(crate) fn bearer_challenge(status: StatusCode, error: Option<&str>, description: &str) -> Response<Body> {
+pub(crate) fn bearer_refusal(class: Class, error: Option<&'static str>, description: String) -> Reject {
     let challenge = match error {
         Some(e) => format!("Bearer realm=\"porteiro\", error=\"{e}\", error_description=\"{description}\""),
         None => "Bearer realm=\"porteiro\"".to_string(),
     };
-    let mut resp = error::json(
-        status,
-        &serde_json::json!({ "error": error.unwrap_or("unauthorized"), "error_description": description }),
-    );
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
+    Reject::new(class, error.unwrap_or("unauthorized"), description).challenge(challenge)
 }
 
 /// A `302` of porteiro's own (never cached, never leaks a Referer).

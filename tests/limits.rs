@@ -44,17 +44,33 @@ async fn still_open(stream: &mut TcpStream) -> bool {
     tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await.is_err()
 }
 
-/// Sends one whole request and reads its answer's status line.
-async fn request_on(stream: &mut TcpStream, rest_of_head: &[u8]) -> String {
-    stream.write_all(rest_of_head).await.unwrap();
+/// Sends (the rest of) one request and reads its whole answer, which must
+/// carry a `Content-Length`; returns the status line.
+async fn request_on(stream: &mut TcpStream, rest_of_request: &[u8]) -> String {
+    stream.write_all(rest_of_request).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+    let mut head_end = None;
+    loop {
+        if head_end.is_none() {
+            head_end = got.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        }
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                .map(|(_, v)| v.trim().parse().unwrap())
+                .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+            if got.len() >= end + length {
+                assert_eq!(got.len(), end + length, "more than one answer");
+                return head.lines().next().unwrap().to_string();
+            }
+        }
         let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
-    String::from_utf8_lossy(&got).lines().next().unwrap().to_string()
 }
 
 /// On each of two gateways (1 s and 120 s), a connection that sent half a
@@ -65,12 +81,6 @@ async fn slow_and_idle(gw: &support::TestGateway) -> [TcpStream; 2] {
     let mut idle = TcpStream::connect(gw.addr()).await.unwrap();
     let status = request_on(&mut idle, b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    // The rest of the echoed body, so only a close is left to read.
-    let mut buf = [0u8; 65536];
-    while tokio::time::timeout(Duration::from_millis(50), idle.read(&mut buf))
-        .await
-        .is_ok_and(|r| r.is_ok_and(|n| n > 0))
-    {}
     [slow, idle]
 }
 

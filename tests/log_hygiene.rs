@@ -30,6 +30,8 @@ struct Proc {
     addr: SocketAddr,
     admin: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr until the process closes it.
+    reader: tokio::task::JoinHandle<()>,
     _config: ConfigFile,
 }
 
@@ -51,7 +53,7 @@ impl Proc {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = logs.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 sink.lock().unwrap().push(line);
             }
@@ -67,7 +69,7 @@ impl Proc {
         let fields = &serde_json::from_str::<Value>(&listening).unwrap()["fields"];
         let addr = fields["addr"].as_str().unwrap().parse().unwrap();
         let admin = fields["admin"].as_str().unwrap().strip_prefix("Some(").unwrap().strip_suffix(')').unwrap();
-        let p = Proc { child, addr, admin: admin.parse().unwrap(), logs, _config: config };
+        let p = Proc { child, addr, admin: admin.parse().unwrap(), logs, reader, _config: config };
         let ready = format!("http://{}/readyz", p.admin);
         while !client().get(&ready).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
             assert!(Instant::now() < deadline, "not ready:\n{}", p.logs.lock().unwrap().join("\n"));
@@ -83,10 +85,9 @@ impl Proc {
     /// Stops the process (so every line is written) and checks that no
     /// log line contains any of `secrets`, nor a 12-character piece of one.
     async fn assert_clean(mut self, secrets: &[String]) {
-        // A last request, so the logs are known to have caught up.
-        let _ = client().get(format!("http://{}/healthz", self.admin)).send().await;
+        // Every line: the process is gone and its stderr read to the end.
         self.child.kill().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::timeout(PATIENCE, &mut self.reader).await.expect("stderr closed").unwrap();
         let logs = self.logs.lock().unwrap().join("\n");
         assert!(logs.lines().count() > 5, "too few log lines to mean anything:\n{logs}");
         for secret in secrets {

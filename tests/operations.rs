@@ -97,6 +97,41 @@ async fn sighup_keeps_sessions_replay_state_and_key_caches() {
     assert!(gw.running());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_store_and_listeners_chosen_at_start() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let up = FakeUpstream::new("app").start().await;
+    let body = jwks_body(&jwks.url(), &up.url(), "");
+    let mut gw = GatewayProcess::start("", &body).await;
+    let base = gw.url("");
+    let used = key.sign(&claims());
+    assert_eq!(callback(&base, &used).await.0, StatusCode::FOUND);
+
+    // A reload naming a Redis store (unreachable) and other listen addresses.
+    let redis = support::closed_port().await;
+    let moved = support::closed_port().await;
+    let text = body.replace(
+        &format!("secret = {}\n", q(SESSION_SECRET)),
+        &format!("secret = {}\nstore = \"redis\"\nredis_url = \"redis://{redis}\"\n", q(SESSION_SECRET)),
+    );
+    assert_ne!(text, body);
+    gw.config.rewrite(&format!(
+        "[server]\nlisten = \"{moved}\"\nadmin_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\n{text}\n"
+    ));
+    gw.signal("HUP");
+    gw.wait_for_log("configuration reloaded").await;
+    let logs = gw.logs().join("\n");
+    assert!(logs.contains("session.store / session.redis_url / session.redis_prefix changed"), "{logs}");
+    assert!(logs.contains("server.listen / server.admin_listen changed"), "{logs}");
+    // Still on the in-process store, and on the old address: ready, the
+    // spent token still spent, new logins work.
+    let ready = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(callback(&base, &used).await, (StatusCode::UNAUTHORIZED, None, Some("replayed".into())));
+    assert_eq!(callback(&base, &key.sign(&claims())).await.0, StatusCode::FOUND);
+}
+
 /// A self-signed certificate and key for `host`, written to `dir` as
 /// `gateway.crt` / `gateway.key` (write, then rename); the certificate's PEM.
 fn write_cert(dir: &std::path::Path, host: &str) -> String {

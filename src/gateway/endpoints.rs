@@ -126,7 +126,11 @@ impl Gateway {
         };
         let (headers, ctx) = (&parts.headers, self.ctx());
         let reply: Reply = match entry.endpoint {
-            Endpoint::Callback if param(&q, "jwt").is_none() && param(&q, "state").is_some() => {
+            // An OpenID provider's answer (`state`, `code` or `error`): one
+            // without `state` is an IdP-initiated login, refused there.
+            Endpoint::Callback
+                if param(&q, "jwt").is_none() && ["state", "code", "error"].iter().any(|p| param(&q, p).is_some()) =>
+            {
                 oidc::callback(&ctx, headers, &q).await
             }
             Endpoint::Callback => jwt::callback(&ctx, &q).await.into(),

@@ -35,7 +35,7 @@ mod endpoints;
 mod forward_auth;
 
 use crate::auth::jwks::JwksRegistry;
-use crate::auth::provider::{self, Provider};
+use crate::auth::provider::{self, Provider, bearer};
 use crate::auth::session::{SessionCookies, strip_cookies};
 use crate::auth::store::Store;
 use crate::auth::{self, Identity};
@@ -351,8 +351,8 @@ impl Gateway {
         route: &Route,
         target: &canonical::Target<'_>,
     ) -> Verdict {
-        let credential = auth::provider::bearer::credential(headers);
-        if credential == auth::provider::bearer::Credential::Several {
+        let credential = bearer::credential(headers);
+        if credential == bearer::Credential::Several {
             info!(reason = "several_authorization", %method, status = 400, "request refused");
             self.shared.metrics.rejected("several_authorization");
             let why = "Send at most one Authorization header.";
@@ -366,9 +366,7 @@ impl Gateway {
         if public {
             return Verdict::Pass(None);
         }
-        if !route.bearer.is_empty()
-            && (credential != auth::provider::bearer::Credential::Absent || route.login.is_none())
-        {
+        if !route.bearer.is_empty() && (credential != bearer::Credential::Absent || route.login.is_none()) {
             return self.authenticate_bearer(route, credential.token()).await;
         }
         match route.login.as_ref().and_then(|login| self.session(headers, Some(login.id()))) {
@@ -407,24 +405,21 @@ impl Gateway {
                 ""
             }
         };
+        // A token verified before is answered from a provider's cache; only
+        // a new one is checked for token syntax, then verified.
+        let key = bearer::cache_key(token);
+        let bearers = || route.bearer.iter().filter_map(|p| p.as_bearer());
+        if let Some((b, accepted)) = bearers().find_map(|b| b.cached(&key, now).map(|a| (b, a))) {
+            return self.bearer_accepted(route, b, accepted);
+        }
+        if refused.is_none() && !bearer::well_formed(token) {
+            refused = Some(("-", auth::token::TokenError::Malformed));
+        }
         let providers = if refused.is_none() { &route.bearer[..] } else { &[] };
         for provider in providers {
             let Some(b) = provider.as_bearer() else { continue };
-            match b.check(token, now).await {
-                Ok(accepted) => {
-                    let missing = b.missing_scopes(&accepted);
-                    if !missing.is_empty() {
-                        self.shared.metrics.auth_failure(&b.id, "insufficient_scope");
-                        let scope = format!(
-                            "Bearer realm=\"porteiro\", error=\"insufficient_scope\", scope=\"{}\"",
-                            b.required_scopes.join(" ")
-                        );
-                        let text = "token lacks a required scope";
-                        let refusal = Reject::new(Class::Forbidden, "insufficient_scope", text).challenge(scope);
-                        return Verdict::Respond(refusal.json());
-                    }
-                    return self.allowed(route, accepted.identity);
-                }
+            match b.verify(&key, token, now).await {
+                Ok(accepted) => return self.bearer_accepted(route, b, accepted),
                 Err(e) => {
                     // Several providers: keep the reason of the one the token was meant for.
                     if refused.is_none_or(|(_, prev)| relevance(e) > relevance(prev)) {
@@ -437,6 +432,22 @@ impl Gateway {
         info!(route = %route.id, provider, reason = e.reason(), "bearer token refused");
         self.shared.metrics.auth_failure(provider, e.reason());
         Verdict::Respond(bearer_refusal(e.class(), Some("invalid_token"), e.description()).json())
+    }
+
+    /// A verified bearer token: the provider's required scopes, then the
+    /// route's `allow` rules.
+    fn bearer_accepted(&self, route: &Route, b: &bearer::BearerAuth, accepted: bearer::Accepted) -> Verdict {
+        if !b.missing_scopes(&accepted).is_empty() {
+            self.shared.metrics.auth_failure(&b.id, "insufficient_scope");
+            let scope = format!(
+                "Bearer realm=\"porteiro\", error=\"insufficient_scope\", scope=\"{}\"",
+                b.required_scopes.join(" ")
+            );
+            let text = "token lacks a required scope";
+            let refusal = Reject::new(Class::Forbidden, "insufficient_scope", text).challenge(scope);
+            return Verdict::Respond(refusal.json());
+        }
+        self.allowed(route, accepted.identity)
     }
 
     /// The session in the request's cookies, not revoked; only from

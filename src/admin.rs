@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::auth::store::Revocation;
 use crate::config::VALIDITY_MINUTES;
-use crate::error;
+use crate::error::{self, Class, Reject};
 use crate::gateway::Gateway;
 use crate::proxy::body::Body;
 
@@ -24,8 +24,12 @@ struct RevokeRequest {
     email: Option<String>,
 }
 
-fn answer(status: StatusCode, error: &str, description: &str) -> Response<Body> {
-    error::json(status, &json!({ "error": error, "error_description": description }))
+fn refuse(
+    class: Class,
+    reason: &'static str,
+    description: impl Into<std::borrow::Cow<'static, str>>,
+) -> Response<Body> {
+    Reject::new(class, reason, description).json()
 }
 
 /// `POST /admin/revoke` with `Authorization: Bearer <server.admin_token>` and
@@ -33,10 +37,10 @@ fn answer(status: StatusCode, error: &str, description: &str) -> Response<Body> 
 /// revocations end every session of that user issued until now.
 pub async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     let Some(token) = &gateway.admin_token else {
-        return answer(StatusCode::NOT_FOUND, "disabled", "Set server.admin_token to use the admin API.");
+        return refuse(Class::NotFound, "disabled", "Set server.admin_token to use the admin API.");
     };
     if req.method() != Method::POST {
-        return answer(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Use POST.");
+        return refuse(Class::MethodNotAllowed, "method_not_allowed", "Use POST.");
     }
     let presented = req
         .headers()
@@ -46,24 +50,19 @@ pub async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body>
         .unwrap_or("");
     if !bool::from(presented.as_bytes().ct_eq(token.expose())) {
         warn!("admin API: bad or missing token");
-        let mut resp = answer(StatusCode::UNAUTHORIZED, "unauthorized", "A valid admin token is required.");
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"porteiro-admin\""));
-        return resp;
+        return Reject::new(Class::Unauthorized, "unauthorized", "A valid admin token is required.")
+            .challenge("Bearer realm=\"porteiro-admin\"")
+            .json();
     }
     let Ok(body) = Limited::new(req.into_body(), 4096).collect().await.map(|b| b.to_bytes()) else {
-        return answer(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "Body too large.");
+        return refuse(Class::TooLarge, "too_large", "Body too large.");
     };
     let what = match serde_json::from_slice::<RevokeRequest>(&body) {
         Ok(RevokeRequest { session_id: Some(s), subject: None, email: None }) => Revocation::Session(s),
         Ok(RevokeRequest { session_id: None, subject: Some(s), email: None }) => Revocation::Subject(s),
         Ok(RevokeRequest { session_id: None, subject: None, email: Some(e) }) => Revocation::Email(e),
         _ => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "Send exactly one of session_id, subject, email.",
-            );
+            return refuse(Class::BadRequest, "invalid_request", "Send exactly one of session_id, subject, email.");
         }
     };
     // Longer than any session can live.
@@ -73,6 +72,6 @@ pub async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body>
             info!(revocation = ?what, "admin API: sessions revoked");
             error::json(StatusCode::OK, &json!({ "revoked": true }))
         }
-        Err(e) => answer(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.to_string()),
+        Err(e) => refuse(Class::Unavailable, "store_unavailable", e.to_string()),
     }
 }

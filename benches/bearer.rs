@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "bench code fails loudly")]
 
-#[path = "../tests/code_support/keys.rs"]
+#[path = "../tests/support/keys.rs"]
 mod keys;
 
 use std::time::Duration;

@@ -8,12 +8,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::{FakeUpstream, TestGateway, client, metric, start_gateway};
+use support::{FakeUpstream, Gateway, client, metric, start_gateway};
 
 const REQUESTS_2XX: &str = r#"porteiro_requests_total{route="app",class="2xx"}"#;
 const NO_ROUTE: &str = r#"porteiro_rejected_requests_total{reason="no_route"}"#;
 
-async fn gateway(upstream: &str) -> TestGateway {
+async fn gateway(upstream: &str) -> Gateway {
     start_gateway(
         "",
         &format!("[[routes]]\nid = \"app\"\nhost = \"app.test\"\nupstream = \"{upstream}\"\npublic = true\n"),

@@ -8,24 +8,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod code_support;
 mod support;
 
-use code_support::keys::{self, HS_SECRET, now};
-use code_support::{
-    Answer, JwksServer, LOGIN_URL, code_provider, mint_code, redeem, route, session, session_cookie, sleep_until_unix,
-    wait_ready,
-};
+use std::time::Duration;
+
 use http::header;
 use serde_json::{Value, json};
-use support::{Echo, FakeUpstream, RunningUpstream, TestGateway, client, raw_request, start_gateway};
+use support::code::{Answer, LOGIN_URL, code_provider, mint_code, redeem, route, session, session_cookie};
+use support::jwks::JwksServer;
+use support::keys::{self, HS_SECRET, now};
+use support::{Echo, FakeUpstream, Gateway, RunningUpstream, client, raw_request, start_gateway};
 
 const HS_ISSUER: &str = "https://issuer.test";
 const IDP_ISSUER: &str = "https://idp.test";
 const AUDIENCE: &str = "api://porteiro";
 
 struct Setup {
-    gw: TestGateway,
+    gw: Gateway,
     up: RunningUpstream,
     jwks: JwksServer,
 }
@@ -38,7 +37,7 @@ struct Setup {
 /// public `/public`.
 async fn setup() -> Setup {
     let up = FakeUpstream::new("api").start().await;
-    let jwks = JwksServer::start(json!({"keys": [keys::rsa().jwk("rsa-1"), keys::ec().jwk("ec-1")]})).await;
+    let jwks = JwksServer::document(json!({"keys": [keys::rsa().jwk("rsa-1"), keys::ec().jwk("ec-1")]})).await;
     let providers = format!(
         r#"
 [[providers]]
@@ -91,7 +90,7 @@ max_token_age_seconds = 1
     let public = format!("\n[[routes]]\nid = \"pub\"\npath_prefix = \"/public\"\nupstream = \"{u}\"\npublic = true\n");
     let body = format!("{}{}{providers}{routes}{public}", session(15), code_provider("kb", None));
     let gw = start_gateway("", &body).await;
-    wait_ready(&gw.admin_url("/readyz")).await;
+    gw.wait_ready().await;
     Setup { gw, up, jwks }
 }
 
@@ -435,7 +434,8 @@ async fn a_cached_token_is_still_refused_once_it_expires() {
         assert_eq!(call(&s, "/api/hs/x", Some(&token), false).await.status(), 200);
         assert_eq!(call(&s, "/api/keys/x", Some(&token_rs), false).await.status(), 200);
     }
-    sleep_until_unix(exp).await;
+    // Past `exp` on porteiro's clock (no leeway on these providers).
+    s.gw.advance(Duration::from_secs((exp + 1).saturating_sub(s.gw.clock.now())));
     for _ in 0..2 {
         assert_invalid_token(call(&s, "/api/hs/x", Some(&token), false).await, "token expired", "cached HS256").await;
         assert_invalid_token(call(&s, "/api/keys/x", Some(&token_rs), false).await, "token expired", "cached RS256")
@@ -451,11 +451,14 @@ async fn a_cached_token_is_still_refused_once_older_than_max_token_age() {
     // Valid for ten minutes, but the provider takes tokens at most 1 s old.
     let token = hs(&json!({"iss": HS_ISSUER, "aud": "api://young", "sub": "svc", "iat": issued, "exp": issued + 600}));
     assert_eq!(call(&s, "/api/young/x", Some(&token), false).await.status(), 200);
-    sleep_until_unix(issued + 2).await;
+    // Two seconds older on porteiro's clock.
+    s.gw.advance(Duration::from_secs((issued + 2).saturating_sub(s.gw.clock.now())));
     assert_invalid_token(call(&s, "/api/young/x", Some(&token), false).await, "token issued too long ago", "cached")
         .await;
-    // A fresh token is fine: it was the age.
-    let fresh = hs(&json!({"iss": HS_ISSUER, "aud": "api://young", "sub": "svc", "iat": now(), "exp": now() + 600}));
+    // A fresh token is fine: it was the age. Dated by porteiro's clock, now
+    // ahead of the system's.
+    let now = s.gw.clock.now();
+    let fresh = hs(&json!({"iss": HS_ISSUER, "aud": "api://young", "sub": "svc", "iat": now, "exp": now + 600}));
     assert_eq!(call(&s, "/api/young/x", Some(&fresh), false).await.status(), 200);
 }
 
@@ -557,8 +560,8 @@ async fn a_token_naming_a_member_twice_is_refused() {
 #[tokio::test]
 async fn an_rsa_key_under_2048_bits_verifies_nothing() {
     let up = FakeUpstream::new("api").start().await;
-    let only_small = JwksServer::start(json!({"keys": [keys::rsa_1024().jwk("small")]})).await;
-    let mixed = JwksServer::start(json!({"keys": [keys::rsa_1024().jwk("small"), keys::rsa().jwk("rsa-1")]})).await;
+    let only_small = JwksServer::document(json!({"keys": [keys::rsa_1024().jwk("small")]})).await;
+    let mixed = JwksServer::document(json!({"keys": [keys::rsa_1024().jwk("small"), keys::rsa().jwk("rsa-1")]})).await;
     let provider = |id: &str, url: &str| {
         format!(
             "\n[[providers]]\nid = \"{id}\"\nkind = \"bearer\"\nissuer = \"{IDP_ISSUER}\"\naudience = \"{AUDIENCE}\"\n\

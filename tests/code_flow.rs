@@ -7,29 +7,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod code_support;
 mod support;
 
 use std::time::Duration;
 
-use code_support::{
-    Answer, CLIENT, COOKIE, LOGIN_URL, basic, code_provider, keys::now, mint, mint_code, mint_raw, redeem, route,
-    session, session_cookie, session_max_age,
-};
 use http::header;
 use serde_json::{Value, json};
-use support::{Echo, FakeUpstream, TestGateway, client, start_gateway};
+use support::code::{
+    Answer, CLIENT, COOKIE, LOGIN_URL, basic, code_provider, mint, mint_code, mint_raw, redeem, route, session,
+    session_cookie, session_max_age,
+};
+use support::keys::now;
+use support::{Echo, FakeUpstream, Gateway, client, start_gateway};
 
 /// porteiro with a `kb` code provider (`code_ttl_seconds` = `ttl`), sessions
 /// of 30 minutes by default, and `/docs` behind it.
-async fn gateway(ttl: Option<u64>) -> (TestGateway, support::RunningUpstream) {
+async fn gateway(ttl: Option<u64>) -> (Gateway, support::RunningUpstream) {
     let up = FakeUpstream::new("kb").start().await;
     let body =
         format!("{}{}{}", session(30), code_provider("kb", ttl), route("docs", "/docs", &up.url(), Some("kb"), &[]));
     (start_gateway("", &body).await, up)
 }
 
-fn base(gw: &TestGateway) -> String {
+fn base(gw: &Gateway) -> String {
     gw.url("")
 }
 
@@ -193,7 +193,7 @@ async fn an_expired_code_is_refused() {
     let stale = mint(&base(&gw), CLIENT, &document360_body()).await;
     assert_eq!(stale.json()["expires_in"], 1);
     let stale = stale.json()["code"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    gw.advance(Duration::from_secs(2));
     let resp = redeem(&client(), &base(&gw), &stale, "/docs/").await;
     assert_eq!(resp.status(), 400, "a code past code_ttl_seconds");
     assert!(resp.headers().get(header::SET_COOKIE).is_none());
@@ -209,7 +209,7 @@ async fn unknown_client_wrong_secret_or_no_credentials_get_401() {
     let cases: [(&str, Option<String>); 6] = [
         ("unknown client", Some(basic(("nobody", CLIENT.1)))),
         ("wrong secret", Some(basic((CLIENT.0, "app1-secret-0123456780")))),
-        ("secret of another client", Some(basic((CLIENT.0, code_support::CLIENT2.1)))),
+        ("secret of another client", Some(basic((CLIENT.0, support::code::CLIENT2.1)))),
         ("no Authorization", None),
         ("not base64", Some("Basic %%%".into())),
         ("not Basic", Some(format!("Bearer {}", CLIENT.1))),

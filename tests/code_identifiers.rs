@@ -8,18 +8,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod code_support;
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use code_support::{
+use http::header;
+use serde_json::{Value, json};
+use support::code::{
     Answer, CLIENT, CLIENT2, basic, code_provider, mint, mint_code, redeem, route, session, session_cookie,
     session_max_age,
 };
-use http::header;
-use serde_json::{Value, json};
 use support::{Echo, FakeUpstream, GatewayProcess, RunningUpstream, client, start_gateway};
 
 fn body(upstream: &RunningUpstream) -> String {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-use support::{FakeUpstream, OneConnection, PATIENCE, TestGateway, metric, public_route, start_gateway};
+use support::{FakeUpstream, Gateway, OneConnection, PATIENCE, metric, public_route, start_gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,7 +32,7 @@ fn raise_open_file_limit() {
     setrlimit(Resource::Nofile, Rlimit { current: Some(new), maximum: limit.maximum }).unwrap();
 }
 
-async fn open_gauge(gw: &TestGateway) -> f64 {
+async fn open_gauge(gw: &Gateway) -> f64 {
     metric(&gw.metrics().await, "porteiro_connections_open").expect("porteiro_connections_open exported")
 }
 

@@ -25,7 +25,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
 mod support;
 
 use std::collections::HashSet;
@@ -33,7 +32,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use auth_support::{Conf, Gw, claims, hs_token, q};
+use support::auth::{Conf, Gateway, claims, hs_token, q};
 use support::nginx::Nginx;
 use support::tomcat::{Host, Tomcat};
 
@@ -437,7 +436,7 @@ struct Row {
 
 /// Sends raw requests to one porteiro and tells what came of them.
 struct Prober {
-    gw: Gw,
+    gw: Gateway,
     addr: SocketAddr,
     admin: SocketAddr,
     variant: Variant,

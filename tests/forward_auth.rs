@@ -4,16 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
+mod support;
 
-use auth_support::*;
 use reqwest::StatusCode;
 use serde_json::json;
+use support::auth::*;
 
 /// A gateway whose `/` route has a public `/assets/` path, plus a host-bound
 /// route for `admin.test` that only the `ops` group may use.
-async fn gateway() -> (EchoUpstream, Gw) {
-    let upstream = EchoUpstream::start().await;
+async fn gateway() -> (RunningUpstream, Gateway) {
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority())
         .route("public_paths", r#"["/assets/"]"#)
         .raw(&format!(
@@ -27,7 +27,7 @@ async fn gateway() -> (EchoUpstream, Gw) {
 }
 
 /// `GET /sso/auth` asking about `original` (`X-Original-URL`).
-fn ask(gw: &Gw, original: &str, cookie: Option<&str>) -> reqwest::RequestBuilder {
+fn ask(gw: &Gateway, original: &str, cookie: Option<&str>) -> reqwest::RequestBuilder {
     let mut req = gw.get("/sso/auth").header("x-original-url", original);
     if let Some(c) = cookie {
         req = req.header("cookie", c);

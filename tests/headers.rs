@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{Echo, FakeUpstream, TestGateway, raw_request, start_gateway};
+use support::{Echo, FakeUpstream, Gateway, raw_request, start_gateway};
 
 /// Every identity header porteiro sets (its defaults plus the route's own
 /// `headers` entry below), in canonical spelling.
@@ -30,7 +30,7 @@ fn canonical(name: &str) -> String {
     name.to_ascii_lowercase().replace(['_', '.'], "-")
 }
 
-async fn gateway(server_extra: &str, upstream: &str) -> TestGateway {
+async fn gateway(server_extra: &str, upstream: &str) -> Gateway {
     start_gateway(
         server_extra,
         &format!(
@@ -55,7 +55,7 @@ preserve_host = false
     .await
 }
 
-async fn get(gw: &TestGateway, host: &str, extra: &[&str]) -> Echo {
+async fn get(gw: &Gateway, host: &str, extra: &[&str]) -> Echo {
     let host_line = format!("Host: {host}");
     let mut lines = vec!["GET /hello?x=1 HTTP/1.1", host_line.as_str()];
     lines.extend_from_slice(extra);

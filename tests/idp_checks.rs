@@ -12,8 +12,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod oidc_support;
-mod saml_support;
 mod support;
 
 use std::convert::Infallible;
@@ -24,11 +22,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use oidc_support::{CALLBACK, PUBLIC_URL, TestIdp, idp_config, start_ready};
 use reqwest::StatusCode;
-use saml_support::*;
 use serde_json::{Value, json};
 use support::FakeUpstream;
+use support::oidc::{CALLBACK, PUBLIC_URL, TestIdp, idp_config, start_ready};
+use support::saml::*;
 
 // === SAML ===
 
@@ -155,56 +153,11 @@ async fn saml_encrypted_assertions_are_refused_as_assertion_count() {
 }
 
 /// porteiro with the SAML test config, but its clock in the test's hands.
-/// `public_url` is not the listener, so this second porteiro is the same
-/// service provider (entity id, ACS) as the first one, which the IdP knows.
+/// `public_url` is not the listener, so this second porteiro (on a port of
+/// its own) is the same service provider (entity id, ACS) as the first
+/// one, which the IdP knows.
 async fn saml_with_clock(saml: &Saml, clock: porteiro::clock::Clock) -> porteiro::Running {
-    let listen = format!("listen = \"127.0.0.1:{}\"", saml.running.addr.port());
-    assert!(saml.toml.contains(&listen), "{}", saml.toml);
-    let text = saml.toml.replace(&listen, "listen = \"127.0.0.1:0\"");
-    let config = porteiro::config::Config::from_toml(&text, "saml-clock.toml").unwrap();
-    porteiro::start_with_clock(config, clock).await.unwrap()
-}
-
-/// Hop 1 on `base`, in `browser`: the IdP URL (with SAMLRequest and
-/// RelayState) and the RelayState.
-async fn begin_at(client: &reqwest::Client, base: &str, browser: &Browser, path: &str) -> Begun {
-    let resp =
-        client.get(format!("{base}/sso/start?redirectUrl={path}")).header("accept", BROWSER).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
-    browser.absorb(&resp);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let relay_state = url::Url::parse(&location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "RelayState")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    Begun { location, relay_state, request_xml: String::new(), set_cookies: Vec::new() }
-}
-
-/// Hop 3 on `base`, from `browser`.
-async fn post_acs_at(
-    client: &reqwest::Client,
-    base: &str,
-    browser: &Browser,
-    answer: &Answer,
-) -> (StatusCode, Option<String>, String) {
-    let mut req = client
-        .post(format!("{base}/sso/saml/acs"))
-        .header("accept", BROWSER)
-        .form(&[("SAMLResponse", answer.saml_response.as_str()), ("RelayState", answer.relay_state.as_str())]);
-    if let Some(cookies) = browser.header() {
-        req = req.header("cookie", cookies);
-    }
-    let resp = req.send().await.unwrap();
-    browser.absorb(&resp);
-    let status = resp.status();
-    let cookie = session_cookie(&resp);
-    (status, cookie, resp.text().await.unwrap())
-}
-
-fn failures_in(metrics: &str, provider: &str, reason: &str) -> Option<f64> {
-    support::metric(metrics, &format!("porteiro_auth_failures_total{{provider=\"{provider}\",reason=\"{reason}\"}}"))
+    support::Gateway::start_with_clock(support::parse_config(&saml.toml), clock).await.running
 }
 
 #[tokio::test]
@@ -213,27 +166,31 @@ async fn saml_a_relay_state_older_than_ten_minutes_is_refused() {
     let clock = porteiro::clock::Clock::default();
     let gw = saml_with_clock(&saml, clock.clone()).await;
     let base = format!("http://{}", gw.addr);
-    let browser = Browser::default();
-    let early = begin_at(&saml.client, &base, &browser, "/early").await;
-    let late = begin_at(&saml.client, &base, &browser, "/late").await;
+    let browser = AttemptJar::default();
+    let early = saml.begin_at(&base, &browser, "/early").await;
+    let late = saml.begin_at(&base, &browser, "/late").await;
     let early_answer = saml.idp_answer(&early, &[]).await;
     let late_answer = saml.idp_answer(&late, &[]).await;
 
     // 9 minutes on: the attempt still waits (and the assertion, issued by
     // the IdP's real clock, is fresh by samael's).
     clock.advance(Duration::from_secs(9 * 60));
-    let (status, cookie, body) = post_acs_at(&saml.client, &base, &browser, &early_answer).await;
+    let (status, cookie, body) = saml.post_acs_at(&base, &browser, &early_answer, BROWSER).await;
     assert_eq!(status, StatusCode::FOUND, "{body}");
     assert!(cookie.is_some());
 
     // 11 minutes on: the other attempt is gone.
     clock.advance(Duration::from_secs(2 * 60));
-    let (status, cookie, body) = post_acs_at(&saml.client, &base, &browser, &late_answer).await;
+    let (status, cookie, body) = saml.post_acs_at(&base, &browser, &late_answer, BROWSER).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(cookie.is_none());
     let metrics = support::admin_metrics(gw.admin_addr.unwrap()).await;
-    assert_eq!(failures_in(&metrics, "-", "unknown_relay_state"), Some(1.0), "{metrics}");
-    assert_eq!(support::metric(&metrics, &format!("porteiro_logins_total{{provider=\"{PROVIDER}\"}}")), Some(1.0));
+    assert_eq!(
+        support::metric(&metrics, &support::failures_series("-", "unknown_relay_state")),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(support::metric(&metrics, &support::logins_series(PROVIDER)), Some(1.0));
 }
 
 // === OpenID Connect ===
@@ -324,7 +281,7 @@ async fn userinfo_server(answer: Arc<Mutex<Value>>) -> String {
 async fn oidc_a_userinfo_sub_other_than_the_id_tokens_is_refused() {
     let idp = TestIdp::builder().start().await;
     let up = FakeUpstream::new("app").start().await;
-    let user = oidc_support::default_user();
+    let user = support::oidc::default_user();
     let info = Arc::new(Mutex::new(json!({"sub": user["sub"], "nickname": "aninha"})));
     let userinfo = userinfo_server(info.clone()).await;
     // Explicit endpoints: the fake IdP's, plus this userinfo endpoint.
@@ -340,7 +297,7 @@ async fn oidc_a_userinfo_sub_other_than_the_id_tokens_is_refused() {
     );
     let gw = start_ready(&body).await;
 
-    let login = |browser: oidc_support::Browser| async move {
+    let login = |browser: support::oidc::Browser| async move {
         let to_idp = browser.start_login(&format!("{PUBLIC_URL}/x")).await;
         let back = browser.follow(&to_idp).await;
         browser.follow(&back).await

@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
 mod support;
 
 use std::convert::Infallible;
@@ -15,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use auth_support::{Conf, EchoUpstream, Gw, ISSUER, JwksServer, SigningKey, client, json_error, q, random_id};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
@@ -23,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use porteiro::clock::Clock;
 use serde_json::{Value, json};
+use support::auth::{Conf, FakeUpstream, Gateway, ISSUER, JwksServer, SigningKey, json_error, q, random_id};
 use support::{PATIENCE, metric};
 
 /// Claims valid at porteiro's `clock` (which the tests move ahead).
@@ -33,21 +32,15 @@ fn claims_at(clock: &Clock) -> Value {
 }
 
 /// Starts `conf` on `clock` without waiting for readiness.
-async fn start(conf: &Conf, clock: &Clock) -> Gw {
-    let running = porteiro::start_with_clock(conf.config(), clock.clone()).await.unwrap();
-    Gw {
-        base: format!("http://{}", running.addr),
-        admin: running.admin_addr.map(|a| format!("http://{a}")),
-        running,
-        client: client(),
-    }
+async fn start(conf: &Conf, clock: &Clock) -> Gateway {
+    Gateway::start_with_clock(conf.config(), clock.clone()).await
 }
 
-async fn readyz(gw: &Gw) -> StatusCode {
+async fn readyz(gw: &Gateway) -> StatusCode {
     gw.client.get(format!("{}/readyz", gw.admin.as_ref().unwrap())).send().await.unwrap().status()
 }
 
-async fn metrics(gw: &Gw) -> String {
+async fn metrics(gw: &Gateway) -> String {
     support::admin_metrics(gw.running.admin_addr.unwrap()).await
 }
 
@@ -88,7 +81,7 @@ where
 }
 
 /// A jwt login with `token`: its status, and the JSON error when refused.
-async fn login_status(gw: &Gw, token: &str) -> (StatusCode, Option<String>) {
+async fn login_status(gw: &Gateway, token: &str) -> (StatusCode, Option<String>) {
     let resp = gw.get(&format!("/sso/callback?jwt={token}&redirectUrl=/")).send().await.unwrap();
     let status = resp.status();
     if status == StatusCode::FOUND {
@@ -99,7 +92,7 @@ async fn login_status(gw: &Gw, token: &str) -> (StatusCode, Option<String>) {
 
 #[tokio::test]
 async fn readyz_is_503_until_every_jwt_and_bearer_key_set_has_loaded() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let login_key = SigningKey::ec("login");
     let api_key = SigningKey::ec("api");
     let login_jwks = JwksServer::start(&[&login_key]).await;
@@ -143,7 +136,7 @@ async fn readyz_is_503_until_every_jwt_and_bearer_key_set_has_loaded() {
 /// the key set is fetched again, for a server sending `max_age` and the provider's
 /// bounds `bounds` (`None`: the defaults, 30 / 86400).
 async fn refresh_after(max_age: u64, bounds: Option<(u64, u64)>, step: Duration) -> Duration {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let key = SigningKey::ec("k");
     let jwks = JwksServer::start(&[&key]).await;
     jwks.max_age(max_age);
@@ -184,7 +177,7 @@ async fn jwks_refresh_follows_max_age_within_the_min_and_max_bounds() {
 
 #[tokio::test]
 async fn a_jwks_document_holds_at_most_64_keys() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let keys: Vec<SigningKey> = (0..65).map(|i| SigningKey::ec(&format!("k{i:02}"))).collect();
     let jwks = JwksServer::start(&keys.iter().collect::<Vec<_>>()).await;
     // A long minimum: the unknown kid below causes no refetch to wait on.
@@ -275,7 +268,7 @@ fn padded_jwks(key: &SigningKey, total: usize) -> Bytes {
 
 #[tokio::test]
 async fn a_jwks_document_over_256_kib_is_refused() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let key = SigningKey::ec("k");
     let jwks = RawJwks::start(padded_jwks(&key, 256 * 1024 + 1)).await;
     let clock = Clock::default();
@@ -293,7 +286,7 @@ async fn a_jwks_document_over_256_kib_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_fetch_gives_up_after_5_seconds() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let key = SigningKey::ec("k");
     let jwks = RawJwks::start(padded_jwks(&key, 1024)).await;
     jwks.hang.store(true, Ordering::SeqCst);

@@ -6,19 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
-mod oidc_support;
-mod saml_support;
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use support::{ConfigFile, PATIENCE, binary, client};
+use support::{ConfigFile, PATIENCE, client};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SESSION_SECRET: &str = "hygiene-session-secret-S3SS10N-0123456789";
@@ -40,16 +36,7 @@ impl Proc {
     async fn start(text: &str) -> Proc {
         assert!(text.starts_with("[server]\n"), "{text}");
         let config = ConfigFile::new(&text.replacen("[server]\n", "[server]\nlog_format = \"json\"\n", 1));
-        let mut child = tokio::process::Command::new(binary())
-            .args(["--config", config.path_str()])
-            .env_remove("PORTEIRO_CONFIG")
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = support::porteiro_command("debug").args(["--config", config.path_str()]).spawn().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = logs.clone();
@@ -131,27 +118,27 @@ async fn a_jwt_login_and_hostile_tokens_leave_no_secret_in_the_logs() {
         "{}[[providers]]\nid = \"intranet\"\nkind = \"jwt\"\nlogin_url = \"https://login.test/\"\nissuer = \"{}\"\n\
          secret = \"{jwt_secret}\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"{}\"\nlogin = \"intranet\"\n",
         server(""),
-        auth_support::ISSUER,
+        support::auth::ISSUER,
         up.url()
     ))
     .await;
     let mut secrets = vec![jwt_secret.to_string(), SESSION_SECRET.to_string(), ADMIN_TOKEN.to_string()];
-    let sign = |claims: &Value| auth_support::sign_hs(jwt_secret.as_bytes(), claims);
-    let token = sign(&auth_support::claims());
-    let now = auth_support::now();
+    let sign = |claims: &Value| support::auth::sign_hs(jwt_secret.as_bytes(), claims);
+    let token = sign(&support::auth::claims());
+    let now = support::auth::now();
     let hostile = [
-        token.clone(),                                                                         // replayed
-        sign(&auth_support::claims_with(json!({"iat": now - 500, "exp": now - 400}))),         // expired
-        auth_support::sign_hs(b"wrong-secret-0123456789abcdefghijk", &auth_support::claims()), // forged
-        sign(&auth_support::claims_with(json!({"iss": "evil.test"}))),                         // wrong issuer
-        format!("{}.{}", &token[..token.len() / 2], "x".repeat(40)),                           // malformed
+        token.clone(),                                                                           // replayed
+        sign(&support::auth::claims_with(json!({"iat": now - 500, "exp": now - 400}))),          // expired
+        support::auth::sign_hs(b"wrong-secret-0123456789abcdefghijk", &support::auth::claims()), // forged
+        sign(&support::auth::claims_with(json!({"iss": "evil.test"}))),                          // wrong issuer
+        format!("{}.{}", &token[..token.len() / 2], "x".repeat(40)),                             // malformed
     ];
     let callback = |t: String| client().get(gw.url(&format!("/sso/callback?jwt={t}&redirectUrl=/x"))).send();
     let resp = callback(token.clone()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     let cookies = cookie_values(resp.headers());
     assert!(!cookies.is_empty());
-    let cookie = format!("{}={}", auth_support::COOKIE, cookies[0]);
+    let cookie = format!("{}={}", support::auth::COOKIE, cookies[0]);
     assert_eq!(client().get(gw.url("/x")).header("cookie", &cookie).send().await.unwrap().status(), StatusCode::OK);
     for t in &hostile {
         assert_eq!(callback(t.clone()).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{t}");
@@ -232,11 +219,11 @@ async fn bearer_calls_leave_no_token_in_the_logs() {
         up.url()
     ))
     .await;
-    let now = auth_support::now();
+    let now = support::auth::now();
     let claims = |exp: u64| json!({"iss": "api.test", "sub": "svc-1", "exp": exp});
-    let good = auth_support::sign_hs(api_secret.as_bytes(), &claims(now + 60));
-    let expired = auth_support::sign_hs(api_secret.as_bytes(), &claims(now - 600));
-    let forged = auth_support::sign_hs(b"forged-secret-0123456789abcdefghij", &claims(now + 60));
+    let good = support::auth::sign_hs(api_secret.as_bytes(), &claims(now + 60));
+    let expired = support::auth::sign_hs(api_secret.as_bytes(), &claims(now - 600));
+    let forged = support::auth::sign_hs(b"forged-secret-0123456789abcdefghij", &claims(now + 60));
     let call = |auth: String| client().get(gw.url("/x")).header("authorization", auth).send();
     assert_eq!(call(format!("Bearer {good}")).await.unwrap().status(), StatusCode::OK);
     for bad in [&expired, &forged] {
@@ -256,13 +243,13 @@ async fn bearer_calls_leave_no_token_in_the_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oidc_login_and_hostile_answers_leave_no_secret_in_the_logs() {
-    use oidc_support::{Browser, CALLBACK, PUBLIC_URL, TestIdp};
+    use support::oidc::{Browser, CALLBACK, PUBLIC_URL, TestIdp};
     let idp = TestIdp::builder().start().await;
     let up = support::FakeUpstream::new("app").start().await;
     let gw = Proc::start(&format!(
         "{}{}",
         server(&format!("public_url = \"{PUBLIC_URL}\"")),
-        oidc_support::idp_config(&idp, &up.url(), "")
+        support::oidc::idp_config(&idp, &up.url(), "")
     ))
     .await;
     let browser = Browser::new(gw.addr);
@@ -280,37 +267,25 @@ async fn an_oidc_login_and_hostile_answers_leave_no_secret_in_the_logs() {
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
     assert_eq!(browser.get(&format!("{CALLBACK}?code={code}")).await.status, StatusCode::BAD_REQUEST);
 
-    let mut secrets = vec![oidc_support::IDP_CLIENT_SECRET.to_string(), SESSION_SECRET.into(), code, state];
-    secrets.extend(replay.cookies(oidc_support::PUBLIC_HOST).into_iter().map(|c| c.value).filter(|v| v.len() >= 12));
-    secrets.extend(browser.cookies(oidc_support::PUBLIC_HOST).into_iter().map(|c| c.value).filter(|v| v.len() >= 12));
+    let mut secrets = vec![support::oidc::IDP_CLIENT_SECRET.to_string(), SESSION_SECRET.into(), code, state];
+    secrets.extend(replay.cookies(support::oidc::PUBLIC_HOST).into_iter().map(|c| c.value).filter(|v| v.len() >= 12));
+    secrets.extend(browser.cookies(support::oidc::PUBLIC_HOST).into_iter().map(|c| c.value).filter(|v| v.len() >= 12));
     // The nonce and PKCE challenge the IdP received.
     let call = &idp.authorize_calls()[0];
     secrets.extend(["nonce", "code_challenge"].iter().map(|p| call.param(p).unwrap().to_string()));
     gw.assert_clean(&secrets).await;
 }
 
-/// `/sso/start` at `url` in `browser`: where the IdP is asked.
-async fn saml_begin(c: &reqwest::Client, url: String, browser: &saml_support::Browser) -> saml_support::Begun {
-    let resp = c.get(url).header("accept", saml_support::BROWSER).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::FOUND);
-    browser.absorb(&resp);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let relay_state =
-        url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "RelayState").unwrap().1.into_owned();
-    saml_support::Begun { location, relay_state, request_xml: String::new(), set_cookies: Vec::new() }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saml_login_and_hostile_answers_leave_no_secret_in_the_logs() {
-    use saml_support::{BROWSER, Browser, Setup};
+    use support::saml::{AttemptJar, BROWSER, Setup};
     // The IdP reads the SP metadata from the in-process porteiro Setup
     // starts; the binary is the same SP (same public_url) on its own port.
     let saml = Setup::new().public_url("http://clockin.test").start().await;
-    let listen = format!("listen = \"127.0.0.1:{}\"", saml.running.addr.port());
-    let text = saml.toml.replace(&listen, "listen = \"127.0.0.1:0\"");
-    let gw = Proc::start(&text).await;
-    let c = saml_support::client();
-    let post = |browser: &Browser, response: &str, relay: &str| {
+    // Its config listens on port 0 already.
+    let gw = Proc::start(&saml.toml).await;
+    let c = support::saml::client();
+    let post = |browser: &AttemptJar, response: &str, relay: &str| {
         let mut req = c
             .post(gw.url("/sso/saml/acs"))
             .header("accept", BROWSER)
@@ -320,8 +295,8 @@ async fn a_saml_login_and_hostile_answers_leave_no_secret_in_the_logs() {
         }
         req.send()
     };
-    let browser = Browser::default();
-    let begun = saml_begin(&c, gw.url("/sso/start?redirectUrl=/timesheets"), &browser).await;
+    let browser = AttemptJar::default();
+    let begun = saml.begin_at(&gw.url(""), &browser, "/timesheets").await;
     let attempt_cookies: Vec<String> = browser.cookies().into_iter().map(|(_, v)| v).collect();
     let answer = saml.idp_answer(&begun, &[]).await;
     let resp = post(&browser, &answer.saml_response, &answer.relay_state).await.unwrap();
@@ -332,12 +307,13 @@ async fn a_saml_login_and_hostile_answers_leave_no_secret_in_the_logs() {
         post(&browser, &answer.saml_response, &answer.relay_state).await.unwrap().status(),
         StatusCode::BAD_REQUEST
     );
-    let other = saml_begin(&c, gw.url("/sso/start?redirectUrl=/"), &browser).await;
+    let other = saml.begin_at(&gw.url(""), &browser, "/").await;
     let second = saml.idp_answer(&other, &[]).await;
-    let evil = saml_support::encode(&second.xml().replace(saml_support::USER_EMAIL, "mallory@clockin.example"));
+    let evil = support::saml::encode(&second.xml().replace(support::saml::USER_EMAIL, "mallory@clockin.example"));
     assert_eq!(post(&browser, &evil, &second.relay_state).await.unwrap().status(), StatusCode::UNAUTHORIZED);
 
-    let session_secret = text.lines().find_map(|l| l.strip_prefix("secret = ")).unwrap().trim_matches('"').to_string();
+    let session_secret =
+        saml.toml.lines().find_map(|l| l.strip_prefix("secret = ")).unwrap().trim_matches('"').to_string();
     let mut secrets = vec![session_secret, answer.relay_state.clone(), second.relay_state.clone()];
     // The posted messages, and pieces of their signatures.
     for msg in [&answer.saml_response, &evil] {
@@ -345,7 +321,7 @@ async fn a_saml_login_and_hostile_answers_leave_no_secret_in_the_logs() {
     }
     for xml in [answer.xml(), second.xml()] {
         secrets.push(
-            saml_support::text_of(&xml, "SignatureValue").unwrap().trim().replace(['\n', '\r'], "")[..40].to_string(),
+            support::saml::text_of(&xml, "SignatureValue").unwrap().trim().replace(['\n', '\r'], "")[..40].to_string(),
         );
     }
     secrets.extend(attempt_cookies);

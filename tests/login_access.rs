@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
+mod support;
 
-use auth_support::*;
 use reqwest::StatusCode;
 use serde_json::json;
+use support::auth::*;
 
 /// Identity headers a client might forge, spelled the ways frameworks fold
 /// together (case, `_`, `.`), plus the route's custom `X-Name`.
@@ -26,7 +26,7 @@ const FORGED: [(&str, &str); 9] = [
 
 /// Sends a GET with the forged headers, written by hand so their spelling
 /// reaches porteiro exactly as given; returns the echo upstream's JSON.
-async fn forged_request(gw: &Gw, path: &str, cookie: Option<&str>) -> Echo {
+async fn forged_request(gw: &Gateway, path: &str, cookie: Option<&str>) -> Echo {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n");
     for (name, value) in FORGED {
         req.push_str(&format!("{name}: {value}\r\n"));
@@ -35,11 +35,11 @@ async fn forged_request(gw: &Gw, path: &str, cookie: Option<&str>) -> Echo {
         req.push_str(&format!("Cookie: {c}\r\n"));
     }
     req.push_str("\r\n");
-    let answer = raw_request(gw.running.addr, req.as_bytes()).await;
+    let answer = raw_text(gw.running.addr, req.as_bytes()).await;
     assert_eq!(raw_status(&answer), 200, "{path}: {answer}");
     let body = answer.split_once("\r\n\r\n").unwrap().1;
     // The echo upstream answers with a Content-Length body (no chunking).
-    Echo(serde_json::from_str(body).unwrap_or_else(|_| panic!("{path}: not echo JSON: {body}")))
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("{path}: not echo JSON: {body}"))
 }
 
 /// No header the upstream saw is one porteiro owns, in any spelling.
@@ -56,21 +56,14 @@ fn assert_no_identity_headers(echo: &Echo, case: &str) {
     ];
     for name in echo.names() {
         let folded = name.replace(['_', '.'], "-");
-        assert!(!owned.contains(&folded.as_str()), "{case}: {name} reached the upstream: {:?}", echo.all(&name));
+        assert!(!owned.contains(&folded.as_str()), "{case}: {name} reached the upstream: {:?}", echo.all(name));
     }
 }
 
 #[tokio::test]
 async fn forged_identity_headers_never_reach_the_upstream() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Conf::new(&upstream.authority())
-        .route("public_paths", r#"["/assets/"]"#)
-        .raw(&format!(
-            "[[routes]]\npath_prefix = \"/status/\"\nupstream = \"http://{}\"\npublic = true\n",
-            upstream.authority()
-        ))
-        .start()
-        .await;
+    let upstream = FakeUpstream::new("app").start().await;
+    let gw = Conf::with_public_parts(&upstream.authority()).start().await;
     let cookie = gw.login(&hs_token(&claims_with(json!({"userid": "C-1"})))).await;
 
     // Protected, signed in: exactly porteiro's values, once each.
@@ -82,7 +75,7 @@ async fn forged_identity_headers_never_reach_the_upstream() {
     assert_eq!(echo.all("x-name"), ["Ana Souza"]);
     let names = echo.names();
     for spelled in ["x_forwarded_email", "x.forwarded.groups", "x_name", "x-auth-request-user"] {
-        assert!(!names.contains(&spelled.to_string()), "{spelled} reached the upstream");
+        assert!(!names.contains(&spelled), "{spelled} reached the upstream");
     }
     for name in &names {
         assert!(!name.starts_with("x-auth-request") && !name.starts_with("x_auth_request"), "{name}");
@@ -101,7 +94,7 @@ async fn forged_identity_headers_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn redirect_url_never_leaves_the_site() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority()).server("public_url", q("https://helpdesk.example.com")).start().await;
     let hostile = [
         "//evil.com",
@@ -135,7 +128,7 @@ async fn redirect_url_never_leaves_the_site() {
 
         // /sso/start sends the same value on to the login page as `/`.
         let query = form_urlencoded::Serializer::new(String::new()).append_pair("redirectUrl", target).finish();
-        let resp = gw.browser(&format!("/sso/start?{query}")).send().await.unwrap();
+        let resp = gw.navigate(&format!("/sso/start?{query}")).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FOUND, "{target:?}");
         assert_eq!(query_of(&location(&resp)), [("redirectUrl".to_string(), "/".to_string())], "{target:?}");
     }
@@ -149,15 +142,15 @@ async fn redirect_url_never_leaves_the_site() {
         assert_eq!(location(&resp), kept, "{target:?}");
     }
     // No redirectUrl at all: home.
-    let resp = gw.browser(&format!("/sso/callback?jwt={}", hs_token(&claims()))).send().await.unwrap();
+    let resp = gw.navigate(&format!("/sso/callback?jwt={}", hs_token(&claims()))).send().await.unwrap();
     assert_eq!(location(&resp), "/");
 }
 
 #[tokio::test]
 async fn return_param_names_the_login_pages_parameter() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority()).provider("return_param", q("RedirectPath")).start().await;
-    let resp = gw.browser("/docs/start?tab=2").send().await.unwrap();
+    let resp = gw.navigate("/docs/start?tab=2").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(query_of(&location(&resp)), [("RedirectPath".to_string(), "/docs/start?tab=2".to_string())]);
     // The login page may answer with either name.
@@ -165,7 +158,7 @@ async fn return_param_names_the_login_pages_parameter() {
         .append_pair("jwt", &hs_token(&claims()))
         .append_pair("RedirectPath", "/docs/start?tab=2")
         .finish();
-    let resp = gw.browser(&format!("/sso/callback?{query}")).send().await.unwrap();
+    let resp = gw.navigate(&format!("/sso/callback?{query}")).send().await.unwrap();
     assert_eq!(location(&resp), "/docs/start?tab=2");
     let resp = gw.callback(&hs_token(&claims()), "/docs/other").await;
     assert_eq!(location(&resp), "/docs/other");
@@ -173,7 +166,7 @@ async fn return_param_names_the_login_pages_parameter() {
 
 #[tokio::test]
 async fn allow_rules_answer_403() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let up = upstream.authority();
     let gw = Conf::new(&up)
         .route("allow", r#"{ email_domains = ["example.com"] }"#)
@@ -229,7 +222,7 @@ async fn allow_rules_answer_403() {
             continue;
         }
         assert_eq!(json_error(api, StatusCode::FORBIDDEN).await, "forbidden", "{path}");
-        let page = gw.browser(path).header("cookie", cookie.as_str()).send().await.unwrap();
+        let page = gw.navigate(path).header("cookie", cookie.as_str()).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::FORBIDDEN, "{path}");
         assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
         assert!(set_cookies(&page).is_empty(), "a 403 keeps the session");

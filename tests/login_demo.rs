@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
+mod support;
 
-use auth_support::*;
 use porteiro::config::Config;
 use reqwest::StatusCode;
+use support::auth::*;
 
 /// `gateway.toml` from the crate root, listening on free ports.
 fn demo_config() -> Config {
@@ -23,17 +23,17 @@ fn demo_config() -> Config {
 
 #[tokio::test]
 async fn demo_login_hop_by_hop() {
-    let gw = Gw::start(demo_config()).await;
+    let gw = Gateway::start(demo_config()).await;
 
     // Hop 1: the home page sends a browser to the demo login page, on
     // porteiro itself.
-    let resp = gw.browser("/").send().await.unwrap();
+    let resp = gw.navigate("/").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     let login = location(&resp);
     assert_eq!(login, "/sso/demo-login?redirectUrl=%2F");
 
     // Hop 2: the login form.
-    let resp = gw.browser(&login).send().await.unwrap();
+    let resp = gw.navigate(&login).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
     let form = resp.text().await.unwrap();
@@ -64,7 +64,7 @@ async fn demo_login_hop_by_hop() {
     assert_eq!(param("jwt").map(|t| t.split('.').count()), Some(3));
 
     // Hop 4: the callback starts the session.
-    let resp = gw.browser(&callback).send().await.unwrap();
+    let resp = gw.navigate(&callback).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(location(&resp), "/");
     let mut jar = Jar::default();
@@ -75,7 +75,7 @@ async fn demo_login_hop_by_hop() {
     assert_eq!(json_error(again, StatusCode::UNAUTHORIZED).await, "replayed");
 
     // Hop 5: whoami shows what the app receives, identity rows highlighted.
-    let resp = gw.browser("/").header("cookie", jar.header()).send().await.unwrap();
+    let resp = gw.navigate("/").header("cookie", jar.header()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let page = resp.text().await.unwrap();
     assert!(page.contains("<h1>whoami</h1>"), "{page}");
@@ -90,13 +90,13 @@ async fn demo_login_hop_by_hop() {
     assert!(!page.contains("porteiro_session"), "the session cookie reached the app");
 
     // The public status route needs no login.
-    let resp = gw.browser("/status/").send().await.unwrap();
+    let resp = gw.navigate("/status/").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn demo_login_form_checks_its_input() {
-    let gw = Gw::start(demo_config()).await;
+    let gw = Gateway::start(demo_config()).await;
     let resp = gw
         .client
         .post(gw.url("/sso/demo-login"))

@@ -5,15 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
+mod support;
 
-use auth_support::*;
 use reqwest::StatusCode;
 use serde_json::json;
+use support::auth::*;
 
 #[tokio::test]
 async fn browser_flow_hop_by_hop_under_https_public_url() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     // Browsers reach porteiro over HTTPS (a TLS terminator in front); the
     // test talks plain HTTP to the listener to see the cookie flags.
     // Custom headers may name the standard identity fields too.
@@ -27,7 +27,7 @@ async fn browser_flow_hop_by_hop_under_https_public_url() {
 
     // Hop 1: a browser opens a protected page and is sent to the login page
     // with its path and query in redirectUrl.
-    let resp = gw.browser("/tickets/1?x=y").send().await.unwrap();
+    let resp = gw.navigate("/tickets/1?x=y").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     let login = location(&resp);
     assert!(login.starts_with(&format!("{LOGIN_URL}?")), "{login}");
@@ -40,7 +40,7 @@ async fn browser_flow_hop_by_hop_under_https_public_url() {
     assert_eq!(json_error(api, StatusCode::UNAUTHORIZED).await, "unauthorized");
     let post = gw.client.post(gw.url("/tickets/1")).header("accept", "text/html").body("x=1").send().await.unwrap();
     assert_eq!(json_error(post, StatusCode::UNAUTHORIZED).await, "unauthorized");
-    let xhr = gw.browser("/tickets/1").header("x-requested-with", "XMLHttpRequest").send().await.unwrap();
+    let xhr = gw.navigate("/tickets/1").header("x-requested-with", "XMLHttpRequest").send().await.unwrap();
     assert_eq!(xhr.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(upstream.hits(), 0, "nothing reached the upstream unauthenticated");
 
@@ -69,25 +69,25 @@ async fn browser_flow_hop_by_hop_under_https_public_url() {
 
     // Hop 3: the browser follows with the cookie; the upstream sees who it is,
     // never porteiro's cookie, but the app's own cookies untouched.
-    let resp = gw.browser("/tickets/1?x=y").header("cookie", jar.header()).send().await.unwrap();
+    let resp = gw.navigate("/tickets/1?x=y").header("cookie", jar.header()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let echo = Echo::from(resp).await;
     assert_eq!(echo.path(), "/tickets/1");
     assert_eq!(echo.query(), Some("x=y"));
-    assert_eq!(echo.header("x-forwarded-user").as_deref(), Some("C-42"));
-    assert_eq!(echo.header("x-forwarded-email").as_deref(), Some("ana@example.com"));
-    assert_eq!(echo.header("x-forwarded-groups").as_deref(), Some("support,agents"));
-    assert_eq!(echo.header("x-forwarded-preferred-username").as_deref(), Some("C-42"));
-    assert_eq!(echo.header("x-name").as_deref(), Some("Ana Souza"));
-    assert_eq!(echo.header("x-sub").as_deref(), Some("C-42"));
-    assert_eq!(echo.header("x-mail").as_deref(), Some("ana@example.com"));
-    assert_eq!(echo.header("x-login").as_deref(), Some("C-42"));
-    assert_eq!(echo.header("x-teams").as_deref(), Some("support,agents"));
+    assert_eq!(echo.header("x-forwarded-user"), Some("C-42"));
+    assert_eq!(echo.header("x-forwarded-email"), Some("ana@example.com"));
+    assert_eq!(echo.header("x-forwarded-groups"), Some("support,agents"));
+    assert_eq!(echo.header("x-forwarded-preferred-username"), Some("C-42"));
+    assert_eq!(echo.header("x-name"), Some("Ana Souza"));
+    assert_eq!(echo.header("x-sub"), Some("C-42"));
+    assert_eq!(echo.header("x-mail"), Some("ana@example.com"));
+    assert_eq!(echo.header("x-login"), Some("C-42"));
+    assert_eq!(echo.header("x-teams"), Some("support,agents"));
     // A second request with the same cookie (the session now cached) carries the same identity.
-    let resp = gw.browser("/tickets/2").header("cookie", jar.header()).send().await.unwrap();
+    let resp = gw.navigate("/tickets/2").header("cookie", jar.header()).send().await.unwrap();
     let again = Echo::from(resp).await;
-    assert_eq!(again.header("x-forwarded-groups").as_deref(), Some("support,agents"));
-    assert_eq!(again.header("x-teams").as_deref(), Some("support,agents"));
+    assert_eq!(again.header("x-forwarded-groups"), Some("support,agents"));
+    assert_eq!(again.header("x-teams"), Some("support,agents"));
     let sent = echo.all("cookie").join("; ");
     assert!(!sent.contains(cookie_name), "porteiro's cookie leaked upstream: {sent}");
     let mut kept: Vec<&str> = sent.split("; ").collect();
@@ -98,7 +98,7 @@ async fn browser_flow_hop_by_hop_under_https_public_url() {
 
 #[tokio::test]
 async fn plain_http_cookie_has_no_secure_flag_and_no_host_prefix() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority()).start().await;
     let resp = gw.callback(&hs_token(&claims()), "/").await;
     assert_eq!(resp.status(), StatusCode::FOUND);
@@ -112,18 +112,18 @@ async fn plain_http_cookie_has_no_secure_flag_and_no_host_prefix() {
     // no Cookie header at all.
     let echo = gw.echo("/", &format!("{COOKIE}={}", cookies[0].value)).await;
     assert!(echo.all("cookie").is_empty(), "{:?}", echo.all("cookie"));
-    assert_eq!(echo.header("x-forwarded-user").as_deref(), Some("ana@example.com"), "sub falls back to email");
+    assert_eq!(echo.header("x-forwarded-user"), Some("ana@example.com"), "sub falls back to email");
 }
 
 #[tokio::test]
 async fn session_validity_is_clamped_to_5_to_1440_minutes() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     for (minutes, max_age, warned) in [(1, 300, true), (15, 900, false), (5000, 86400, true)] {
         let conf = Conf::new(&upstream.authority()).session("validity_minutes", minutes.to_string());
         let config = conf.config();
         let warning = config.warnings.iter().any(|w| w.contains("session.validity_minutes"));
         assert_eq!(warning, warned, "validity_minutes = {minutes}: {:?}", config.warnings);
-        let gw = Gw::start(config).await;
+        let gw = Gateway::start(config).await;
         let resp = gw.callback(&hs_token(&claims()), "/").await;
         assert_eq!(resp.status(), StatusCode::FOUND);
         let cookies = set_cookies(&resp);
@@ -143,22 +143,15 @@ async fn session_validity_is_clamped_to_5_to_1440_minutes() {
 
 #[tokio::test]
 async fn public_paths_and_public_routes_need_no_session() {
-    let upstream = EchoUpstream::start().await;
-    let gw = Conf::new(&upstream.authority())
-        .route("public_paths", r#"["/assets/"]"#)
-        .raw(&format!(
-            "[[routes]]\npath_prefix = \"/status/\"\nupstream = \"http://{}\"\npublic = true\n",
-            upstream.authority()
-        ))
-        .start()
-        .await;
+    let upstream = FakeUpstream::new("app").start().await;
+    let gw = Conf::with_public_parts(&upstream.authority()).start().await;
     for path in ["/assets/app.css", "/status/health"] {
-        let resp = gw.browser(path).send().await.unwrap();
+        let resp = gw.navigate(path).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         let echo = Echo::from(resp).await;
         assert_eq!(echo.header("x-forwarded-user"), None);
     }
     // A sibling of a public prefix is still protected.
-    let resp = gw.browser("/assetsx").send().await.unwrap();
+    let resp = gw.navigate("/assetsx").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
 }

@@ -6,22 +6,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
+mod support;
 
 use std::time::Duration;
 
-use auth_support::*;
 use reqwest::StatusCode;
+use support::auth::*;
 
 /// A login with `token` gets a session whose upstream identity is Ana's.
-async fn assert_login_works(gw: &Gw, token: &str) {
+async fn assert_login_works(gw: &Gateway, token: &str) {
     let cookie = gw.login(token).await;
     let echo = gw.echo("/", &cookie).await;
-    assert_eq!(echo.header("x-forwarded-email").as_deref(), Some("ana@example.com"));
+    assert_eq!(echo.header("x-forwarded-email"), Some("ana@example.com"));
 }
 
 /// A login with `token` is refused with 401 `error` and sets no cookie.
-async fn assert_refused(gw: &Gw, token: &str, error: &str) {
+async fn assert_refused(gw: &Gateway, token: &str, error: &str) {
     let resp = gw.get(&format!("/sso/callback?jwt={token}&redirectUrl=/")).send().await.unwrap();
     assert!(set_cookies(&resp).is_empty(), "a refused login set a cookie");
     assert_eq!(json_error(resp, StatusCode::UNAUTHORIZED).await, error);
@@ -29,7 +29,7 @@ async fn assert_refused(gw: &Gw, token: &str, error: &str) {
 
 #[tokio::test]
 async fn hs256_secret() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority()).provider("algorithms", r#"["HS256"]"#).start().await;
     assert_login_works(&gw, &hs_token(&claims())).await;
     // HS512 with the same secret is not on the list.
@@ -46,7 +46,7 @@ async fn hs256_secret() {
 async fn rs256_es256_and_eddsa_from_a_jwks() {
     let (rsa, ec, ed) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"), SigningKey::ed("ed-1"));
     let jwks = JwksServer::start(&[&rsa, &ec, &ed]).await;
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority()).jwks(&jwks.url(), r#"["RS256", "ES256", "EdDSA"]"#).start().await;
     assert_eq!(jwks.fetches(), 1, "fetched once at start");
     for key in [&rsa, &ec, &ed] {
@@ -68,7 +68,7 @@ async fn rs256_es256_and_eddsa_from_a_jwks() {
 async fn jwks_algorithm_list_is_enforced() {
     let (rsa, ec) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"));
     let jwks = JwksServer::start(&[&rsa, &ec]).await;
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority()).jwks(&jwks.url(), r#"["RS256"]"#).start().await;
     assert_login_works(&gw, &rsa.sign(&claims())).await;
     assert_refused(&gw, &ec.sign(&claims()), "algorithm_not_allowed").await;
@@ -77,15 +77,8 @@ async fn jwks_algorithm_list_is_enforced() {
 #[tokio::test]
 async fn rs256_public_key_file() {
     let rsa = SigningKey::rsa("file-key");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("login.pub.pem");
-    std::fs::write(&path, rsa.public_pem()).unwrap();
-    let upstream = EchoUpstream::start().await;
-    let gw = Conf::new(&upstream.authority())
-        .without_provider("secret")
-        .provider("public_key_file", q(path.to_str().unwrap()))
-        .start()
-        .await;
+    let upstream = FakeUpstream::new("app").start().await;
+    let gw = Conf::new(&upstream.authority()).public_key_file(&rsa).start().await;
     assert_login_works(&gw, &rsa.sign(&claims())).await;
     // The kid does not matter for a single configured key.
     assert_login_works(&gw, &rsa.sign_as("anything", &claims())).await;
@@ -97,7 +90,7 @@ async fn rs256_public_key_file() {
 async fn a_new_kid_at_the_jwks_server_works_on_first_use() {
     let old = SigningKey::ec("2024-old");
     let jwks = JwksServer::start(&[&old]).await;
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority())
         .jwks(&jwks.url(), r#"["ES256"]"#)
         .provider("jwks_min_refresh_seconds", "1")
@@ -110,8 +103,8 @@ async fn a_new_kid_at_the_jwks_server_works_on_first_use() {
     let new = SigningKey::ec("2025-new");
     jwks.set_keys(&[&old, &new]);
     // Unknown-kid refreshes are rate-limited to one per jwks_min_refresh_seconds
-    // since the last fetch (the one at start).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // since the last fetch (the one at start): move porteiro's clock past it.
+    gw.advance(Duration::from_millis(1100));
     assert_login_works(&gw, &new.sign(&claims())).await;
     assert_eq!(jwks.fetches(), fetched + 1, "exactly one refresh for the new kid");
     // The old key is still published and still works, without another fetch.
@@ -121,7 +114,7 @@ async fn a_new_kid_at_the_jwks_server_works_on_first_use() {
     // The old key is withdrawn: after the next refresh it no longer verifies.
     let newest = SigningKey::ec("2026-newest");
     jwks.set_keys(&[&new, &newest]);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gw.advance(Duration::from_millis(1100));
     assert_login_works(&gw, &newest.sign(&claims())).await;
     assert_refused(&gw, &old.sign(&claims()), "unknown_key").await;
 }
@@ -131,7 +124,7 @@ async fn cached_keys_keep_working_while_the_jwks_server_is_down() {
     let rsa = SigningKey::rsa("rsa-1");
     let ed = SigningKey::ed("ed-1");
     let jwks = JwksServer::start(&[&rsa, &ed]).await;
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority())
         .jwks(&jwks.url(), r#"["RS256", "EdDSA"]"#)
         .provider("jwks_min_refresh_seconds", "1")
@@ -141,7 +134,7 @@ async fn cached_keys_keep_working_while_the_jwks_server_is_down() {
     // Answering 500: an unknown kid makes porteiro try a refresh, which
     // fails; the keys it had still verify.
     jwks.fail();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gw.advance(Duration::from_millis(1100));
     let before = jwks.fetches();
     assert_refused(&gw, &SigningKey::ed("unknown").sign(&claims()), "unknown_key").await;
     assert_eq!(jwks.fetches(), before + 1, "the failed refresh was attempted");
@@ -150,7 +143,7 @@ async fn cached_keys_keep_working_while_the_jwks_server_is_down() {
 
     // Gone entirely (connections closed): same.
     jwks.take_down();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gw.advance(Duration::from_millis(1100));
     assert_refused(&gw, &SigningKey::ed("unknown-2").sign(&claims()), "unknown_key").await;
     assert_login_works(&gw, &rsa.sign(&claims())).await;
     assert_login_works(&gw, &ed.sign(&claims())).await;
@@ -160,17 +153,18 @@ async fn cached_keys_keep_working_while_the_jwks_server_is_down() {
     assert_eq!(ready.status(), StatusCode::OK);
 }
 
-/// A token naming a random kid. Its signature is junk: an attacker flooding
-/// kids would not sign either, and no key is found to check it against.
-fn unknown_kid_token() -> String {
-    assemble(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": random_id()}), &claims(), "c2lnbmF0dXJl")
+/// A token naming a random kid, issued at `now`. Its signature is junk: an
+/// attacker flooding kids would not sign either, and no key is found to
+/// check it against.
+fn unknown_kid_token(now: u64) -> String {
+    assemble(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": random_id()}), &claims_at(now), "c2lnbmF0dXJl")
 }
 
 #[tokio::test]
 async fn a_flood_of_unknown_kids_costs_a_bounded_number_of_fetches() {
     let rsa = SigningKey::rsa("rsa-1");
     let jwks = JwksServer::start(&[&rsa]).await;
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority())
         .jwks(&jwks.url(), r#"["RS256"]"#)
         .provider("jwks_min_refresh_seconds", "3600")
@@ -183,7 +177,7 @@ async fn a_flood_of_unknown_kids_costs_a_bounded_number_of_fetches() {
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let batch = (0..50).map(|_| {
-            let token = unknown_kid_token();
+            let token = unknown_kid_token(gw.clock.now());
             let req = gw.get(&format!("/sso/callback?jwt={token}&redirectUrl=/")).send();
             async move {
                 let resp = req.await.unwrap();
@@ -206,18 +200,19 @@ async fn a_flood_of_unknown_kids_costs_a_bounded_number_of_fetches() {
 async fn concurrent_unknown_kids_share_a_single_refresh() {
     let rsa = SigningKey::rsa("rsa-1");
     let jwks = JwksServer::start(&[&rsa]).await;
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let gw = Conf::new(&upstream.authority())
         .jwks(&jwks.url(), r#"["RS256"]"#)
-        .provider("jwks_min_refresh_seconds", "2")
+        .provider("jwks_min_refresh_seconds", "600")
         .start()
         .await;
-    // Past the rate limit since the fetch at start; 2 s leaves the burst
-    // below room to finish before another refresh would be allowed.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past the rate limit since the fetch at start, on porteiro's clock; the
+    // next refresh is allowed ten minutes later, however slowly the burst
+    // runs (the scheduled refresh is an hour away).
+    gw.advance(Duration::from_secs(601));
     let before = jwks.fetches();
     let batch = (0..100).map(|_| {
-        let token = unknown_kid_token();
+        let token = unknown_kid_token(gw.clock.now());
         let req = gw.get(&format!("/sso/callback?jwt={token}&redirectUrl=/")).send();
         async move { req.await.unwrap().status() }
     });

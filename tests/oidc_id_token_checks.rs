@@ -1,5 +1,5 @@
 //! OpenID Connect callbacks that must fail, against a test IdP written here
-//! (`oidc_support::TestIdp`) that misbehaves on demand: ID token signature,
+//! (`support::oidc::TestIdp`) that misbehaves on demand: ID token signature,
 //! `alg`, `iss`, `aud`/`azp`, `nonce`, `exp`/`iat`, claim types and
 //! required claims (DESIGN §2.2, §6, §8; Niara, seed 002); RFC 9207 `iss`
 //! mix-ups; token endpoint errors, timeouts and huge answers; the IdP's
@@ -10,22 +10,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod oidc_support;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use oidc_support::{
-    AuthorizeReply, Browser, CALLBACK, IDP_CLIENT_ID, IDP_CLIENT_SECRET, IssParam, PUBLIC_HOST, PUBLIC_URL, Page,
-    Porteiro, STATE_COOKIE_PREFIX, TestIdp, TokenReply, assert_hardened, idp_config, link_with_text, now, start_ready,
-};
 use serde_json::json;
+use support::oidc::{
+    AuthorizeReply, Browser, CALLBACK, Gateway, IDP_CLIENT_ID, IDP_CLIENT_SECRET, IssParam, PUBLIC_HOST, PUBLIC_URL,
+    Page, STATE_COOKIE_PREFIX, TestIdp, TokenReply, assert_hardened, idp_config, link_with_text, now, start_ready,
+};
 use support::{FakeUpstream, RunningUpstream};
 
 struct Setup {
     idp: TestIdp,
-    gw: Porteiro,
+    gw: Gateway,
     up: RunningUpstream,
 }
 
@@ -333,7 +332,7 @@ async fn token_endpoint_down_is_a_bad_gateway() {
     // Explicit endpoints: the token endpoint is a port nothing listens on.
     let idp = TestIdp::builder().start().await;
     let up = FakeUpstream::new("app").start().await;
-    let closed = support::closed_port().await;
+    let closed = support::closed_port();
     let endpoints = format!(
         "authorization_endpoint = \"{i}/authorize\"\ntoken_endpoint = \"http://{closed}/token\"\njwks_uri = \"{i}/jwks\"",
         i = idp.issuer

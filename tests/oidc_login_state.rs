@@ -7,19 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod oidc_support;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use oidc_support::{
-    Browser, CALLBACK, PATIENCE, PUBLIC_URL, Page, Porteiro, STATE_COOKIE_PREFIX, TestIdp, assert_hardened, idp_config,
+use support::oidc::{
+    Browser, CALLBACK, Gateway, PATIENCE, PUBLIC_URL, Page, STATE_COOKIE_PREFIX, TestIdp, assert_hardened, idp_config,
     start_porteiro, start_ready,
 };
 use support::{FakeUpstream, RunningUpstream};
 
-async fn setup() -> (TestIdp, Porteiro, RunningUpstream) {
+async fn setup() -> (TestIdp, Gateway, RunningUpstream) {
     let idp = TestIdp::builder().start().await;
     let up = FakeUpstream::new("app").start().await;
     let gw = start_ready(&idp_config(&idp, &up.url(), "")).await;
@@ -127,7 +126,7 @@ async fn a_tampered_or_missing_state_is_refused() {
 
     // A cookie forged for the genuine state is no better than none.
     let forger = browser.other_browser();
-    forger.add_cookie(oidc_support::PUBLIC_HOST, &state_cookie_name(&state), "forged-value", "/sso/");
+    forger.add_cookie(support::oidc::PUBLIC_HOST, &state_cookie_name(&state), "forged-value", "/sso/");
     let page = forger.follow(&back).await;
     assert_state_refused(&page, "not started in this browser");
     assert!(!forger.has_session());
@@ -234,25 +233,31 @@ async fn attempts_started_at_sso_start_are_bounded_too() {
 
 #[tokio::test]
 async fn readiness_waits_for_an_idp_that_is_down_at_start() {
-    // The IdP's address is known, but nothing listens there yet.
-    let addr = TestIdp::free_addr().await;
+    // The IdP's address is known and held, but it closes every connection.
+    let idp = TestIdp::builder().start_down().await;
     let up = FakeUpstream::new("app").start().await;
     let provider = format!(
-        "[[providers]]\nid = \"idp\"\nkind = \"oidc\"\nissuer = \"http://{addr}\"\nclient_id = \"{}\"\n\
+        "[[providers]]\nid = \"idp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{}\"\n\
          client_secret = \"{}\"\nalgorithms = [\"ES256\"]\n\n[[routes]]\npath_prefix = \"/\"\n\
          upstream = \"{}\"\nlogin = \"idp\"\n",
-        oidc_support::IDP_CLIENT_ID,
-        oidc_support::IDP_CLIENT_SECRET,
+        idp.issuer,
+        support::oidc::IDP_CLIENT_ID,
+        support::oidc::IDP_CLIENT_SECRET,
         up.url()
     );
     let gw = start_porteiro(&provider).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not ready once discovery has failed (rather than after a fixed sleep).
+    let deadline = Instant::now() + PATIENCE;
+    while idp.refused() == 0 {
+        assert!(Instant::now() < deadline, "porteiro never tried discovery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(gw.readyz().await, 503, "not ready without discovery");
 
     // A browser meanwhile gets a clear 503 page, not a broken redirect.
     let browser = gw.browser();
     let page = browser.get(&format!("{PUBLIC_URL}/app")).await;
-    let page = browser.follow_on(page, oidc_support::PUBLIC_HOST).await;
+    let page = browser.follow_on(page, support::oidc::PUBLIC_HOST).await;
     assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{}", page.body);
     assert!(page.is_html());
     assert!(page.body.contains("not reachable yet"), "{}", page.body);
@@ -261,7 +266,9 @@ async fn readiness_waits_for_an_idp_that_is_down_at_start() {
     assert_eq!(start.status, StatusCode::SERVICE_UNAVAILABLE, "{}", start.body);
 
     // The IdP comes up: discovery is retried with backoff and succeeds.
-    let idp = TestIdp::builder().start_on(addr).await;
+    idp.bring_up();
+    // Past the longest backoff on porteiro's clock: the retry runs now.
+    gw.advance(Duration::from_secs(60));
     let started = Instant::now();
     while gw.readyz().await != 200 {
         assert!(started.elapsed() < PATIENCE, "still not ready {PATIENCE:?} after the IdP came up");

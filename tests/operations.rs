@@ -9,15 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
 mod support;
 
-use std::process::Stdio;
 use std::sync::Arc;
 
-use auth_support::{COOKIE, Conf, EchoUpstream, ISSUER, JwksServer, SigningKey, claims, claims_with, q, random_id};
 use http::StatusCode;
 use serde_json::{Value, json};
+use support::auth::{COOKIE, Conf, ISSUER, JwksServer, SigningKey, claims, claims_with, q, random_id};
 use support::{FakeUpstream, GatewayProcess, PATIENCE, binary, client, client_builder, metric};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -109,8 +107,8 @@ async fn sighup_keeps_the_store_and_listeners_chosen_at_start() {
     assert_eq!(callback(&base, &used).await.0, StatusCode::FOUND);
 
     // A reload naming a Redis store (unreachable) and other listen addresses.
-    let redis = support::closed_port().await;
-    let moved = support::closed_port().await;
+    let redis = support::closed_port();
+    let moved = support::closed_port();
     let text = body.replace(
         &format!("secret = {}\n", q(SESSION_SECRET)),
         &format!("secret = {}\nstore = \"redis\"\nredis_url = \"redis://{redis}\"\n", q(SESSION_SECRET)),
@@ -286,16 +284,7 @@ fn the_config_file_is_found_through_the_environment_or_the_working_directory() {
 async fn porteiro_without_arguments_serves_the_gateway_toml_of_its_working_directory() {
     let cwd = tempfile::tempdir().unwrap();
     std::fs::write(cwd.path().join("gateway.toml"), GOOD).unwrap();
-    let mut child = tokio::process::Command::new(binary())
-        .current_dir(cwd.path())
-        .env_remove("PORTEIRO_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = support::porteiro_command("info").current_dir(cwd.path()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let listening = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -342,16 +331,16 @@ const CODE_CLIENT: (&str, &str) = ("app1", "app1-secret-0123456789");
 const API_SECRET: &str = "api-bearer-secret-0123456789abcdef";
 
 fn api_token(changes: Value) -> String {
-    let mut c = json!({"iss": "api.test", "sub": "svc-1", "exp": auth_support::now() + 60, "scope": "read"});
+    let mut c = json!({"iss": "api.test", "sub": "svc-1", "exp": support::auth::now() + 60, "scope": "read"});
     for (k, v) in changes.as_object().unwrap() {
         c[k] = v.clone();
     }
-    auth_support::sign_hs(API_SECRET.as_bytes(), &c)
+    support::auth::sign_hs(API_SECRET.as_bytes(), &c)
 }
 
 #[tokio::test]
 async fn logins_and_auth_failures_are_counted_per_provider_and_reason() {
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let up = upstream.authority();
     let gw = Conf::new(&up)
         .raw(&format!(
@@ -366,20 +355,17 @@ async fn logins_and_auth_failures_are_counted_per_provider_and_reason() {
         .start()
         .await;
     let m = || async { support::admin_metrics(gw.running.admin_addr.unwrap()).await };
-    let logins =
-        |text: &str, provider: &str| metric(text, &format!("porteiro_logins_total{{provider=\"{provider}\"}}"));
-    let failures = |text: &str, provider: &str, reason: &str| {
-        metric(text, &format!("porteiro_auth_failures_total{{provider=\"{provider}\",reason=\"{reason}\"}}"))
-    };
+    let logins = |text: &str, provider: &str| metric(text, &support::logins_series(provider));
+    let failures = |text: &str, provider: &str, reason: &str| metric(text, &support::failures_series(provider, reason));
 
     // jwt: one login, then an expired token, a replayed one, a bad signature.
-    let token = auth_support::hs_token(&claims());
+    let token = support::auth::hs_token(&claims());
     gw.login(&token).await;
-    let now = auth_support::now();
+    let now = support::auth::now();
     for bad in [
-        auth_support::hs_token(&claims_with(json!({"iat": now - 200, "exp": now - 100}))),
+        support::auth::hs_token(&claims_with(json!({"iat": now - 200, "exp": now - 100}))),
         token,
-        auth_support::sign_hs(b"another-secret-0123456789abcdefgh", &claims_with(json!({"jti": random_id()}))),
+        support::auth::sign_hs(b"another-secret-0123456789abcdefgh", &claims_with(json!({"jti": random_id()}))),
     ] {
         assert_eq!(gw.callback(&bad, "/").await.status(), StatusCode::UNAUTHORIZED);
     }
@@ -391,7 +377,7 @@ async fn logins_and_auth_failures_are_counted_per_provider_and_reason() {
     };
     let code = mint(CODE_CLIENT.1).await.unwrap().json::<Value>().await.unwrap()["code"].as_str().unwrap().to_string();
     for expected in [StatusCode::FOUND, StatusCode::BAD_REQUEST] {
-        let resp = gw.browser(&format!("/sso/authorize?code={code}&redirectUrl=/kb/")).send().await.unwrap();
+        let resp = gw.navigate(&format!("/sso/authorize?code={code}&redirectUrl=/kb/")).send().await.unwrap();
         assert_eq!(resp.status(), expected);
     }
     assert_eq!(mint("wrong-secret-0123456789").await.unwrap().status(), StatusCode::UNAUTHORIZED);
@@ -404,7 +390,7 @@ async fn logins_and_auth_failures_are_counted_per_provider_and_reason() {
         assert_eq!(api(good.clone()).await.unwrap().status(), StatusCode::OK);
     }
     assert_eq!(api(api_token(json!({"exp": now - 100}))).await.unwrap().status(), StatusCode::UNAUTHORIZED);
-    let forged = auth_support::sign_hs(
+    let forged = support::auth::sign_hs(
         b"not-the-api-secret-0123456789abcd",
         &json!({"iss": "api.test", "sub": "x", "exp": now + 60}),
     );

@@ -7,19 +7,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
-mod redis_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use auth_support::{COOKIE, Conf, EchoUpstream, Gw, claims, claims_with, hs_token, json_error, q, random_id};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::StatusCode;
 use porteiro::auth::store::redis::RedisStore;
 use porteiro::auth::store::{Revocation, Store};
-use redis_support::RedisServer;
 use serde_json::{Value, json};
+use support::auth::{
+    COOKIE, Conf, FakeUpstream, Gateway, RunningUpstream, claims, claims_with, hs_token, json_error, q, random_id,
+};
+use support::redis::RedisServer;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 const CODE_CLIENT: (&str, &str) = ("app1", "app1-secret-0123456789");
@@ -28,7 +29,7 @@ const PROPAGATION: Duration = Duration::from_secs(3);
 
 /// A replica: the `intranet` jwt login on `/`, a `kb` code login on `/kb/`,
 /// the admin API, all state in the Redis at `redis_url`.
-fn replica(upstream: &EchoUpstream, redis_url: &str) -> Conf {
+fn replica(upstream: &RunningUpstream, redis_url: &str) -> Conf {
     Conf::new(&upstream.authority())
         .server("admin_token", q(ADMIN_TOKEN))
         .session("store", q("redis"))
@@ -53,25 +54,25 @@ login = "kb"
         ))
 }
 
-async fn mint(gw: &Gw) -> reqwest::Response {
+async fn mint(gw: &Gateway) -> reqwest::Response {
     let basic = format!("Basic {}", STANDARD.encode(format!("{}:{}", CODE_CLIENT.0, CODE_CLIENT.1)));
     let body = json!({"username": "ana.souza", "firstName": "Ana", "lastName": "Souza", "emailId": "ana@example.com"});
     gw.client.post(gw.url("/sso/code")).header("authorization", basic).json(&body).send().await.unwrap()
 }
 
-async fn mint_code(gw: &Gw) -> String {
+async fn mint_code(gw: &Gateway) -> String {
     let resp = mint(gw).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let v: Value = resp.json().await.unwrap();
     v["code"].as_str().unwrap().to_string()
 }
 
-async fn redeem(gw: &Gw, code: &str) -> reqwest::Response {
+async fn redeem(gw: &Gateway, code: &str) -> reqwest::Response {
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("code", code)
         .append_pair("redirectUrl", "/kb/page")
         .finish();
-    gw.browser(&format!("/sso/authorize?{query}")).send().await.unwrap()
+    gw.navigate(&format!("/sso/authorize?{query}")).send().await.unwrap()
 }
 
 fn has_session_cookie(resp: &reqwest::Response) -> bool {
@@ -81,7 +82,7 @@ fn has_session_cookie(resp: &reqwest::Response) -> bool {
         .any(|v| v.to_str().unwrap().starts_with(&format!("{COOKIE}=")) && !v.to_str().unwrap().contains("Max-Age=0"))
 }
 
-async fn readyz(gw: &Gw) -> StatusCode {
+async fn readyz(gw: &Gateway) -> StatusCode {
     gw.client.get(format!("{}/readyz", gw.admin.as_ref().unwrap())).send().await.unwrap().status()
 }
 
@@ -99,7 +100,7 @@ where
 }
 
 /// Does `cookie` still open a session on `gw`?
-async fn session_works(gw: &Gw, cookie: &str) -> bool {
+async fn session_works(gw: &Gateway, cookie: &str) -> bool {
     let resp = gw.get("/").header("cookie", cookie).send().await.unwrap();
     match resp.status() {
         StatusCode::OK => true,
@@ -139,10 +140,14 @@ async fn store_operations_against_a_real_redis() {
     assert_eq!(a.take("relay:x").await.unwrap(), None);
     assert_eq!(b.take("relay:x").await.unwrap(), None);
 
-    // Short TTLs expire in Redis.
+    // Short TTLs expire in Redis (by Redis's own, real clock: polled, as
+    // porteiro's clock does not move them).
     a.put("short", b"v".to_vec(), Duration::from_millis(100)).await.unwrap();
     assert!(a.insert_once("once", Duration::from_millis(100)).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    eventually(Duration::from_secs(10), "the short keys expire in Redis", || async {
+        server.command("EXISTS t:short t:once") == ":0\r\n"
+    })
+    .await;
     assert_eq!(b.take("short").await.unwrap(), None);
     assert!(b.insert_once("once", Duration::from_millis(100)).await.unwrap());
 
@@ -170,7 +175,7 @@ async fn store_operations_against_a_real_redis() {
 #[tokio::test]
 async fn a_code_is_redeemed_once_across_replicas() {
     let server = RedisServer::start();
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let a = replica(&upstream, &server.url()).start().await;
     let b = replica(&upstream, &server.url()).start().await;
 
@@ -195,7 +200,7 @@ async fn a_code_is_redeemed_once_across_replicas() {
                 .append_pair("code", &code)
                 .append_pair("redirectUrl", "/kb/page")
                 .finish();
-            let resp = auth_support::client()
+            let resp = support::auth::client()
                 .get(format!("{gw}/sso/authorize?{query}"))
                 .header("accept", "text/html")
                 .send()
@@ -222,7 +227,7 @@ async fn a_code_is_redeemed_once_across_replicas() {
 #[tokio::test]
 async fn a_jwt_used_on_one_replica_is_refused_on_the_other() {
     let server = RedisServer::start();
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let a = replica(&upstream, &server.url()).start().await;
     let b = replica(&upstream, &server.url()).start().await;
 
@@ -240,7 +245,7 @@ async fn a_jwt_used_on_one_replica_is_refused_on_the_other() {
 #[tokio::test]
 async fn admin_revoke_on_one_replica_ends_the_session_on_all() {
     let server = RedisServer::start();
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let a = replica(&upstream, &server.url()).start().await;
     let b = replica(&upstream, &server.url()).start().await;
 
@@ -271,7 +276,7 @@ async fn admin_revoke_on_one_replica_ends_the_session_on_all() {
 #[tokio::test]
 async fn redis_down_fails_logins_closed_and_keeps_sessions() {
     let mut server = RedisServer::start();
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let a = replica(&upstream, &server.url()).start().await;
     let b = replica(&upstream, &server.url()).start().await;
     let ana = a.login(&hs_token(&claims())).await;
@@ -325,12 +330,16 @@ async fn redis_down_fails_logins_closed_and_keeps_sessions() {
 async fn starts_while_redis_is_down_and_becomes_ready_when_it_is_up() {
     let mut server = RedisServer::start();
     server.stop();
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let running = porteiro::start(replica(&upstream, &server.url()).config()).await.unwrap();
     let admin = format!("http://{}/readyz", running.admin_addr.unwrap());
-    let client = auth_support::client();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(client.get(&admin).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    let client = support::auth::client();
+    // Not ready, and still not while its connection attempts fail (a few
+    // looks at most 100 ms apart: nothing shows the attempts themselves).
+    for _ in 0..3 {
+        assert_eq!(client.get(&admin).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.resume();
     eventually(Duration::from_secs(10), "ready once Redis is up", || async {
         client.get(&admin).send().await.unwrap().status() == StatusCode::OK
@@ -339,7 +348,12 @@ async fn starts_while_redis_is_down_and_becomes_ready_when_it_is_up() {
 }
 
 /// `/sso/identifiers` as the code client: `method`, `?identifier=`, JSON body.
-async fn identifiers(gw: &Gw, method: reqwest::Method, identifier: Option<&str>, body: Option<Value>) -> (u16, Value) {
+async fn identifiers(
+    gw: &Gateway,
+    method: reqwest::Method,
+    identifier: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut url = gw.url("/sso/identifiers");
     if let Some(i) = identifier {
         url = format!("{url}?identifier={i}");
@@ -356,7 +370,7 @@ fn mapping(user: &str, identifier: &str) -> Value {
     json!({"user_login": user, "client_application_id": CODE_CLIENT.0, "identifier": identifier})
 }
 
-async fn mint_by_identifier(gw: &Gw, identifier: &str) -> reqwest::Response {
+async fn mint_by_identifier(gw: &Gateway, identifier: &str) -> reqwest::Response {
     let body = json!({ "user_identifier": identifier });
     gw.client.post(gw.url("/sso/code")).basic_auth(CODE_CLIENT.0, Some(CODE_CLIENT.1)).json(&body).send().await.unwrap()
 }
@@ -364,7 +378,7 @@ async fn mint_by_identifier(gw: &Gw, identifier: &str) -> reqwest::Response {
 #[tokio::test]
 async fn identifier_mappings_are_shared_by_replicas() {
     let server = RedisServer::start();
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     // No server.state_dir: with the Redis store the mappings live in Redis.
     let a = replica(&upstream, &server.url()).start().await;
     let b = replica(&upstream, &server.url()).start().await;
@@ -425,7 +439,7 @@ async fn identifier_mappings_are_shared_by_replicas() {
 #[tokio::test]
 async fn an_unanswering_redis_fails_logins_within_the_timeouts() {
     let server = RedisServer::start();
-    let upstream = EchoUpstream::start().await;
+    let upstream = FakeUpstream::new("app").start().await;
     let a = replica(&upstream, &server.url()).start().await;
     let ana = a.login(&hs_token(&claims())).await;
 

@@ -7,18 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod oidc_support;
-mod redis_support;
-mod saml_support;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use oidc_support::{Browser as OidcBrowser, CALLBACK, PUBLIC_HOST, PUBLIC_URL, Porteiro, TestIdp, idp_config};
-use redis_support::RedisServer;
 use reqwest::StatusCode;
-use saml_support::{Answer, BROWSER, Begun, Browser, PROVIDER, Saml, Setup, session_cookie};
-use support::{FakeUpstream, metric};
+use support::oidc::{Browser as OidcBrowser, CALLBACK, Gateway, PUBLIC_HOST, PUBLIC_URL, TestIdp, idp_config};
+use support::redis::RedisServer;
+use support::saml::{AttemptJar, BROWSER, PROVIDER, Saml, Setup};
+use support::{FakeUpstream, failures_series, logins_series, metric};
 
 /// The `[session]` keys of a replica on `redis`.
 fn redis_session(redis: &RedisServer) -> String {
@@ -38,23 +35,20 @@ where
     }
 }
 
-fn failures(metrics: &str, provider: &str, reason: &str) -> Option<f64> {
-    metric(metrics, &format!("porteiro_auth_failures_total{{provider=\"{provider}\",reason=\"{reason}\"}}"))
-}
-
 // === OpenID Connect ===
 
 /// An OIDC replica on `redis`: `start_porteiro` puts the body right after
 /// its `[session]` table, so the store keys land there.
-async fn oidc_replica(idp: &TestIdp, upstream: &str, redis: &RedisServer) -> Porteiro {
-    let p = oidc_support::start_porteiro(&format!("{}\n{}", redis_session(redis), idp_config(idp, upstream, ""))).await;
+async fn oidc_replica(idp: &TestIdp, upstream: &str, redis: &RedisServer) -> Gateway {
+    let p =
+        support::oidc::start_porteiro(&format!("{}\n{}", redis_session(redis), idp_config(idp, upstream, ""))).await;
     p.wait_ready().await;
     p
 }
 
 /// `browser`'s cookies, in a browser that reaches `other` as PUBLIC_HOST:
 /// the same browser, sent to another replica by the load balancer.
-fn same_browser_on(browser: &OidcBrowser, other: &Porteiro) -> OidcBrowser {
+fn same_browser_on(browser: &OidcBrowser, other: &Gateway) -> OidcBrowser {
     let moved = other.browser();
     for c in browser.cookies(PUBLIC_HOST) {
         moved.add_cookie(PUBLIC_HOST, &c.name, &c.value, &c.path);
@@ -118,15 +112,17 @@ async fn oidc_callback_fails_closed_while_redis_is_down() {
 
 // === SAML ===
 
+/// `http://` and the address of a replica's listener.
+fn base(replica: &porteiro::Running) -> String {
+    format!("http://{}", replica.addr)
+}
+
 /// A replica of `saml`'s service provider on `redis`, listening on a port of
 /// its own (`public_url` names no listener, so all replicas are one SP).
 async fn saml_replica(saml: &Saml, redis: &RedisServer) -> porteiro::Running {
-    let listen = format!("listen = \"127.0.0.1:{}\"", saml.running.addr.port());
-    assert!(saml.toml.contains(&listen) && saml.toml.contains("[session]\n"), "{}", saml.toml);
-    let text = saml
-        .toml
-        .replace(&listen, "listen = \"127.0.0.1:0\"")
-        .replace("[session]\n", &format!("[session]\n{}", redis_session(redis)));
+    assert!(saml.toml.contains("[session]\n"), "{}", saml.toml);
+    // The config listens on port 0: this replica gets a port of its own.
+    let text = saml.toml.replace("[session]\n", &format!("[session]\n{}", redis_session(redis)));
     let config = porteiro::config::Config::from_toml(&text, "saml-replica.toml").unwrap();
     let running = porteiro::start(config).await.unwrap();
     let ready = format!("http://{}/readyz", running.admin_addr.unwrap());
@@ -135,45 +131,6 @@ async fn saml_replica(saml: &Saml, redis: &RedisServer) -> porteiro::Running {
     })
     .await;
     running
-}
-
-/// Hop 1 on `replica`, in `browser`.
-async fn begin_on(saml: &Saml, replica: &porteiro::Running, browser: &Browser, path: &str) -> Begun {
-    let url = format!("http://{}/sso/start?redirectUrl={path}", replica.addr);
-    let resp = saml.client.get(url).header("accept", BROWSER).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
-    browser.absorb(&resp);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let relay_state = url::Url::parse(&location)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "RelayState")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    Begun { location, relay_state, request_xml: String::new(), set_cookies: Vec::new() }
-}
-
-/// Hop 3 on `replica`, from `browser`: status, session cookie, body.
-async fn post_on(
-    saml: &Saml,
-    replica: &porteiro::Running,
-    browser: &Browser,
-    answer: &Answer,
-    accept: &str,
-) -> (StatusCode, Option<String>, String) {
-    let mut req = saml
-        .client
-        .post(format!("http://{}/sso/saml/acs", replica.addr))
-        .header("accept", accept)
-        .form(&[("SAMLResponse", answer.saml_response.as_str()), ("RelayState", answer.relay_state.as_str())]);
-    if let Some(cookies) = browser.header() {
-        req = req.header("cookie", cookies);
-    }
-    let resp = req.send().await.unwrap();
-    browser.absorb(&resp);
-    let status = resp.status();
-    let cookie = session_cookie(&resp);
-    (status, cookie, resp.text().await.unwrap())
 }
 
 async fn replica_metrics(replica: &porteiro::Running) -> String {
@@ -188,29 +145,29 @@ async fn saml_a_login_started_on_one_replica_completes_on_another_and_its_assert
     let b = saml_replica(&saml, &redis).await;
 
     // Started on A, the IdP posts back to B.
-    let browser = Browser::default();
-    let begun = begin_on(&saml, &a, &browser, "/timesheets").await;
+    let browser = AttemptJar::default();
+    let begun = saml.begin_at(&base(&a), &browser, "/timesheets").await;
     let id = format!("id-shared-{}", rand::random::<u64>());
     let answer = saml.idp_answer(&begun, &[("assertion_id", &id)]).await;
-    let (status, cookie, body) = post_on(&saml, &b, &browser, &answer, BROWSER).await;
+    let (status, cookie, body) = saml.post_acs_at(&base(&b), &browser, &answer, BROWSER).await;
     assert_eq!(status, StatusCode::FOUND, "{body}");
     assert!(cookie.is_some());
     // And the RelayState is spent on A too.
-    let (status, cookie, body) = post_on(&saml, &a, &browser, &answer, BROWSER).await;
+    let (status, cookie, body) = saml.post_acs_at(&base(&a), &browser, &answer, BROWSER).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(cookie.is_none());
-    assert_eq!(failures(&replica_metrics(&a).await, "-", "unknown_relay_state"), Some(1.0));
+    assert_eq!(metric(&replica_metrics(&a).await, &failures_series("-", "unknown_relay_state")), Some(1.0));
 
     // The same assertion ID, newly signed for a login on B: replayed.
-    let browser = Browser::default();
-    let begun = begin_on(&saml, &b, &browser, "/").await;
+    let browser = AttemptJar::default();
+    let begun = saml.begin_at(&base(&b), &browser, "/").await;
     let again = saml.idp_answer(&begun, &[("assertion_id", &id)]).await;
-    let (status, cookie, body) = post_on(&saml, &a, &browser, &again, BROWSER).await;
+    let (status, cookie, body) = saml.post_acs_at(&base(&a), &browser, &again, BROWSER).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(cookie.is_none());
     let metrics = replica_metrics(&a).await;
-    assert_eq!(failures(&metrics, PROVIDER, "assertion_replayed"), Some(1.0), "{metrics}");
-    assert_eq!(metric(&metrics, &format!("porteiro_logins_total{{provider=\"{PROVIDER}\"}}")), None, "{metrics}");
+    assert_eq!(metric(&metrics, &failures_series(PROVIDER, "assertion_replayed")), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, &logins_series(PROVIDER)), None, "{metrics}");
 }
 
 #[tokio::test]
@@ -218,9 +175,9 @@ async fn saml_acs_fails_closed_while_redis_is_down() {
     let mut redis = RedisServer::start();
     let saml = Setup::new().public_url("http://clockin.test").start().await;
     let gw = saml_replica(&saml, &redis).await;
-    let browser = Browser::default();
-    let html = begin_on(&saml, &gw, &browser, "/timesheets").await;
-    let json = begin_on(&saml, &gw, &browser, "/api").await;
+    let browser = AttemptJar::default();
+    let html = saml.begin_at(&base(&gw), &browser, "/timesheets").await;
+    let json = saml.begin_at(&base(&gw), &browser, "/api").await;
     let html = saml.idp_answer(&html, &[]).await;
     let json = saml.idp_answer(&json, &[]).await;
 
@@ -230,11 +187,11 @@ async fn saml_acs_fails_closed_while_redis_is_down() {
         saml.client.get(&ready).send().await.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
     })
     .await;
-    let (status, cookie, body) = post_on(&saml, &gw, &browser, &html, BROWSER).await;
+    let (status, cookie, body) = saml.post_acs_at(&base(&gw), &browser, &html, BROWSER).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(cookie.is_none());
     assert!(body.contains("Sign-in failed"), "{body}");
-    let (status, cookie, body) = post_on(&saml, &gw, &browser, &json, "application/json").await;
+    let (status, cookie, body) = saml.post_acs_at(&base(&gw), &browser, &json, "application/json").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(cookie.is_none());
     let error: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));

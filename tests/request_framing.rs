@@ -10,21 +10,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod scripted_upstream;
 mod support;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request};
-use scripted_upstream::{Framing, Received, Upstream, fresh};
+use support::scripted::{Framing, Received, Upstream, fresh};
 use support::{
-    GatewayProcess, PATIENCE, TestGateway, admin_metrics, client, metric, public_route, raw_exchange, raw_request,
+    Gateway, GatewayProcess, PATIENCE, admin_metrics, client, metric, public_route, raw_exchange, raw_request,
     read_response, start_gateway,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-async fn gateway(up: &Upstream) -> TestGateway {
+async fn gateway(up: &Upstream) -> Gateway {
     start_gateway("", &public_route("app", &up.url())).await
 }
 
@@ -89,7 +88,7 @@ async fn http2_request_trailers_are_not_forwarded() {
 }
 
 /// An HTTP/2 connection to the gateway's cleartext listener.
-async fn h2_client(gw: &TestGateway) -> h2::client::SendRequest<Bytes> {
+async fn h2_client(gw: &Gateway) -> h2::client::SendRequest<Bytes> {
     let tcp = TcpStream::connect(gw.addr()).await.unwrap();
     let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(async move {

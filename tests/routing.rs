@@ -59,7 +59,7 @@ async fn public_route_reaches_upstream_through_a_normal_client() {
 
 /// `/public/` and `/` go to different upstreams, so a path that would pick
 /// the wrong route before normalisation shows up as the wrong upstream.
-async fn two_upstreams() -> (RunningUpstream, RunningUpstream, support::TestGateway) {
+async fn two_upstreams() -> (RunningUpstream, RunningUpstream, support::Gateway) {
     let public = FakeUpstream::new("public").start().await;
     let root = FakeUpstream::new("root").start().await;
     let gw = start_gateway(

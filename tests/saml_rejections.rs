@@ -9,11 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod saml_support;
 mod support;
 
 use reqwest::StatusCode;
-use saml_support::*;
+use support::saml::*;
 
 const MALLORY: &str = "mallory@clockin.example";
 
@@ -231,10 +230,10 @@ async fn replayed_response() {
 #[tokio::test]
 async fn a_response_posted_by_another_browser_is_refused() {
     let saml = Setup::new().start().await;
-    let mallory = Browser::default();
+    let mallory = AttemptJar::default();
 
     // A victim with no login-attempt cookie at all.
-    let victim = Browser::default();
+    let victim = AttemptJar::default();
     let begun = saml.begin_in(&mallory, "/timesheets").await;
     let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;
     saml.assert_refused_in(&victim, &answer.saml_response, &answer.relay_state, PROVIDER, "saml_browser_mismatch")
@@ -244,7 +243,7 @@ async fn a_response_posted_by_another_browser_is_refused() {
 
     // A victim in the middle of a login of their own: they hold a genuine
     // attempt cookie, for their own RelayState.
-    let victim = Browser::default();
+    let victim = AttemptJar::default();
     let own = saml.begin_in(&victim, "/my-timesheets").await;
     let begun = saml.begin_in(&mallory, "/timesheets").await;
     let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;

@@ -7,16 +7,14 @@
 mod support;
 
 use reqwest::Version;
-use support::{
-    Echo, FakeUpstream, MIB, RunningUpstream, TestGateway, client_builder, metric, public_route, start_gateway,
-};
+use support::{Echo, FakeUpstream, Gateway, MIB, RunningUpstream, client_builder, metric, public_route, start_gateway};
 
 const HOST: &str = "gateway.test";
 
 /// A gateway serving HTTPS with a fresh self-signed certificate for
 /// [`HOST`], and a client that trusts only that certificate and resolves
 /// [`HOST`] to the gateway.
-async fn tls_gateway() -> (RunningUpstream, TestGateway, reqwest::ClientBuilder, tempfile::TempDir) {
+async fn tls_gateway() -> (RunningUpstream, Gateway, reqwest::ClientBuilder, tempfile::TempDir) {
     let up = FakeUpstream::new("app").start().await;
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec![HOST.to_string()]).unwrap();
@@ -37,7 +35,7 @@ async fn tls_gateway() -> (RunningUpstream, TestGateway, reqwest::ClientBuilder,
     (up, gw, client, dir)
 }
 
-fn url(gw: &TestGateway, path: &str) -> String {
+fn url(gw: &Gateway, path: &str) -> String {
     format!("https://{HOST}:{}{path}", gw.addr().port())
 }
 

@@ -5,18 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod auth_support;
+mod support;
 
-use auth_support::*;
 use bytes::Bytes;
 use reqwest::StatusCode;
-use serde_json::Value;
+use support::auth::*;
 
 /// Two hosts on one upstream that dispatches on `Host`: `public.test` is
 /// public, `admin.test` needs a login; plus `/admin/` protected on the
 /// default host, `/assets/` public below a protected `/`, and a route for a
 /// Java app that sets `allow_semicolons`.
-async fn gateway(up: &EchoUpstream) -> Gw {
+async fn gateway(up: &RunningUpstream) -> Gateway {
     let upstream = format!("http://{}", up.authority());
     Conf::new(&up.authority())
         .route("public_paths", r#"["/assets/"]"#)
@@ -58,25 +57,25 @@ allow_semicolons = true
         .await
 }
 
-fn addr(gw: &Gw) -> std::net::SocketAddr {
+fn addr(gw: &Gateway) -> std::net::SocketAddr {
     gw.running.addr
 }
 
-/// The JSON body of a raw answer (the echo upstream's).
-fn body_json(answer: &str) -> Value {
+/// The echo upstream's answer in a raw answer's body.
+fn body_echo(answer: &str) -> Echo {
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     serde_json::from_str(body).unwrap_or_else(|_| panic!("not echo JSON: {answer:?}"))
 }
 
 #[tokio::test]
 async fn host_confusion_is_refused() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
     let a = addr(&gw);
     // The route was chosen by the absolute-form target's host while the
     // upstream dispatched on the client's own Host.
     let confused =
-        raw_request(a, b"GET http://public.test/x HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n").await;
+        raw_text(a, b"GET http://public.test/x HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n").await;
     assert_eq!(raw_status(&confused), 400, "{confused}");
     for hostile in [
         &b"GET /x HTTP/1.1\r\nHost: public.test\r\nHost: admin.test\r\nConnection: close\r\n\r\n"[..],
@@ -86,20 +85,20 @@ async fn host_confusion_is_refused() {
         b"GET /x HTTP/1.1\r\nHost: public.test:80:81\r\nConnection: close\r\n\r\n",
         b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
     ] {
-        let answer = raw_request(a, hostile).await;
+        let answer = raw_text(a, hostile).await;
         assert_eq!(raw_status(&answer), 400, "{:?} -> {answer}", String::from_utf8_lossy(hostile));
     }
     assert_eq!(up.hits(), 0, "nothing hostile reached the upstream");
     // The host that chose the route is the Host the upstream receives.
     let fine =
-        raw_request(a, b"GET http://public.test/x HTTP/1.1\r\nHost: PUBLIC.test\r\nConnection: close\r\n\r\n").await;
+        raw_text(a, b"GET http://public.test/x HTTP/1.1\r\nHost: PUBLIC.test\r\nConnection: close\r\n\r\n").await;
     assert_eq!(raw_status(&fine), 200, "{fine}");
-    let echo = body_json(&fine);
-    assert_eq!(echo["headers"]["host"], serde_json::json!(["PUBLIC.test"]));
-    let fine = raw_request(a, b"GET http://public.test/x HTTP/1.1\r\nConnection: close\r\n\r\n").await;
-    assert_eq!(body_json(&fine)["headers"]["host"], serde_json::json!(["public.test"]));
+    let echo = body_echo(&fine);
+    assert_eq!(echo.all("host"), ["PUBLIC.test"]);
+    let fine = raw_text(a, b"GET http://public.test/x HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(body_echo(&fine).all("host"), ["public.test"]);
     // An HTTP/1.0 request may come without a Host: it gets the host-less routes.
-    let old = raw_request(a, b"GET /open/x HTTP/1.0\r\n\r\n").await;
+    let old = raw_text(a, b"GET /open/x HTTP/1.0\r\n\r\n").await;
     assert_eq!(raw_status(&old), 200, "{old}");
 }
 
@@ -107,7 +106,7 @@ async fn host_confusion_is_refused() {
 /// request's host, and a `host` header naming another is refused.
 #[tokio::test]
 async fn http2_authority_and_host_must_agree() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
     let tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
     let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
@@ -129,14 +128,14 @@ async fn http2_authority_and_host_must_agree() {
     while let Some(chunk) = body.data().await {
         bytes.extend_from_slice(&chunk.unwrap());
     }
-    let echo: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(echo["headers"]["host"], serde_json::json!(["public.test"]));
+    let echo: Echo = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(echo.all("host"), ["public.test"]);
     assert_eq!(up.hits(), 1);
 }
 
 #[tokio::test]
 async fn paths_the_upstream_reads_differently_are_refused_or_judged_as_it_reads_them() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
     let a = addr(&gw);
     // Each of these is /admin/secret (or /private) to nginx or Tomcat; none
@@ -144,60 +143,59 @@ async fn paths_the_upstream_reads_differently_are_refused_or_judged_as_it_reads_
     for path in ["//admin/secret", "/open/..;/admin/secret", "/admin;x/secret", "/assets/..;/private", "/assets;/../x"]
     {
         let answer =
-            raw_request(a, format!("GET {path} HTTP/1.1\r\nHost: any.test\r\nConnection: close\r\n\r\n").as_bytes())
-                .await;
+            raw_text(a, format!("GET {path} HTTP/1.1\r\nHost: any.test\r\nConnection: close\r\n\r\n").as_bytes()).await;
         let status = raw_status(&answer);
         assert!(status == 400 || status == 401, "{path} -> {answer}");
     }
     assert_eq!(up.hits(), 0);
     // `//` is merged: the merged path is judged and sent upstream.
     let cookie = gw.login(&hs_token(&claims())).await;
-    let answer = raw_request(
+    let answer = raw_text(
         a,
         format!("GET //admin//secret HTTP/1.1\r\nHost: any.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     )
     .await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
-    assert_eq!(body_json(&answer)["path"], "/admin/secret");
+    assert_eq!(body_echo(&answer).path(), "/admin/secret");
     // A route that allows `;` judges the path as Tomcat reads it.
     let java = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: java.test\r\nConnection: close\r\n\r\n");
     for path in ["/x/..;/admin/secret", "/admin;jsessionid=1/secret", "/;x/admin/secret"] {
-        let answer = raw_request(a, java(path).as_bytes()).await;
+        let answer = raw_text(a, java(path).as_bytes()).await;
         assert_eq!(raw_status(&answer), 401, "{path} -> {answer}");
     }
     assert_eq!(up.hits(), 1);
-    let answer = raw_request(a, java("/app;jsessionid=1/x").as_bytes()).await;
+    let answer = raw_text(a, java("/app;jsessionid=1/x").as_bytes()).await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
-    assert_eq!(body_json(&answer)["path"], "/app;jsessionid=1/x", "params kept for the app");
+    assert_eq!(body_echo(&answer).path(), "/app;jsessionid=1/x", "params kept for the app");
 }
 
 #[tokio::test]
 async fn raw_non_ascii_bytes_are_forwarded_exactly() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
     // A path that is rewritten (a dot segment) and keeps its raw UTF-8.
     let answer =
-        raw_request(addr(&gw), "GET /open/café/./ü HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n".as_bytes())
+        raw_text(addr(&gw), "GET /open/café/./ü HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n".as_bytes())
             .await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
-    assert_eq!(body_json(&answer)["path"], "/open/café/ü");
+    assert_eq!(body_echo(&answer).path(), "/open/café/ü");
 }
 
 #[tokio::test]
 async fn h2c_and_unlisted_upgrades_are_not_tunnelled() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
-    let answer = raw_request(
+    let answer = raw_text(
         addr(&gw),
         b"GET /x HTTP/1.1\r\nHost: public.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
     )
     .await;
     // The upstream would have switched; porteiro never asked it to.
     assert_eq!(raw_status(&answer), 200, "{answer}");
-    let echo = body_json(&answer);
+    let echo = body_echo(&answer);
     for name in ["upgrade", "http2-settings", "connection"] {
-        assert!(echo["headers"].get(name).is_none(), "{name} forwarded: {echo}");
+        assert!(echo.all(name).is_empty(), "{name} forwarded: {echo:?}");
     }
     let config = Conf::new("127.0.0.1:1").route("upgrades", r#"["websocket", "h2c"]"#).toml();
     let err = porteiro::config::Config::from_toml(&config, "test").err().map(|e| e.to_string()).unwrap_or_default();
@@ -206,21 +204,22 @@ async fn h2c_and_unlisted_upgrades_are_not_tunnelled() {
 
 #[tokio::test]
 async fn path_override_headers_never_reach_the_upstream() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
-    let answer = raw_request(
+    let answer = raw_text(
         addr(&gw),
         b"GET /x HTTP/1.1\r\nHost: public.test\r\nX-Original-URL: /admin/secret\r\nX_Rewrite.URL: /admin\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
-    let names: Vec<String> = body_json(&answer)["headers"].as_object().unwrap().keys().cloned().collect();
+    let echo = body_echo(&answer);
+    let names = echo.names();
     assert!(!names.iter().any(|n| n.contains("original") || n.contains("rewrite")), "{names:?}");
 }
 
 #[tokio::test]
 async fn porteiro_cookie_never_goes_upstream_and_junk_cannot_shadow_it() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
     let a = addr(&gw);
     let cookie = gw.login(&hs_token(&claims())).await;
@@ -228,11 +227,12 @@ async fn porteiro_cookie_never_goes_upstream_and_junk_cannot_shadow_it() {
     let mut request = b"GET /x HTTP/1.1\r\nHost: any.test\r\nConnection: close\r\nCookie: lang=portugu\xeas; ".to_vec();
     request.extend_from_slice(cookie.as_bytes());
     request.extend_from_slice(b"; theme=dark\r\n\r\n");
-    let answer = raw_request(a, &request).await;
+    let answer = raw_text(a, &request).await;
     assert_eq!(raw_status(&answer), 200, "{answer}");
-    let sent = body_json(&answer)["headers"]["cookie"].clone();
-    assert_eq!(sent.as_array().map(Vec::len), Some(1), "{sent}");
-    let line = sent[0].as_str().unwrap();
+    let echo = body_echo(&answer);
+    let sent = echo.all("cookie");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let line = sent[0];
     assert!(!line.contains(COOKIE), "{line}");
     assert!(line.starts_with("lang=portugu") && line.ends_with("; theme=dark"), "{line}");
     // A junk cookie of porteiro's name tossed in after (or before) the real
@@ -245,7 +245,7 @@ async fn porteiro_cookie_never_goes_upstream_and_junk_cannot_shadow_it() {
 
 #[tokio::test]
 async fn http2_cookie_crumbs_go_upstream_as_one_line() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
     let cookie = gw.login(&hs_token(&claims())).await;
     let tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
@@ -265,13 +265,13 @@ async fn http2_cookie_crumbs_go_upstream_as_one_line() {
     while let Some(chunk) = body.data().await {
         bytes.extend_from_slice(&chunk.unwrap());
     }
-    let echo: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(echo["headers"]["cookie"], serde_json::json!(["a=1; b=2"]));
+    let echo: Echo = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(echo.all("cookie"), ["a=1; b=2"]);
 }
 
 #[tokio::test]
 async fn forward_auth_judges_the_url_the_proxy_set() {
-    let up = EchoUpstream::start().await;
+    let up = FakeUpstream::new("app").start().await;
     let gw = gateway(&up).await;
     let cookie = gw.login(&hs_token(&claims())).await;
     let ask = |headers: &[(&str, &str)], cookie: Option<&str>| {
@@ -304,10 +304,10 @@ async fn forward_auth_judges_the_url_the_proxy_set() {
     // Envoy's ext_authz appends the original path to the check request's.
     let envoy = gw.get("/sso/auth/admin/secret?x=1").header("host", "app.test").send().await.unwrap();
     assert_eq!(envoy.status(), StatusCode::UNAUTHORIZED);
-    let envoy = gw.browser("/sso/auth/admin/secret?x=1").header("cookie", cookie.as_str()).send().await.unwrap();
+    let envoy = gw.navigate("/sso/auth/admin/secret?x=1").header("cookie", cookie.as_str()).send().await.unwrap();
     assert_eq!(envoy.status(), StatusCode::OK);
     assert!(envoy.headers().get("x-auth-request-email").is_some());
-    let envoy = gw.browser("/sso/auth/admin/secret").send().await.unwrap();
+    let envoy = gw.navigate("/sso/auth/admin/secret").send().await.unwrap();
     assert_eq!(envoy.status(), StatusCode::FOUND, "a browser is sent to log in");
     let envoy = gw.get("/sso/auth/open/x").header("x-forwarded-uri", "/admin/x").send().await.unwrap();
     assert_eq!(envoy.status(), StatusCode::UNAUTHORIZED, "a second name must agree");

@@ -11,7 +11,7 @@ use support::{FakeUpstream, client, closed_port, public_route, start_gateway};
 
 #[tokio::test]
 async fn upstream_down_is_502_json_for_api_clients() {
-    let down = closed_port().await;
+    let down = closed_port();
     let gw = start_gateway("", &public_route("app", &format!("http://{down}"))).await;
     let resp = client().get(gw.url("/api/x")).header("accept", "application/json").send().await.unwrap();
     assert_eq!(resp.status(), 502);
@@ -23,7 +23,7 @@ async fn upstream_down_is_502_json_for_api_clients() {
 
 #[tokio::test]
 async fn upstream_down_is_502_html_for_browsers() {
-    let down = closed_port().await;
+    let down = closed_port();
     let gw = start_gateway("", &public_route("app", &format!("http://{down}"))).await;
     let resp =
         client().get(gw.url("/")).header("accept", "text/html,application/xhtml+xml,*/*;q=0.8").send().await.unwrap();
@@ -60,7 +60,7 @@ async fn slow_upstream_is_504_after_upstream_timeout() {
 
 #[tokio::test]
 async fn upstream_errors_are_counted_per_route() {
-    let down = closed_port().await;
+    let down = closed_port();
     let gw = start_gateway("", &public_route("app", &format!("http://{down}"))).await;
     for _ in 0..2 {
         let resp = client().get(gw.url("/")).send().await.unwrap();

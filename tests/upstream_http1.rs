@@ -11,7 +11,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod scripted_upstream;
 mod support;
 
 use std::convert::Infallible;
@@ -19,10 +18,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use scripted_upstream::{Upstream, find, fresh, keep, ok, then_close};
-use support::{
-    MIB, PATTERN_MAX, TestGateway, client, client_builder, pattern, pattern_body, public_route, start_gateway,
-};
+use support::scripted::{Upstream, find, fresh, keep, ok, then_close};
+use support::{Gateway, MIB, PATTERN_MAX, client, client_builder, pattern, pattern_body, public_route, start_gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,19 +32,19 @@ fn is_pattern(offset: u64, bytes: &[u8]) -> bool {
         .all(|(i, piece)| piece == &pattern(offset + (i * PATTERN_MAX) as u64, piece.len())[..])
 }
 
-async fn gateway(up: &Upstream) -> TestGateway {
+async fn gateway(up: &Upstream) -> Gateway {
     start_gateway("", &public_route("app", &up.url())).await
 }
 
 /// `GET path` through the gateway: status and whole body.
-async fn get(c: &reqwest::Client, gw: &TestGateway, path: &str) -> (u16, Bytes) {
+async fn get(c: &reqwest::Client, gw: &Gateway, path: &str) -> (u16, Bytes) {
     let resp = c.get(gw.url(path)).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.bytes().await.unwrap())
 }
 
 /// Asserts `path` is answered by the upstream's [`fresh`] reply.
-async fn assert_fresh(c: &reqwest::Client, gw: &TestGateway, path: &str) {
+async fn assert_fresh(c: &reqwest::Client, gw: &Gateway, path: &str) {
     let (status, body) = get(c, gw, path).await;
     assert_eq!((status, &body[..]), (200, format!("fresh {path}").as_bytes()), "{}", String::from_utf8_lossy(&body));
 }

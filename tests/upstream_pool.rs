@@ -6,14 +6,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
+use support::scripted::{Upstream, ok};
 use support::{FakeUpstream, MIB, client, public_route, start_gateway};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
@@ -105,96 +99,21 @@ async fn a_body_the_client_drops_midway_costs_that_connection_only() {
     assert_eq!(up.closed_connections(), 1);
 }
 
-/// A bare HTTP/1.1 upstream: answers `200 ok` to each request head,
-/// keeping the connection alive, and what it does between requests is up
-/// to the test. Counts accepted connections and request heads.
-struct RawUpstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    requests: Arc<AtomicUsize>,
-}
-
-#[derive(Clone, Copy)]
-enum Between {
-    /// Closes a connection idle for this long, as servers' keep-alive
-    /// timeouts do.
-    CloseIdleAfter(Duration),
-    /// Reads the second request on a connection, then closes it unanswered.
-    DropSecondRequest,
-}
-
-impl RawUpstream {
-    async fn start(between: Between) -> RawUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let (conns, reqs) = (connections.clone(), requests.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                conns.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_raw(stream, between, reqs.clone()));
-            }
-        });
-        RawUpstream { addr, connections, requests }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
-
-async fn serve_raw(mut stream: TcpStream, between: Between, requests: Arc<AtomicUsize>) {
-    let mut on_this_connection = 0;
-    loop {
-        let head = match between {
-            Between::CloseIdleAfter(idle) => match tokio::time::timeout(idle, read_head(&mut stream)).await {
-                Ok(head) => head,
-                Err(_) => return,
-            },
-            Between::DropSecondRequest => read_head(&mut stream).await,
-        };
-        if !head {
-            return;
-        }
-        requests.fetch_add(1, Ordering::SeqCst);
-        on_this_connection += 1;
-        if matches!(between, Between::DropSecondRequest) && on_this_connection == 2 {
-            return;
-        }
-        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nok\n";
-        if stream.write_all(answer).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads one request head (these tests send no bodies); false at EOF.
-async fn read_head(stream: &mut TcpStream) -> bool {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return false,
-        }
-    }
-    true
-}
-
 #[tokio::test]
 async fn an_upstream_closing_idle_connections_loses_no_request() {
-    // Wide margins, so that a slow test machine neither sends the "back to
-    // back" requests an idle period apart nor one as the upstream closes.
-    let up = RawUpstream::start(Between::CloseIdleAfter(Duration::from_millis(250))).await;
+    // The upstream answers three requests on a connection, then closes it
+    // while porteiro holds it idle in its pool, as a server's keep-alive
+    // timeout does. Counted rather than timed, so a slow machine neither
+    // sees a close between the back-to-back requests nor misses one.
+    let up = Upstream::start(|mut conn| async move {
+        for _ in 0..3 {
+            if conn.read_request().await.is_none() || !conn.write(&ok("ok\n")).await {
+                return;
+            }
+        }
+        conn.close().await;
+    })
+    .await;
     let gw = start_gateway("", &public_route("app", &up.url())).await;
     let c = client();
     for round in 1..=3 {
@@ -205,18 +124,26 @@ async fn an_upstream_closing_idle_connections_loses_no_request() {
             assert_eq!(resp.text().await.unwrap(), "ok\n");
         }
         assert_eq!(up.connections(), round);
-        // ...then idle long enough for the upstream to close it: the next
-        // request must not be lost on the closed connection.
-        tokio::time::sleep(Duration::from_millis(750)).await;
+        // ...then the upstream closes it: the next request must not be
+        // lost on the closed connection.
+        up.wait_for_closed(round).await;
     }
-    assert_eq!(up.requests(), 9);
+    assert_eq!(up.received().len(), 9);
 }
 
 /// Once a request may have reached the upstream it is not sent again: the
 /// upstream might have acted on it. The client gets a 502.
 #[tokio::test]
 async fn a_request_the_upstream_may_have_received_is_not_retried() {
-    let up = RawUpstream::start(Between::DropSecondRequest).await;
+    // Answers the first request on each connection; reads the second, then
+    // closes the connection unanswered.
+    let up = Upstream::start(|mut conn| async move {
+        if conn.read_request().await.is_none() || !conn.write(&ok("ok\n")).await {
+            return;
+        }
+        let _ = conn.read_request().await;
+    })
+    .await;
     let gw = start_gateway("", &public_route("app", &up.url())).await;
     let c = client();
     let resp = c.get(gw.url("/first")).send().await.unwrap();
@@ -224,7 +151,7 @@ async fn a_request_the_upstream_may_have_received_is_not_retried() {
     resp.bytes().await.unwrap();
     let resp = c.post(gw.url("/charge")).header("accept", "application/json").send().await.unwrap();
     assert_eq!(resp.status(), 502);
-    assert_eq!(up.requests(), 2, "the second request went upstream once");
+    assert_eq!(up.received().len(), 2, "the second request went upstream once");
     assert_eq!(up.connections(), 1);
     // The gateway goes on with a new connection.
     let resp = c.get(gw.url("/third")).send().await.unwrap();

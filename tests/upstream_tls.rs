@@ -111,7 +111,7 @@ impl Upstream {
     }
 }
 
-async fn get_three(gw: &support::TestGateway) {
+async fn get_three(gw: &support::Gateway) {
     let c = client();
     for _ in 0..3 {
         let resp = c.get(gw.url("/")).header("accept", "application/json").send().await.unwrap();

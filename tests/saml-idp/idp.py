@@ -339,7 +339,11 @@ def main():
     p.add_argument("--alt-key")
     p.add_argument("--alt-cert")
     p.add_argument("--xmlsec", default=shutil.which("xmlsec1"), help="path of the xmlsec1 binary")
-    p.add_argument("--sp-metadata-url", required=True)
+    p.add_argument(
+        "--sp-metadata-url",
+        help="porteiro's SP metadata URL; without it, the first stdin line, "
+        'a JSON object {"sp_metadata_url": URL}, says it (acknowledged by echoing it on stdout)',
+    )
     p.add_argument("--entity-id", help="the IdP's entity id (default: its metadata URL)")
     p.add_argument(
         "--want-signed-requests",
@@ -352,10 +356,18 @@ def main():
 
     httpd = ThreadingHTTPServer((args.host, args.port), None)
     base = "http://%s:%d" % (args.host, httpd.server_address[1])
-    httpd.RequestHandlerClass = handler_for(Idp(args, base))
+    idp = Idp(args, base)
+    httpd.RequestHandlerClass = handler_for(idp)
     print(json.dumps({"url": base}), flush=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    sys.stdin.read()  # until the test closes it (or dies)
+    # The test starts porteiro (on a port of its own choosing) after this
+    # IdP, then says where porteiro's SP metadata is.
+    for line in sys.stdin:
+        told = json.loads(line)
+        with idp.lock:
+            idp.sp_metadata_url = told["sp_metadata_url"]
+        print(json.dumps(told), flush=True)
+    # stdin closed: the test has ended (or died).
 
 
 if __name__ == "__main__":

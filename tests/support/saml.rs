@@ -4,21 +4,22 @@
 //! driven by the small HTTP wrapper `tests/saml-idp/idp.py`, signing with the
 //! `xmlsec1` binary. Each test gets its own IdP process, its own key pairs
 //! (made with the `openssl` command in a temp directory) and its own
-//! porteiro, all on `127.0.0.1`:
+//! porteiro, all on `127.0.0.1`, each binding port 0 and keeping it:
 //!
-//! 1. porteiro's port is picked first (bound to `127.0.0.1:0`, released),
-//!    because its `public_url` names it and the ACS URL derives from that;
-//! 2. the IdP starts with porteiro's `/sso/saml/metadata` as the SP
-//!    metadata it reads when the first AuthnRequest comes, as an
-//!    administrator pastes it into Azure AD;
-//! 3. porteiro starts with the IdP's metadata, from a file or its URL.
+//! 1. the IdP starts and says its URL;
+//! 2. porteiro starts with the IdP's metadata, from a file or its URL, and
+//!    `public_url` = `http://porteiro.test` (the ACS URL derives from it;
+//!    the tests post to the real listener whatever it names);
+//! 3. the IdP is told (on its stdin) porteiro's real `/sso/saml/metadata`
+//!    URL, the SP metadata it reads when the first AuthnRequest comes, as
+//!    an administrator pastes it into Azure AD.
 //!
 //! [`Saml`] then walks a login hop by hop with a client that never follows
 //! redirects: [`Saml::begin`] (protected page -> 302 to `/sso/start` -> 302
 //! to the IdP), [`Saml::idp_answer`] (the IdP's auto-submitting form),
-//! [`Saml::post_acs`] (the form's POST to porteiro). A [`Browser`] keeps the
-//! login-attempt cookies porteiro sets for `/sso/` (each test's default
-//! browser is [`Saml::browser`]; the `_in` variants take another one). The
+//! [`Saml::post_acs`] (the form's POST to porteiro). An [`AttemptJar`] keeps
+//! the login-attempt cookies porteiro sets for `/sso/` (each test's default
+//! one is [`Saml::browser`]; the `_in` variants take another one). The
 //! XML helpers at the bottom edit a signed Response the way an attacker
 //! would.
 //!
@@ -37,12 +38,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use porteiro::Running;
-use porteiro::config::Config;
 use reqwest::StatusCode;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdin, ChildStdout};
 
-use crate::support::{Echo, FakeUpstream, RunningUpstream, metric};
+pub use super::{Echo, FakeUpstream, Gateway, RunningUpstream, SESSION_COOKIE as COOKIE, client_builder, parse_config};
 
 /// Azure AD (Entra ID) claim names, as the test IdP sends them.
 pub const EMAIL_CLAIM: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress";
@@ -56,11 +56,15 @@ pub const USER_GROUPS: &str = "timekeepers,backoffice";
 
 /// The provider id in every test config.
 pub const PROVIDER: &str = "azure";
-/// The session cookie over plain http.
-pub const COOKIE: &str = "porteiro_session";
 const SESSION_SECRET: &str = "saml-test-session-secret-0123456789abcdef";
 
+/// How long the IdP may take to start or answer (Python, pysaml2 and
+/// xmlsec1 on two busy cores).
 const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `server.public_url` of the tests: the ACS URL derives from it, and
+/// nothing needs to resolve it (the tests post to porteiro's listener).
+pub const PUBLIC_URL: &str = "http://porteiro.test";
 
 // === tools ===
 
@@ -130,6 +134,8 @@ pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// itself when its standard input closes.
 pub struct Idp {
     child: tokio::process::Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     entity_id: Option<String>,
@@ -139,11 +145,11 @@ pub struct Idp {
 
 impl Idp {
     /// Starts the IdP with a fresh key pair (and a second one it signs with
-    /// on `signer=alt`), reading the SP metadata from `sp_metadata_url`.
-    /// Its entity id is its metadata URL unless `entity_id` says otherwise.
-    /// With `want_signed_requests` it refuses AuthnRequests that are not
-    /// signed by the key in the SP's metadata.
-    pub async fn start(dir: &Path, sp_metadata_url: &str, entity_id: Option<&str>, want_signed_requests: bool) -> Idp {
+    /// on `signer=alt`); [`Idp::read_sp_metadata_from`] says where the SP
+    /// metadata is. Its entity id is its metadata URL unless `entity_id`
+    /// says otherwise. With `want_signed_requests` it refuses AuthnRequests
+    /// that are not signed by the key in the SP's metadata.
+    pub async fn start(dir: &Path, entity_id: Option<&str>, want_signed_requests: bool) -> Idp {
         let tools = tools();
         let (key, cert) = key_pair(dir, "idp");
         let (alt_key, alt_cert) = key_pair(dir, "stranger");
@@ -160,7 +166,6 @@ impl Idp {
             .arg(&alt_cert)
             .arg("--xmlsec")
             .arg(&tools.xmlsec1)
-            .args(["--sp-metadata-url", sp_metadata_url])
             .args(entity_id.map(|e| ["--entity-id", e]).into_iter().flatten())
             .args(want_signed_requests.then_some("--want-signed-requests"))
             .stdin(Stdio::piped())
@@ -191,7 +196,22 @@ impl Idp {
         };
         let started: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         let url = started["url"].as_str().unwrap().to_string();
-        Idp { child, url, entity_id: entity_id.map(str::to_string), cert, log }
+        let stdin = child.stdin.take().unwrap();
+        Idp { child, stdin, stdout, url, entity_id: entity_id.map(str::to_string), cert, log }
+    }
+
+    /// Tells the IdP where porteiro's SP metadata is (one JSON line on its
+    /// stdin) and waits for its acknowledgement, so no AuthnRequest can
+    /// arrive before it knows.
+    pub async fn read_sp_metadata_from(&mut self, url: &str) {
+        let line = format!("{}\n", serde_json::json!({ "sp_metadata_url": url }));
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+        let ack = tokio::time::timeout(PATIENCE, self.stdout.next_line()).await;
+        match ack {
+            Ok(Ok(Some(ack))) => assert!(ack.contains(url), "the IdP answered {ack:?}"),
+            _ => panic!("the IdP did not take the SP metadata URL:\n{}", self.log()),
+        }
     }
 
     pub fn metadata_url(&self) -> String {
@@ -326,22 +346,20 @@ impl Setup {
     pub async fn start(self) -> Saml {
         tools();
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let base = format!("http://127.0.0.1:{port}");
         let entity_id = self.azure_metadata.then_some(AZURE_ISSUER);
-        let idp = Idp::start(dir.path(), &format!("{base}/sso/saml/metadata"), entity_id, self.idp_wants_signed).await;
+        let mut idp = Idp::start(dir.path(), entity_id, self.idp_wants_signed).await;
         let upstream = FakeUpstream::new("clockin").start().await;
-        let public_url = self.public_url.clone().unwrap_or_else(|| base.clone());
-        let toml = self.toml(port, &public_url, &idp, dir.path(), &upstream).await;
-        let config = Config::from_toml(&toml, "saml-test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let running = porteiro::start(config).await.unwrap_or_else(|e| panic!("porteiro does not start: {e}\n{toml}"));
-        assert_eq!(running.addr.port(), port);
-        let admin = format!("http://{}", running.admin_addr.unwrap());
+        let public_url = self.public_url.clone().unwrap_or_else(|| PUBLIC_URL.into());
+        let toml = self.toml(&public_url, &idp, dir.path(), &upstream).await;
+        let gateway = Gateway::start(parse_config(&toml)).await;
+        let base = gateway.base.clone();
+        idp.read_sp_metadata_from(&format!("{base}/sso/saml/metadata")).await;
+        let admin = gateway.admin.clone().unwrap();
         let entity_id = self.entity_id.clone().unwrap_or_else(|| format!("{public_url}/sso/saml/metadata"));
         let saml = Saml {
             dir,
             idp,
-            running,
+            gateway,
             upstream,
             base,
             admin,
@@ -349,13 +367,13 @@ impl Setup {
             entity_id,
             toml,
             client: client(),
-            browser: Browser::default(),
+            browser: AttemptJar::default(),
         };
         saml.wait_ready().await;
         saml
     }
 
-    async fn toml(&self, port: u16, public_url: &str, idp: &Idp, dir: &Path, up: &RunningUpstream) -> String {
+    async fn toml(&self, public_url: &str, idp: &Idp, dir: &Path, up: &RunningUpstream) -> String {
         let q = |s: &str| toml::Value::String(s.into()).to_string();
         let metadata = if self.metadata_from_url {
             format!("idp_metadata_url = {}", q(&idp.metadata_url()))
@@ -393,7 +411,7 @@ impl Setup {
             ));
         }
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = {}\n\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = {}\n\n\
              [session]\nsecret = {}\n\n[[providers]]\n{provider}\n\
              [[routes]]\npath_prefix = \"/\"\nupstream = {}\nlogin = {}\n{}",
             q(public_url),
@@ -433,9 +451,10 @@ pub fn azure_federation_metadata(entity_id: &str, cert_b64: &str, sso_url: &str)
     )
 }
 
-/// A client that never follows redirects and keeps no cookies.
+/// A client that never follows redirects and keeps no cookies, patient
+/// with the IdP.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().timeout(PATIENCE).build().unwrap()
+    client_builder().timeout(PATIENCE).build().unwrap()
 }
 
 /// A browser's Accept header.
@@ -443,11 +462,13 @@ pub const BROWSER: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
 
 /// One browser's login-attempt cookies (`porteiro_login_*`, `Path=/sso/`),
 /// as it would send them to porteiro's `/sso/` endpoints. Only those: the
-/// session cookie is handed around explicitly by the tests.
+/// session cookie is handed around explicitly by the tests (what the SAML
+/// tests assert hop by hop), so this is a jar, not a
+/// [`super::browser::Browser`].
 #[derive(Default)]
-pub struct Browser(Mutex<Vec<(String, String)>>);
+pub struct AttemptJar(Mutex<Vec<(String, String)>>);
 
-impl Browser {
+impl AttemptJar {
     /// Takes in the login-attempt cookies a response sets or expires.
     pub fn absorb(&self, resp: &reqwest::Response) {
         let mut jar = self.0.lock().unwrap();
@@ -489,7 +510,7 @@ pub const ATTEMPT_COOKIE: &str = "porteiro_login_";
 pub struct Saml {
     pub dir: tempfile::TempDir,
     pub idp: Idp,
-    pub running: Running,
+    pub gateway: Gateway,
     pub upstream: RunningUpstream,
     /// `http://127.0.0.1:PORT`, porteiro's listener.
     pub base: String,
@@ -498,8 +519,8 @@ pub struct Saml {
     pub entity_id: String,
     pub toml: String,
     pub client: reqwest::Client,
-    /// The browser of [`Saml::begin`], [`Saml::post_acs`] and friends.
-    pub browser: Browser,
+    /// The jar of [`Saml::begin`], [`Saml::post_acs`] and friends.
+    pub browser: AttemptJar,
 }
 
 /// Hop 1's outcome: where porteiro sent the browser.
@@ -547,14 +568,7 @@ impl Saml {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..500 {
-            let ready = self.client.get(format!("{}/readyz", self.admin)).send().await;
-            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("porteiro never became ready\n{}", self.toml);
+        self.gateway.wait_ready().await;
     }
 
     /// Hop 1: a browser opens `path` and is sent to the IdP with an
@@ -566,7 +580,7 @@ impl Saml {
     /// [`Saml::begin`] in `browser`: the app's path sends it to
     /// `/sso/start` (where its login-attempt cookies come along), which
     /// sends it to the IdP and sets this attempt's cookie.
-    pub async fn begin_in(&self, browser: &Browser, path: &str) -> Begun {
+    pub async fn begin_in(&self, browser: &AttemptJar, path: &str) -> Begun {
         let resp = self.client.get(self.url(path)).header("accept", BROWSER).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
         assert!(session_cookie(&resp).is_none(), "no session before the IdP answers");
@@ -592,6 +606,48 @@ impl Saml {
         let request = get("SAMLRequest").unwrap_or_else(|| panic!("no SAMLRequest in {location}"));
         let relay_state = get("RelayState").unwrap_or_else(|| panic!("no RelayState in {location}"));
         Begun { location, relay_state, request_xml: inflate(&request), set_cookies }
+    }
+
+    /// Hop 1 on another porteiro serving this SP (a replica, one on a
+    /// clock of its own) at `base`, in `jar`: straight to `/sso/start`
+    /// with `redirectUrl=path`. Returns the IdP URL and the RelayState.
+    pub async fn begin_at(&self, base: &str, jar: &AttemptJar, path: &str) -> Begun {
+        let url = format!("{base}/sso/start?redirectUrl={path}");
+        let resp = self.client.get(url).header("accept", BROWSER).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
+        jar.absorb(&resp);
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        let relay_state = url::Url::parse(&location)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "RelayState")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no RelayState in {location}"));
+        Begun { location, relay_state, request_xml: String::new(), set_cookies: Vec::new() }
+    }
+
+    /// Hop 3 on the porteiro at `base`, from `jar`, accepting `accept`:
+    /// the status, the session cookie set (if any) and the body.
+    pub async fn post_acs_at(
+        &self,
+        base: &str,
+        jar: &AttemptJar,
+        answer: &Answer,
+        accept: &str,
+    ) -> (StatusCode, Option<String>, String) {
+        let mut req = self
+            .client
+            .post(format!("{base}/sso/saml/acs"))
+            .header("accept", accept)
+            .form(&[("SAMLResponse", answer.saml_response.as_str()), ("RelayState", answer.relay_state.as_str())]);
+        if let Some(cookies) = jar.header() {
+            req = req.header("cookie", cookies);
+        }
+        let resp = req.send().await.unwrap();
+        jar.absorb(&resp);
+        let status = resp.status();
+        let cookie = session_cookie(&resp);
+        (status, cookie, resp.text().await.unwrap())
     }
 
     /// Hop 2: the browser follows the redirect to the IdP, which signs the
@@ -620,7 +676,7 @@ impl Saml {
     }
 
     /// [`Saml::post_acs`] from `browser`, with the cookies it holds.
-    pub async fn post_acs_in(&self, browser: &Browser, saml_response: &str, relay_state: &str) -> reqwest::Response {
+    pub async fn post_acs_in(&self, browser: &AttemptJar, saml_response: &str, relay_state: &str) -> reqwest::Response {
         let mut req = self
             .client
             .post(self.url("/sso/saml/acs"))
@@ -663,23 +719,21 @@ impl Saml {
 
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.client.get(format!("{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
+        self.gateway.metrics().await
     }
 
     /// `auth_failures` for this provider (`-` when the provider was not known
     /// yet, as for an unknown RelayState) and `reason`.
     pub async fn failures(&self, provider: &str, reason: &str) -> f64 {
-        let series = format!("porteiro_auth_failures_total{{provider=\"{provider}\",reason=\"{reason}\"}}");
-        metric(&self.metrics().await, &series).unwrap_or(0.0)
+        self.gateway.failures(provider, reason).await
     }
 
     pub async fn logins(&self) -> f64 {
-        let series = format!("porteiro_logins_total{{provider=\"{PROVIDER}\"}}");
-        metric(&self.metrics().await, &series).unwrap_or(0.0)
+        self.gateway.logins(PROVIDER).await
     }
 
-    /// Posts `saml_response` with `relay_state` and asserts the refusal: a
-    /// 4xx, no session cookie, nothing sent upstream, no login counted, and
+    /// Posts `saml_response` with `relay_state` and asserts the refusal: the
+    /// documented status for `reason` ([`refusal_status`]), no session cookie, nothing sent upstream, no login counted, and
     /// exactly one more failure counted for `reason` (so this mutation, and
     /// nothing else, is what was refused).
     pub async fn assert_refused(&self, saml_response: &str, relay_state: &str, provider: &str, reason: &str) {
@@ -689,7 +743,7 @@ impl Saml {
     /// [`Saml::assert_refused`] for a POST from `browser`.
     pub async fn assert_refused_in(
         &self,
-        browser: &Browser,
+        browser: &AttemptJar,
         saml_response: &str,
         relay_state: &str,
         provider: &str,
@@ -704,7 +758,7 @@ impl Saml {
             resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
         let no_store = resp.headers().get("cache-control").is_some_and(|v| v == "no-store");
         let body = resp.text().await.unwrap();
-        assert!(status.is_client_error(), "{reason}: expected a 4xx, got {status}: {body}");
+        assert_eq!(status, refusal_status(reason), "{reason}: {body}");
         assert!(no_store, "{reason}: the refusal is not cached");
         assert!(!cookies.iter().any(|c| c.contains(COOKIE)), "{reason}: a session cookie was set: {cookies:?}");
         assert!(body.contains("Sign-in failed"), "{reason}: a short HTML page for browsers: {body}");
@@ -717,6 +771,15 @@ impl Saml {
         );
         assert_eq!(self.logins().await, logins, "{reason}: no login counted");
         assert_eq!(self.upstream.hits(), hits, "{reason}: nothing went upstream");
+    }
+}
+
+/// The status README's table of SAML refusals gives `reason`.
+pub fn refusal_status(reason: &str) -> StatusCode {
+    match reason {
+        "unknown_relay_state" | "saml_browser_mismatch" => StatusCode::BAD_REQUEST,
+        "response_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::UNAUTHORIZED,
     }
 }
 

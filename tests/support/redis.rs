@@ -1,5 +1,12 @@
 //! A real `redis-server` for the shared-store tests (`tests/redis_store.rs`),
-//! started on a free `127.0.0.1` port with no persistence and killed on drop.
+//! on `127.0.0.1` with no persistence, killed on drop.
+//!
+//! The one server of the tests whose port is picked before it binds:
+//! porteiro's `session.redis_url` takes only `redis://` and `rediss://`
+//! (no unix socket), and `redis-server` cannot inherit a listening socket.
+//! So a port is picked by binding `127.0.0.1:0` and releasing it, and a
+//! start that loses the port to another process in between is retried on
+//! another one (bounded).
 //! A missing `redis-server` fails the test with what to install: these
 //! tests never skip.
 
@@ -14,6 +21,9 @@ use std::time::{Duration, Instant};
 /// How long a starting `redis-server` may take to answer PING.
 const START_PATIENCE: Duration = Duration::from_secs(10);
 
+/// Ports tried before giving up (see the module doc).
+const START_TRIES: usize = 5;
+
 /// One `redis-server` process of a test.
 pub struct RedisServer {
     pub port: u16,
@@ -24,12 +34,20 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` on a free port and waits until it answers.
     pub fn start() -> RedisServer {
-        // Bound and released at once: a small window in which another
-        // process could take the port, accepted for a test.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = RedisServer { port, child: None, dir: tempfile::tempdir().unwrap() };
-        server.resume();
-        server
+        let mut dir = tempfile::tempdir().unwrap();
+        for _ in 0..START_TRIES {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut server = RedisServer { port, child: None, dir };
+            match server.try_resume() {
+                Ok(()) => return server,
+                // Someone took the port between its release and redis-server's bind.
+                Err(lost) => {
+                    eprintln!("{lost}; trying another port");
+                    dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+                }
+            }
+        }
+        panic!("redis-server could not bind a free port in {START_TRIES} tries");
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -58,6 +76,12 @@ impl RedisServer {
 
     /// Starts the server again on the same port.
     pub fn resume(&mut self) {
+        self.try_resume().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts the server on its port; `Err` when it exits at once (the port
+    /// is taken).
+    fn try_resume(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "redis-server already running");
         let port = self.port.to_string();
         let spawned = Command::new("redis-server")
@@ -78,9 +102,14 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_PATIENCE;
         while !self.answers_ping() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("redis-server on port {} exited at start ({status})", self.port));
+            }
             assert!(Instant::now() < deadline, "redis-server on port {} never answered PING", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     fn answers_ping(&self) -> bool {

@@ -14,9 +14,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::{Duration, Instant};
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::PATIENCE;
 
 /// One request as the scripted upstream read it.
 #[derive(Debug, Clone)]
@@ -232,6 +236,8 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub struct Upstream {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    /// Connections whose script has ended (and dropped the socket).
+    closed: Arc<AtomicUsize>,
     log: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -272,21 +278,22 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (count, shared_log) = (connections.clone(), log.clone());
+        let (count, ended, shared_log) = (connections.clone(), closed.clone(), log.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let id = count.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(script(Conn {
-                    stream,
-                    buf: BytesMut::new(),
-                    id,
-                    log: shared_log.clone(),
-                    trailers: Vec::new(),
-                }));
+                let run =
+                    script(Conn { stream, buf: BytesMut::new(), id, log: shared_log.clone(), trailers: Vec::new() });
+                let ended = ended.clone();
+                tokio::spawn(async move {
+                    run.await;
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
-        Upstream { addr, connections, log }
+        Upstream { addr, connections, closed, log }
     }
 
     /// Answers requests for `target` with `reply()`, any other with [`fresh`].
@@ -325,5 +332,18 @@ impl Upstream {
     /// Requests whose head has arrived, in order.
     pub fn received(&self) -> Vec<Received> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the scripts of `n` connections have ended.
+    pub async fn wait_for_closed(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.closed.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} connections closed, expected {n}",
+                self.closed.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

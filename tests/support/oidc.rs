@@ -1,12 +1,9 @@
 //! Helpers for the OpenID Connect end-to-end tests (`tests/oidc_*.rs`).
 //!
 //! - [`start_porteiro`]: porteiro in-process with `public_url` =
-//!   [`PUBLIC_URL`]. The test browser resolves that name to porteiro's real
-//!   (port 0) address, so `redirect_uri` is known before anything starts and
-//!   no port is ever guessed.
-//! - [`Browser`]: a client with a cookie jar that follows nothing by itself:
-//!   every hop is a call, every `Set-Cookie` is kept per host and path as a
-//!   browser would (cookies ignore ports; `Path` is honoured).
+//!   [`PUBLIC_URL`]. The test [`Browser`] resolves that name to porteiro's
+//!   real (port 0) address, so `redirect_uri` is known before anything
+//!   starts and no port is ever guessed.
 //! - [`RealOp`]: panva's `oidc-provider` (npm, installed by `.ci/run` into
 //!   `tests/oidc-op/node_modules`) as a child process, and
 //!   [`RealOp::sign_in`] to drive its login and consent pages.
@@ -22,8 +19,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -35,24 +33,21 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use porteiro::Running;
 use porteiro::config::Config;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-/// How long any single wait may take before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub use super::browser::{Browser, PUBLIC_HOST, Page, StoredCookie};
+use super::keys::{Keys, SigningKey};
+pub use super::{Echo, FakeUpstream, Gateway, PATIENCE, RunningUpstream, SESSION_COOKIE, now, parse_config};
 
-/// The host name porteiro is published under in these tests.
-pub const PUBLIC_HOST: &str = "porteiro.test";
 /// `server.public_url`: the test browser resolves [`PUBLIC_HOST`] to
 /// porteiro's real address (see [`Browser::new`]).
 pub const PUBLIC_URL: &str = "http://porteiro.test";
 /// porteiro's `redirect_uri`: `{public_url}/sso/callback`.
 pub const CALLBACK: &str = "http://porteiro.test/sso/callback";
 pub const SESSION_SECRET: &str = "oidc-tests-session-secret-0123456789abcdef";
-pub const SESSION_COOKIE: &str = "porteiro_session";
 pub const STATE_COOKIE_PREFIX: &str = "porteiro_login_";
 
 /// The six claims Niara requires (seed 002).
@@ -72,321 +67,41 @@ pub fn niara_headers() -> String {
     format!("headers = {{ {} }}", list.join(", "))
 }
 
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
 fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
 }
 
 // === porteiro ===
 
-/// porteiro started in-process.
-pub struct Porteiro {
-    pub running: Running,
-}
-
-/// Starts porteiro with `body` (providers and routes) after a `[server]`
-/// published as [`PUBLIC_URL`] (both listeners on `127.0.0.1:0`) and a
-/// `[session]` with a secret. Does not wait for readiness.
-pub async fn start_porteiro(body: &str) -> Porteiro {
-    let text = format!(
+/// porteiro's config for these tests: `[server]` published as
+/// [`PUBLIC_URL`] (both listeners on `127.0.0.1:0`), a `[session]` with a
+/// secret, then `body` (providers and routes).
+pub fn oidc_config(body: &str) -> Config {
+    parse_config(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"{PUBLIC_URL}\"\n\n\
          [session]\nsecret = \"{SESSION_SECRET}\"\n\n{body}\n"
-    );
-    let config = Config::from_toml(&text, "oidc-test.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let running = porteiro::start(config).await.unwrap_or_else(|e| panic!("{e}"));
-    Porteiro { running }
+    ))
+}
+
+/// Starts porteiro with [`oidc_config`]`(body)`; does not wait for readiness.
+pub async fn start_porteiro(body: &str) -> Gateway {
+    Gateway::start(oidc_config(body)).await
 }
 
 /// [`start_porteiro`], then waits until `/readyz` says 200.
-pub async fn start_ready(body: &str) -> Porteiro {
-    let p = start_porteiro(body).await;
-    p.wait_ready().await;
-    p
+pub async fn start_ready(body: &str) -> Gateway {
+    Gateway::start_ready(oidc_config(body)).await
 }
 
-impl Porteiro {
-    pub fn addr(&self) -> SocketAddr {
-        self.running.addr
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.admin_addr.expect("admin listener"))
-    }
-
+impl Gateway {
     /// A new browser (empty cookie jar) that reaches this porteiro as
     /// [`PUBLIC_URL`].
     pub fn browser(&self) -> Browser {
         Browser::new(self.addr())
     }
-
-    /// The status of `/readyz` on the admin listener.
-    pub async fn readyz(&self) -> u16 {
-        plain_client().get(self.admin_url("/readyz")).send().await.unwrap().status().as_u16()
-    }
-
-    /// Waits until `/readyz` answers 200.
-    pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.readyz().await != 200 {
-            assert!(Instant::now() < deadline, "porteiro not ready within {PATIENCE:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub async fn metrics(&self) -> String {
-        plain_client().get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
-    }
-
-    /// `porteiro_auth_failures_total{provider, reason}`, 0 when absent.
-    pub async fn failures(&self, provider: &str, reason: &str) -> f64 {
-        let series = format!("porteiro_auth_failures_total{{provider=\"{provider}\",reason=\"{reason}\"}}");
-        crate::support::metric(&self.metrics().await, &series).unwrap_or(0.0)
-    }
-
-    /// `porteiro_logins_total{provider}`, 0 when absent.
-    pub async fn logins(&self, provider: &str) -> f64 {
-        let series = format!("porteiro_logins_total{{provider=\"{provider}\"}}");
-        crate::support::metric(&self.metrics().await, &series).unwrap_or(0.0)
-    }
 }
-
-/// A client without cookies, redirects or proxies.
-pub fn plain_client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().timeout(PATIENCE).build().unwrap()
-}
-
-// === the browser ===
-
-/// One stored cookie.
-#[derive(Debug, Clone)]
-pub struct StoredCookie {
-    /// Host only, no port: browsers share cookies across ports.
-    pub host: String,
-    pub name: String,
-    pub value: String,
-    pub path: String,
-    pub secure: bool,
-}
-
-/// A browser: a cookie jar and a client that never follows redirects.
-/// Navigations send `Accept: text/html`, as browsers do.
-#[derive(Clone)]
-pub struct Browser {
-    client: reqwest::Client,
-    jar: Arc<Mutex<Vec<StoredCookie>>>,
-    /// Every `Set-Cookie` received, in order.
-    received: Arc<Mutex<Vec<String>>>,
-}
-
-/// One answer, with the URL it answered.
-#[derive(Debug)]
-pub struct Page {
-    pub url: url::Url,
-    pub status: StatusCode,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: String,
-}
-
-const NAVIGATION_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 impl Browser {
-    /// A browser for which [`PUBLIC_HOST`] is `porteiro` (any port in the
-    /// URL is replaced by porteiro's real one: public URLs carry none).
-    pub fn new(porteiro: SocketAddr) -> Browser {
-        Browser::with_client(
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .resolve(PUBLIC_HOST, porteiro)
-                .timeout(PATIENCE),
-        )
-    }
-
-    /// Same, with a longer patience (for answers that are slow on purpose).
-    pub fn patient(porteiro: SocketAddr, timeout: Duration) -> Browser {
-        Browser::with_client(
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .resolve(PUBLIC_HOST, porteiro)
-                .timeout(timeout),
-        )
-    }
-
-    fn with_client(builder: reqwest::ClientBuilder) -> Browser {
-        Browser { client: builder.build().unwrap(), jar: Arc::default(), received: Arc::default() }
-    }
-
-    /// Another browser with a copy of this one's cookies (as they are now).
-    pub fn snapshot(&self) -> Browser {
-        Browser {
-            client: self.client.clone(),
-            jar: Arc::new(Mutex::new(self.jar.lock().unwrap().clone())),
-            received: Arc::default(),
-        }
-    }
-
-    /// Another browser with an empty jar.
-    pub fn other_browser(&self) -> Browser {
-        Browser { client: self.client.clone(), jar: Arc::default(), received: Arc::default() }
-    }
-
-    /// A top-level navigation.
-    pub async fn get(&self, url: &str) -> Page {
-        self.send(Method::GET, url, None, Some(NAVIGATION_ACCEPT)).await
-    }
-
-    /// A navigation with extra request headers (forged ones, say).
-    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Page {
-        self.send_with(Method::GET, url, None, Some(NAVIGATION_ACCEPT), headers).await
-    }
-
-    /// A script's request (`Accept: application/json`).
-    pub async fn get_json(&self, url: &str) -> Page {
-        self.send(Method::GET, url, None, Some("application/json")).await
-    }
-
-    /// A form submission.
-    pub async fn post_form(&self, url: &str, form: &[(String, String)]) -> Page {
-        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        self.send(Method::POST, url, Some(body), Some(NAVIGATION_ACCEPT)).await
-    }
-
-    /// Follows one redirect `page` answered with.
-    pub async fn follow(&self, page: &Page) -> Page {
-        assert!(
-            page.status.is_redirection(),
-            "expected a redirect from {}, got {}: {}",
-            page.url,
-            page.status,
-            page.body
-        );
-        self.get(page.location().as_str()).await
-    }
-
-    /// Follows redirects while they stay on `host`; returns the first
-    /// answer that is not such a redirect (a page, or a redirect elsewhere).
-    pub async fn follow_on(&self, page: Page, host: &str) -> Page {
-        let mut page = page;
-        for _ in 0..10 {
-            if !page.status.is_redirection() || page.location().host_str() != Some(host) {
-                return page;
-            }
-            page = self.follow(&page).await;
-        }
-        panic!("more than 10 redirects on {host}");
-    }
-
-    async fn send(&self, method: Method, url: &str, form: Option<String>, accept: Option<&str>) -> Page {
-        self.send_with(method, url, form, accept, &[]).await
-    }
-
-    async fn send_with(
-        &self,
-        method: Method,
-        url: &str,
-        form: Option<String>,
-        accept: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> Page {
-        let parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("bad URL {url:?}: {e}"));
-        let mut req = self.client.request(method, parsed.clone());
-        for (name, value) in extra {
-            req = req.header(*name, *value);
-        }
-        if let Some(a) = accept {
-            req = req.header(header::ACCEPT, a);
-        }
-        if let Some(cookies) = self.cookie_header(&parsed) {
-            req = req.header(header::COOKIE, cookies);
-        }
-        if let Some(body) = form {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
-        }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        for value in headers.get_all(header::SET_COOKIE) {
-            self.store(&parsed, value.to_str().unwrap());
-        }
-        let body = resp.text().await.unwrap_or_else(|e| panic!("{url}: body: {e}"));
-        Page { url: parsed, status, headers, body }
-    }
-
-    /// RFC 6265 §5.4, as far as these tests need: host-only cookies, path
-    /// match, `Secure` only over https; longer paths first.
-    fn cookie_header(&self, url: &url::Url) -> Option<String> {
-        let host = url.host_str()?;
-        let path = url.path();
-        let mut matching: Vec<StoredCookie> = self
-            .jar
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.host == host && path_matches(&c.path, path) && (!c.secure || url.scheme() == "https"))
-            .cloned()
-            .collect();
-        if matching.is_empty() {
-            return None;
-        }
-        matching.sort_by_key(|c| std::cmp::Reverse(c.path.len()));
-        Some(matching.iter().map(|c| format!("{}={}", c.name, c.value)).collect::<Vec<_>>().join("; "))
-    }
-
-    /// The last `Set-Cookie` this browser received for `name`.
-    pub fn last_set_cookie(&self, name: &str) -> Option<cookie::Cookie<'static>> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .map(|raw| cookie::Cookie::parse(raw.clone()).unwrap())
-            .find(|c| c.name() == name)
-    }
-
-    fn store(&self, url: &url::Url, set_cookie: &str) {
-        self.received.lock().unwrap().push(set_cookie.to_string());
-        let c = cookie::Cookie::parse(set_cookie.to_string())
-            .unwrap_or_else(|e| panic!("bad Set-Cookie {set_cookie:?}: {e}"));
-        let host = url.host_str().unwrap().to_string();
-        let path = match c.path() {
-            Some(p) if p.starts_with('/') => p.to_string(),
-            _ => default_path(url.path()),
-        };
-        let expired = c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
-            || c.expires_datetime().is_some_and(|t| t <= cookie::time::OffsetDateTime::now_utc());
-        let mut jar = self.jar.lock().unwrap();
-        jar.retain(|s| !(s.host == host && s.name == c.name() && s.path == path));
-        if !expired {
-            jar.push(StoredCookie {
-                host,
-                name: c.name().to_string(),
-                value: c.value().to_string(),
-                path,
-                secure: c.secure().unwrap_or(false),
-            });
-        }
-    }
-
-    /// Puts a cookie in the jar as if `host` had set it.
-    pub fn add_cookie(&self, host: &str, name: &str, value: &str, path: &str) {
-        self.jar.lock().unwrap().push(StoredCookie {
-            host: host.into(),
-            name: name.into(),
-            value: value.into(),
-            path: path.into(),
-            secure: false,
-        });
-    }
-
-    /// The cookies held for `host` (any path).
-    pub fn cookies(&self, host: &str) -> Vec<StoredCookie> {
-        self.jar.lock().unwrap().iter().filter(|c| c.host == host).cloned().collect()
-    }
-
     /// porteiro's login-attempt cookies held now.
     pub fn state_cookies(&self) -> Vec<StoredCookie> {
         self.cookies(PUBLIC_HOST).into_iter().filter(|c| c.name.starts_with(STATE_COOKIE_PREFIX)).collect()
@@ -408,71 +123,6 @@ impl Browser {
         assert_ne!(page.location().host_str(), Some(PUBLIC_HOST), "still on porteiro: {}", page.location());
         assert_hardened(&page);
         page
-    }
-}
-
-fn path_matches(cookie_path: &str, request_path: &str) -> bool {
-    request_path == cookie_path
-        || (request_path.starts_with(cookie_path)
-            && (cookie_path.ends_with('/') || request_path.as_bytes().get(cookie_path.len()) == Some(&b'/')))
-}
-
-fn default_path(request_path: &str) -> String {
-    match request_path.rfind('/') {
-        Some(0) | None => "/".to_string(),
-        Some(i) => request_path[..i].to_string(),
-    }
-}
-
-impl Page {
-    /// `Location`, resolved against this page's URL.
-    pub fn location(&self) -> url::Url {
-        let loc = self
-            .headers
-            .get(header::LOCATION)
-            .unwrap_or_else(|| panic!("no Location from {} ({}): {}", self.url, self.status, self.body));
-        self.url.join(loc.to_str().unwrap()).unwrap()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    /// The `Set-Cookie` of this answer for `name`.
-    pub fn set_cookie(&self, name: &str) -> Option<cookie::Cookie<'static>> {
-        self.set_cookies().into_iter().find(|c| c.name() == name)
-    }
-
-    pub fn set_cookies(&self) -> Vec<cookie::Cookie<'static>> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| cookie::Cookie::parse(v.to_str().unwrap().to_string()).unwrap())
-            .collect()
-    }
-
-    /// Whether this answer starts a porteiro session.
-    pub fn sets_session(&self) -> bool {
-        self.set_cookies().iter().any(|c| c.name().starts_with(SESSION_COOKIE) && !c.value().is_empty())
-    }
-
-    /// The decoded query parameter `name` of `Location`.
-    pub fn location_param(&self, name: &str) -> Option<String> {
-        self.location().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-
-    /// The upstream's echo (see `support::FakeUpstream`).
-    pub fn echo(&self) -> crate::support::Echo {
-        assert_eq!(self.status, StatusCode::OK, "{}: {}", self.url, self.body);
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not an echo ({e}): {}", self.body))
-    }
-
-    pub fn is_html(&self) -> bool {
-        self.header("content-type").is_some_and(|t| t.starts_with("text/html"))
     }
 }
 
@@ -790,53 +440,6 @@ struct Grant {
     used: bool,
 }
 
-struct SigningKey {
-    kid: &'static str,
-    alg: Algorithm,
-    key: EncodingKey,
-    jwk: Value,
-}
-
-impl SigningKey {
-    fn generate(kid: &'static str, alg: Algorithm) -> SigningKey {
-        let (params, crv, len) = match alg {
-            Algorithm::ES256 => (&rcgen::PKCS_ECDSA_P256_SHA256, "P-256", 32),
-            Algorithm::ES384 => (&rcgen::PKCS_ECDSA_P384_SHA384, "P-384", 48),
-            other => panic!("no key generation for {other:?}"),
-        };
-        let pair = rcgen::KeyPair::generate_for(params).unwrap();
-        let raw = pair.public_key_raw();
-        assert_eq!(raw.len(), 1 + 2 * len, "uncompressed EC point");
-        let jwk = json!({
-            "kty": "EC",
-            "crv": crv,
-            "kid": kid,
-            "use": "sig",
-            "alg": format!("{alg:?}"),
-            "x": URL_SAFE_NO_PAD.encode(&raw[1..=len]),
-            "y": URL_SAFE_NO_PAD.encode(&raw[1 + len..]),
-        });
-        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
-        SigningKey { kid, alg, key, jwk }
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.to_string());
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
-    }
-
-    /// Signs `payload` exactly as given.
-    fn sign_raw(&self, payload: &str) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.to_string());
-        let header = serde_json::to_string(&header).unwrap();
-        let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &self.key, self.alg).unwrap();
-        format!("{message}.{signature}")
-    }
-}
-
 struct Idp {
     issuer: String,
     client_id: String,
@@ -861,6 +464,8 @@ pub struct TestIdp {
     pub addr: SocketAddr,
     pub issuer: String,
     idp: Arc<Idp>,
+    down: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
 }
 
 /// Settings of a [`TestIdp`] before it starts.
@@ -899,9 +504,15 @@ impl TestIdp {
         }
     }
 
-    /// An address for an IdP that is not running yet (bound, then released).
-    pub async fn free_addr() -> SocketAddr {
-        TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap()
+    /// Connections accepted and closed unanswered while the IdP was down
+    /// (see [`TestIdpBuilder::start_down`]).
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// A down IdP starts answering.
+    pub fn bring_up(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 
     pub fn set_authorize(&self, reply: AuthorizeReply) {
@@ -950,27 +561,29 @@ impl TestIdpBuilder {
     }
 
     pub async fn start(self) -> TestIdp {
+        self.serve(false).await
+    }
+
+    /// An IdP that is down: its address is bound (and kept), but every
+    /// connection is closed unanswered until [`TestIdp::bring_up`].
+    pub async fn start_down(self) -> TestIdp {
+        self.serve(true).await
+    }
+
+    async fn serve(self, down: bool) -> TestIdp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        self.serve(listener)
-    }
-
-    /// Starts on `addr` (from [`TestIdp::free_addr`]).
-    pub async fn start_on(self, addr: SocketAddr) -> TestIdp {
-        let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("rebinding {addr}: {e}"));
-        self.serve(listener)
-    }
-
-    fn serve(self, listener: TcpListener) -> TestIdp {
         let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(down));
+        let refused = Arc::new(AtomicUsize::new(0));
         let issuer = format!("http://{addr}");
         let idp = Arc::new(Idp {
             issuer: issuer.clone(),
             client_id: self.client_id,
             client_secret: self.client_secret,
             iss_supported: self.iss_supported,
-            es256: SigningKey::generate("es256-key", Algorithm::ES256),
-            es384: SigningKey::generate("es384-key", Algorithm::ES384),
-            rogue: SigningKey::generate("es256-key", Algorithm::ES256),
+            es256: SigningKey::new("es256-key", Keys::p256()),
+            es384: SigningKey::new("es384-key", Keys::p384()),
+            rogue: SigningKey::new("es256-key", Keys::p256()),
             authorize_reply: Mutex::new(AuthorizeReply::Code),
             iss_param: Mutex::new(IssParam::Auto),
             token_reply: Mutex::new(TokenReply::Good),
@@ -980,9 +593,15 @@ impl TestIdpBuilder {
             token_calls: Mutex::new(Vec::new()),
         });
         let serving = idp.clone();
+        let (is_down, refusals) = (down.clone(), refused.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                if is_down.load(Ordering::SeqCst) {
+                    refusals.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
+                    continue;
+                }
                 let idp = serving.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -995,7 +614,7 @@ impl TestIdpBuilder {
                 });
             }
         });
-        TestIdp { addr, issuer, idp }
+        TestIdp { addr, issuer, idp, down, refused }
     }
 }
 
@@ -1059,7 +678,9 @@ impl Idp {
     async fn answer(&self, req: Request<Incoming>) -> Response<IdpBody> {
         match (req.method().clone(), req.uri().path()) {
             (Method::GET, "/.well-known/openid-configuration") => self.discovery(),
-            (Method::GET, "/jwks") => json_response(StatusCode::OK, &json!({"keys": [self.es256.jwk, self.es384.jwk]})),
+            (Method::GET, "/jwks") => {
+                json_response(StatusCode::OK, &json!({"keys": [self.es256.jwk(), self.es384.jwk()]}))
+            }
             (Method::GET, "/authorize") => self.authorize(&req),
             (Method::POST, "/token") => self.token(req).await,
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
@@ -1193,8 +814,8 @@ impl Idp {
             TokenReply::Es384 => Some(self.es384.sign(&claims)),
             TokenReply::Hs256 => {
                 let mut header = Header::new(Algorithm::HS256);
-                header.kid = Some(self.es256.kid.to_string());
-                let secret = json!({"keys": [self.es256.jwk]}).to_string();
+                header.kid = Some(self.es256.kid.clone());
+                let secret = json!({"keys": [self.es256.jwk()]}).to_string();
                 Some(jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap())
             }
             TokenReply::AlgNone => Some(format!(

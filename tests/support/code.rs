@@ -1,34 +1,21 @@
 //! Helpers for the single-use code and bearer token tests (`tests/code_*.rs`,
-//! `tests/bearer_*.rs`), on top of `tests/support` (used read-only):
+//! `tests/bearer_*.rs`):
 //!
 //! - config snippets: a session, a `code` provider with its clients;
 //! - the back channel: [`mint`] (`POST /sso/code` with HTTP Basic), the
 //!   browser's [`redeem`] (`GET /sso/authorize`), the session cookie it sets;
-//! - [`JwksServer`]: a key set served from `127.0.0.1:0`, counting fetches;
-//! - [`keys`]: RSA, P-256 and HMAC keys that sign test tokens.
+//! - key sets are served by [`super::jwks::JwksServer`], tokens signed with
+//!   [`super::keys`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 #![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
-pub mod keys;
-
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::{StatusCode, header};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
-use crate::support::{PATIENCE, client};
+use super::client;
 
 /// The session secret of every test config (32 bytes).
 pub const SESSION_SECRET: &str = "code-tests-session-secret-32-byt";
@@ -41,8 +28,7 @@ pub const CLIENT2: (&str, &str) = ("app2", "app2-secret-0123456789");
 /// Where the `kb` provider sends browsers that need a code.
 pub const LOGIN_URL: &str = "https://app.test/login";
 
-/// The porteiro cookie name when `public_url` is plain http.
-pub const COOKIE: &str = "porteiro_session";
+pub use super::SESSION_COOKIE as COOKIE;
 
 /// `[session]` with [`SESSION_SECRET`] and `validity_minutes`.
 pub fn session(validity_minutes: u64) -> String {
@@ -174,71 +160,4 @@ pub fn session_cookie(headers: &http::HeaderMap) -> Option<String> {
 pub fn session_max_age(headers: &http::HeaderMap) -> Option<u64> {
     let set = session_set_cookies(headers);
     set.first()?.split(';').find_map(|a| a.trim().strip_prefix("Max-Age=")).map(|v| v.parse().unwrap())
-}
-
-/// Waits until the admin listener says ready (key sets fetched).
-pub async fn wait_ready(admin_url: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(r) = client().get(admin_url).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{admin_url} never said ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Sleeps until the wall clock (unix seconds) has reached `t`.
-pub async fn sleep_until_unix(t: u64) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    let target = Duration::from_secs(t);
-    if target > now {
-        tokio::time::sleep(target - now + Duration::from_millis(20)).await;
-    }
-}
-
-/// A JWKS document served at any path of `127.0.0.1:port`.
-pub struct JwksServer {
-    pub addr: SocketAddr,
-    fetches: Arc<AtomicUsize>,
-}
-
-impl JwksServer {
-    pub async fn start(document: Value) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let body = Bytes::from(document.to_string());
-        let count = fetches.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (body, count) = (body.clone(), count.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |_req| {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        let mut resp = Response::new(Full::new(body.clone()));
-                        resp.headers_mut()
-                            .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        JwksServer { addr, fetches }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}/.well-known/jwks.json", self.addr)
-    }
-
-    /// How many times the key set was fetched.
-    pub fn fetches(&self) -> usize {
-        self.fetches.load(Ordering::SeqCst)
-    }
 }

@@ -9,20 +9,14 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use porteiro::clock::Clock;
 use serde_json::{Value, json};
 use support::auth::{Conf, FakeUpstream, Gateway, ISSUER, JwksServer, SigningKey, json_error, q, random_id};
-use support::{PATIENCE, metric};
+use support::{PATIENCE, eventually, metric};
 
 /// Claims valid at porteiro's `clock` (which the tests move ahead).
 fn claims_at(clock: &Clock) -> Value {
@@ -34,14 +28,6 @@ fn claims_at(clock: &Clock) -> Value {
 /// Starts `conf` on `clock` without waiting for readiness.
 async fn start(conf: &Conf, clock: &Clock) -> Gateway {
     Gateway::start_with_clock(conf.config(), clock.clone()).await
-}
-
-async fn readyz(gw: &Gateway) -> StatusCode {
-    gw.client.get(format!("{}/readyz", gw.admin.as_ref().unwrap())).send().await.unwrap().status()
-}
-
-async fn metrics(gw: &Gateway) -> String {
-    support::admin_metrics(gw.running.admin_addr.unwrap()).await
 }
 
 /// Moves `clock` ahead `step` at a time until `done` holds (checking each
@@ -64,19 +50,6 @@ where
         assert!(Instant::now() < deadline, "{what}: not after moving the clock {moved:?}");
         clock.advance(step);
         moved += step;
-    }
-}
-
-/// Polls `done` in real time (the clock left alone) for up to [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -110,7 +83,7 @@ async fn readyz_is_503_until_every_jwt_and_bearer_key_set_has_loaded() {
     let gw = start(&conf, &clock).await;
 
     // Both sets unreachable: not ready, and logins and API calls answer 503.
-    assert_eq!(readyz(&gw).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(gw.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         login_status(&gw, &login_key.sign(&claims_at(&clock))).await,
         (StatusCode::SERVICE_UNAVAILABLE, Some("keys_unavailable".into()))
@@ -124,11 +97,11 @@ async fn readyz_is_503_until_every_jwt_and_bearer_key_set_has_loaded() {
         login_status(&gw, &login_key.sign(&claims_at(&clock))).await.0 == StatusCode::FOUND
     })
     .await;
-    assert_eq!(readyz(&gw).await, StatusCode::SERVICE_UNAVAILABLE, "the bearer provider has no keys yet");
+    assert_eq!(gw.readyz().await, StatusCode::SERVICE_UNAVAILABLE, "the bearer provider has no keys yet");
 
     // Both loaded: ready.
     api_jwks.bring_up();
-    advance_until(&clock, Duration::from_secs(5), "ready", || async { readyz(&gw).await == StatusCode::OK }).await;
+    advance_until(&clock, Duration::from_secs(5), "ready", || async { gw.readyz().await == StatusCode::OK }).await;
     assert_eq!(api(api_key.sign(&claims_at(&clock))).await.unwrap().status(), StatusCode::OK);
 }
 
@@ -148,7 +121,7 @@ async fn refresh_after(max_age: u64, bounds: Option<(u64, u64)>, step: Duration)
     }
     let clock = Clock::default();
     let gw = start(&conf, &clock).await;
-    eventually("ready", || async { readyz(&gw).await == StatusCode::OK }).await;
+    eventually("ready", || async { gw.readyz().await == StatusCode::OK }).await;
     assert_eq!(jwks.fetches(), 1);
     // Measured on porteiro's clock, which real time moves too: a slow
     // machine cannot make the refetch look early. It can look up to a few
@@ -195,64 +168,11 @@ async fn a_jwks_document_holds_at_most_64_keys() {
         (StatusCode::UNAUTHORIZED, Some("unknown_key".into())),
         "the 65th key is not used"
     );
-    let metrics = metrics(&gw).await;
+    let metrics = gw.metrics().await;
     assert_eq!(
         metric(&metrics, r#"porteiro_auth_failures_total{provider="intranet",reason="unknown_key"}"#),
         Some(1.0)
     );
-}
-
-/// A JWKS endpoint serving a document as given, or holding every request
-/// without an answer.
-struct RawJwks {
-    addr: std::net::SocketAddr,
-    body: Arc<Mutex<Bytes>>,
-    hang: Arc<AtomicBool>,
-    /// Arrival time of every request.
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-}
-
-impl RawJwks {
-    async fn start(body: Bytes) -> RawJwks {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let jwks = RawJwks {
-            addr: listener.local_addr().unwrap(),
-            body: Arc::new(Mutex::new(body)),
-            hang: Arc::new(AtomicBool::new(false)),
-            arrivals: Arc::default(),
-        };
-        let (body, hang, arrivals) = (jwks.body.clone(), jwks.hang.clone(), jwks.arrivals.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (body, hang, arrivals) = (body.clone(), hang.clone(), arrivals.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |_req| {
-                        arrivals.lock().unwrap().push(Instant::now());
-                        let (body, hang) = (body.lock().unwrap().clone(), hang.load(Ordering::SeqCst));
-                        async move {
-                            if hang {
-                                std::future::pending::<()>().await;
-                            }
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(body)))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        jwks
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/jwks.json", self.addr)
-    }
-
-    fn requests(&self) -> usize {
-        self.arrivals.lock().unwrap().len()
-    }
 }
 
 /// A key set of `key`, padded with an unknown member to `total` bytes.
@@ -270,17 +190,17 @@ fn padded_jwks(key: &SigningKey, total: usize) -> Bytes {
 async fn a_jwks_document_over_256_kib_is_refused() {
     let upstream = FakeUpstream::new("app").start().await;
     let key = SigningKey::ec("k");
-    let jwks = RawJwks::start(padded_jwks(&key, 256 * 1024 + 1)).await;
+    let jwks = JwksServer::raw(padded_jwks(&key, 256 * 1024 + 1)).await;
     let clock = Clock::default();
     let gw = start(&Conf::new(&upstream.authority()).jwks(&jwks.url(), r#"["ES256"]"#), &clock).await;
-    eventually("fetched twice", || async { jwks.requests() >= 1 }).await;
-    advance_until(&clock, Duration::from_secs(1), "fetched twice", || async { jwks.requests() >= 2 }).await;
-    assert_eq!(readyz(&gw).await, StatusCode::SERVICE_UNAVAILABLE, "one byte too many");
+    eventually("fetched twice", || async { !jwks.arrivals().is_empty() }).await;
+    advance_until(&clock, Duration::from_secs(1), "fetched twice", || async { jwks.arrivals().len() >= 2 }).await;
+    assert_eq!(gw.readyz().await, StatusCode::SERVICE_UNAVAILABLE, "one byte too many");
     assert_eq!(login_status(&gw, &key.sign(&claims_at(&clock))).await.0, StatusCode::SERVICE_UNAVAILABLE);
 
     // Exactly 256 KiB is fine.
-    *jwks.body.lock().unwrap() = padded_jwks(&key, 256 * 1024);
-    advance_until(&clock, Duration::from_secs(5), "ready", || async { readyz(&gw).await == StatusCode::OK }).await;
+    jwks.set_raw(padded_jwks(&key, 256 * 1024));
+    advance_until(&clock, Duration::from_secs(5), "ready", || async { gw.readyz().await == StatusCode::OK }).await;
     assert_eq!(login_status(&gw, &key.sign(&claims_at(&clock))).await.0, StatusCode::FOUND);
 }
 
@@ -288,25 +208,25 @@ async fn a_jwks_document_over_256_kib_is_refused() {
 async fn a_jwks_fetch_gives_up_after_5_seconds() {
     let upstream = FakeUpstream::new("app").start().await;
     let key = SigningKey::ec("k");
-    let jwks = RawJwks::start(padded_jwks(&key, 1024)).await;
-    jwks.hang.store(true, Ordering::SeqCst);
+    let jwks = JwksServer::raw(padded_jwks(&key, 1024)).await;
+    jwks.hang();
     let clock = Clock::default();
     let gw = start(&Conf::new(&upstream.authority()).jwks(&jwks.url(), r#"["ES256"]"#), &clock).await;
     // The first fetch hangs; porteiro gives up after 5 s and, after its
     // first backoff (0.5 s), asks again on a new request.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while jwks.requests() < 2 {
+    while jwks.arrivals().len() < 2 {
         assert!(Instant::now() < deadline, "no second fetch within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let arrivals = jwks.arrivals.lock().unwrap().clone();
+    let arrivals = jwks.arrivals();
     let gap = arrivals[1] - arrivals[0];
     assert!(gap >= Duration::from_secs(5), "gave up after {gap:?}");
     assert!(gap < Duration::from_secs(15), "gave up only after {gap:?}");
-    assert_eq!(readyz(&gw).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(gw.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
 
     // An answering server is loaded on a later attempt.
-    jwks.hang.store(false, Ordering::SeqCst);
-    advance_until(&clock, Duration::from_secs(5), "ready", || async { readyz(&gw).await == StatusCode::OK }).await;
+    jwks.bring_up();
+    advance_until(&clock, Duration::from_secs(5), "ready", || async { gw.readyz().await == StatusCode::OK }).await;
     assert_eq!(login_status(&gw, &key.sign(&claims_at(&clock))).await.0, StatusCode::FOUND);
 }

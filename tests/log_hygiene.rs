@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use serde_json::{Value, json};
 use support::{ConfigFile, PATIENCE, client};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SESSION_SECRET: &str = "hygiene-session-secret-S3SS10N-0123456789";
 const ADMIN_TOKEN: &str = "hygiene-admin-token-ADM1N-0123456789";
@@ -37,14 +36,7 @@ impl Proc {
         assert!(text.starts_with("[server]\n"), "{text}");
         let config = ConfigFile::new(&text.replacen("[server]\n", "[server]\nlog_format = \"json\"\n", 1));
         let mut child = support::porteiro_command("debug").args(["--config", config.path_str()]).spawn().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = logs.clone();
-        let reader = tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (logs, reader) = support::collect_lines(child.stderr.take().unwrap());
         let deadline = Instant::now() + PATIENCE;
         let listening = loop {
             if let Some(l) = logs.lock().unwrap().iter().find(|l| l.contains("porteiro listening")) {

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use support::auth::{
     COOKIE, Conf, FakeUpstream, Gateway, RunningUpstream, claims, claims_with, hs_token, json_error, q, random_id,
 };
+use support::eventually_within;
 use support::redis::RedisServer;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
@@ -82,23 +83,6 @@ fn has_session_cookie(resp: &reqwest::Response) -> bool {
         .any(|v| v.to_str().unwrap().starts_with(&format!("{COOKIE}=")) && !v.to_str().unwrap().contains("Max-Age=0"))
 }
 
-async fn readyz(gw: &Gateway) -> StatusCode {
-    gw.client.get(format!("{}/readyz", gw.admin.as_ref().unwrap())).send().await.unwrap().status()
-}
-
-/// Polls `check` every 50 ms until it holds or `within` has passed.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Does `cookie` still open a session on `gw`?
 async fn session_works(gw: &Gateway, cookie: &str) -> bool {
     let resp = gw.get("/").header("cookie", cookie).send().await.unwrap();
@@ -144,7 +128,7 @@ async fn store_operations_against_a_real_redis() {
     // porteiro's clock does not move them).
     a.put("short", b"v".to_vec(), Duration::from_millis(100)).await.unwrap();
     assert!(a.insert_once("once", Duration::from_millis(100)).await.unwrap());
-    eventually(Duration::from_secs(10), "the short keys expire in Redis", || async {
+    eventually_within(Duration::from_secs(10), "the short keys expire in Redis", || async {
         server.command("EXISTS t:short t:once") == ":0\r\n"
     })
     .await;
@@ -159,7 +143,7 @@ async fn store_operations_against_a_real_redis() {
     // A revocation reaches the other replica's local mirror.
     a.revoke(Revocation::Email("Ana@Example.com".into()), 100, ttl).await.unwrap();
     assert!(a.is_revoked("s1", "ana", Some("ana@example.com"), 100), "applied locally at once");
-    eventually(PROPAGATION, "revocation reaches b", || async {
+    eventually_within(PROPAGATION, "revocation reaches b", || async {
         b.is_revoked("s2", "ana", Some("ANA@example.com"), 99)
     })
     .await;
@@ -257,7 +241,8 @@ async fn admin_revoke_on_one_replica_ends_the_session_on_all() {
     let resp = a.revoke(ADMIN_TOKEN, json!({"subject": "C-7"})).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(!session_works(&a, &carla).await, "revoked on A at once");
-    eventually(PROPAGATION, "B refuses the revoked session", || async { !session_works(&b, &carla).await }).await;
+    eventually_within(PROPAGATION, "B refuses the revoked session", || async { !session_works(&b, &carla).await })
+        .await;
     assert!(session_works(&a, &ana).await && session_works(&b, &ana).await, "other sessions stay");
 
     // A replica started after the revocation loads it before saying ready.
@@ -269,7 +254,7 @@ async fn admin_revoke_on_one_replica_ends_the_session_on_all() {
     let resp = c.revoke(ADMIN_TOKEN, json!({"email": "ANA@example.com"})).await;
     assert_eq!(resp.status(), StatusCode::OK);
     for gw in [&a, &b] {
-        eventually(PROPAGATION, "revocation by email", || async { !session_works(gw, &ana).await }).await;
+        eventually_within(PROPAGATION, "revocation by email", || async { !session_works(gw, &ana).await }).await;
     }
 }
 
@@ -284,12 +269,14 @@ async fn redis_down_fails_logins_closed_and_keeps_sessions() {
     let bruno = b.login(&hs_token(&claims_with(json!({"userid": "B-1", "email": "bruno@example.com"})))).await;
     let resp = a.revoke(ADMIN_TOKEN, json!({"subject": "B-1"})).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    eventually(PROPAGATION, "revocation reaches B", || async { !session_works(&b, &bruno).await }).await;
+    eventually_within(PROPAGATION, "revocation reaches B", || async { !session_works(&b, &bruno).await }).await;
 
     server.stop();
     for gw in [&a, &b] {
-        eventually(PROPAGATION, "/readyz turns 503", || async { readyz(gw).await == StatusCode::SERVICE_UNAVAILABLE })
-            .await;
+        eventually_within(PROPAGATION, "/readyz turns 503", || async {
+            gw.readyz().await == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
         // Existing sessions keep working, revocations still hold: the
         // per-request check never touches Redis.
         assert!(session_works(gw, &ana).await);
@@ -309,10 +296,15 @@ async fn redis_down_fails_logins_closed_and_keeps_sessions() {
     // Back (empty: nothing was persisted): ready again, logins work again.
     server.resume();
     for gw in [&a, &b] {
-        eventually(Duration::from_secs(10), "/readyz turns 200", || async { readyz(gw).await == StatusCode::OK }).await;
-    }
-    eventually(Duration::from_secs(10), "minting works again", || async { mint(&a).await.status() == StatusCode::OK })
+        eventually_within(Duration::from_secs(10), "/readyz turns 200", || async {
+            gw.readyz().await == StatusCode::OK
+        })
         .await;
+    }
+    eventually_within(Duration::from_secs(10), "minting works again", || async {
+        mint(&a).await.status() == StatusCode::OK
+    })
+    .await;
     let code = mint_code(&a).await;
     let resp = redeem(&b, &code).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
@@ -323,7 +315,7 @@ async fn redis_down_fails_logins_closed_and_keeps_sessions() {
     // A revocation made now reaches the other replica over the new subscription.
     let resp = b.revoke(ADMIN_TOKEN, json!({"email": "ana@example.com"})).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    eventually(PROPAGATION, "revocation after reconnect", || async { !session_works(&a, &ana).await }).await;
+    eventually_within(PROPAGATION, "revocation after reconnect", || async { !session_works(&a, &ana).await }).await;
 }
 
 #[tokio::test]
@@ -341,7 +333,7 @@ async fn starts_while_redis_is_down_and_becomes_ready_when_it_is_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.resume();
-    eventually(Duration::from_secs(10), "ready once Redis is up", || async {
+    eventually_within(Duration::from_secs(10), "ready once Redis is up", || async {
         client.get(&admin).send().await.unwrap().status() == StatusCode::OK
     })
     .await;
@@ -449,13 +441,16 @@ async fn an_unanswering_redis_fails_logins_within_the_timeouts() {
     assert_eq!(mint(&a).await.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(started.elapsed() < Duration::from_secs(8), "a login never hangs: {:?}", started.elapsed());
     assert!(session_works(&a, &ana).await, "the per-request path never waits on Redis");
-    eventually(Duration::from_secs(15), "/readyz turns 503", || async {
-        readyz(&a).await == StatusCode::SERVICE_UNAVAILABLE
+    eventually_within(Duration::from_secs(15), "/readyz turns 503", || async {
+        a.readyz().await == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
 
     server.freeze(false);
-    eventually(Duration::from_secs(15), "/readyz turns 200", || async { readyz(&a).await == StatusCode::OK }).await;
-    eventually(Duration::from_secs(10), "minting works again", || async { mint(&a).await.status() == StatusCode::OK })
+    eventually_within(Duration::from_secs(15), "/readyz turns 200", || async { a.readyz().await == StatusCode::OK })
         .await;
+    eventually_within(Duration::from_secs(10), "minting works again", || async {
+        mint(&a).await.status() == StatusCode::OK
+    })
+    .await;
 }

@@ -9,30 +9,15 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use support::oidc::{Browser as OidcBrowser, CALLBACK, Gateway, PUBLIC_HOST, PUBLIC_URL, TestIdp, idp_config};
 use support::redis::RedisServer;
 use support::saml::{AttemptJar, BROWSER, PROVIDER, Saml, Setup};
-use support::{FakeUpstream, failures_series, logins_series, metric};
+use support::{FakeUpstream, eventually, failures_series, logins_series, metric};
 
 /// The `[session]` keys of a replica on `redis`.
 fn redis_session(redis: &RedisServer) -> String {
     format!("store = \"redis\"\nredis_url = \"{}\"\n", redis.url())
-}
-
-/// Waits until `check` holds; fails after 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + support::PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {:?}", support::PATIENCE);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // === OpenID Connect ===

@@ -16,8 +16,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use porteiro::config::Config;
 use serde_json::{Value, json};
 
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::jwks::JwksServer;
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::keys::SigningKey;
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::{Echo, FakeUpstream, Gateway, RunningUpstream, client, now, parse_config, q, raw_status, raw_text};
 
 /// `session.secret` of the test gateways (>= 32 bytes).
@@ -28,6 +31,7 @@ pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdefghijk";
 pub const ISSUER: &str = "intranet.test";
 /// The provider's "authentication address".
 pub const LOGIN_URL: &str = "https://login.intranet.test/sso/helpdesk";
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::SESSION_COOKIE as COOKIE;
 
 /// A random id, for `jti` and `kid` values.

@@ -28,6 +28,7 @@ pub const CLIENT2: (&str, &str) = ("app2", "app2-secret-0123456789");
 /// Where the `kb` provider sends browsers that need a code.
 pub const LOGIN_URL: &str = "https://app.test/login";
 
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::SESSION_COOKIE as COOKIE;
 
 /// `[session]` with [`SESSION_SECRET`] and `validity_minutes`.

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use porteiro::Running;
 use porteiro::clock::Clock;
 use porteiro::config::Config;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{PATIENCE, client, config, count, failures_series, logins_series};
+use super::{PATIENCE, client, collect_lines, config, count, failures_series, logins_series};
 
 /// Parses a test config; a bad one fails the test with the text.
 pub fn parse_config(text: &str) -> Config {
@@ -88,8 +87,8 @@ impl Gateway {
     }
 
     /// The status of `/readyz` on the admin listener.
-    pub async fn readyz(&self) -> u16 {
-        self.client.get(self.admin_url("/readyz")).send().await.unwrap().status().as_u16()
+    pub async fn readyz(&self) -> reqwest::StatusCode {
+        self.client.get(self.admin_url("/readyz")).send().await.unwrap().status()
     }
 
     /// Waits until `/readyz` answers 200; returns at once without an admin
@@ -218,19 +217,7 @@ impl GatewayProcess {
         let config = ConfigFile::new(&text);
         let mut child = porteiro_command("info").args(["--config", config.path_str()]).spawn().unwrap();
         let pid = child.id().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        {
-            // Keep draining stderr for the whole run, or a chatty gateway
-            // would block on a full pipe.
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
+        let logs = collect_lines(child.stderr.take().unwrap()).0;
         let mut process =
             GatewayProcess { child, pid, addr: SocketAddr::from(([0, 0, 0, 0], 0)), admin_addr: None, config, logs };
         let line = process.wait_for_log("porteiro listening").await;

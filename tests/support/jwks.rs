@@ -1,10 +1,12 @@
-//! [`JwksServer`]: a JWKS endpoint on `127.0.0.1:0` whose key set can change
-//! at runtime, that counts fetches, can send `Cache-Control: max-age`, fail
-//! with `500` or close every connection unanswered.
+//! [`JwksServer`]: a JWKS endpoint on `127.0.0.1:0` whose document can
+//! change at runtime (a key set, or any bytes), that counts fetches and
+//! notes when they came, can send `Cache-Control: max-age`, fail with `500`,
+//! hold every request unanswered or close every connection unanswered.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,13 +24,18 @@ enum Mode {
     Up,
     /// Answers `500`.
     Failing,
+    /// Holds every request, never answering.
+    Hanging,
     /// Closes every connection without an answer.
     Closed,
 }
 
 struct State {
-    document: Mutex<Value>,
+    /// What is served, as served.
+    document: Mutex<Bytes>,
     fetches: AtomicUsize,
+    /// When each request came (hanging ones too).
+    arrivals: Mutex<Vec<Instant>>,
     mode: Mutex<Mode>,
     max_age: Mutex<Option<u64>>,
 }
@@ -46,11 +53,17 @@ impl JwksServer {
         JwksServer::document(json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })).await
     }
 
-    /// Serves `document` as given (any JSON, key set or not).
+    /// Serves `document` (any JSON, key set or not).
     pub async fn document(document: Value) -> JwksServer {
+        JwksServer::raw(Bytes::from(document.to_string())).await
+    }
+
+    /// Serves `body` byte for byte.
+    pub async fn raw(body: Bytes) -> JwksServer {
         let state = Arc::new(State {
-            document: Mutex::new(document),
+            document: Mutex::new(body),
             fetches: AtomicUsize::new(0),
+            arrivals: Mutex::new(Vec::new()),
             mode: Mutex::new(Mode::Up),
             max_age: Mutex::new(None),
         });
@@ -68,7 +81,7 @@ impl JwksServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = state.clone();
-                        async move { state.answer(&req) }
+                        async move { state.answer(&req).await }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -88,15 +101,27 @@ impl JwksServer {
         self.state.fetches.load(Ordering::SeqCst)
     }
 
+    /// Requests that arrived (answered or not), by arrival time.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.state.arrivals.lock().unwrap().clone()
+    }
+
     pub fn add_key(&self, key: &SigningKey) -> &Self {
         let mut document = self.state.document.lock().unwrap();
-        document["keys"].as_array_mut().expect("a key set").push(key.jwk());
+        let mut set: Value = serde_json::from_slice(&document).expect("a key set");
+        set["keys"].as_array_mut().expect("a key set").push(key.jwk());
+        *document = Bytes::from(set.to_string());
         drop(document);
         self
     }
 
     pub fn set_keys(&self, keys: &[&SigningKey]) -> &Self {
-        *self.state.document.lock().unwrap() = json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() });
+        self.set_raw(Bytes::from(json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() }).to_string()))
+    }
+
+    /// Serves `body` byte for byte from now on.
+    pub fn set_raw(&self, body: Bytes) -> &Self {
+        *self.state.document.lock().unwrap() = body;
         self
     }
 
@@ -118,6 +143,12 @@ impl JwksServer {
         self
     }
 
+    /// From now on requests are held, never answered.
+    pub fn hang(&self) -> &Self {
+        *self.state.mode.lock().unwrap() = Mode::Hanging;
+        self
+    }
+
     pub fn bring_up(&self) -> &Self {
         *self.state.mode.lock().unwrap() = Mode::Up;
         self
@@ -127,10 +158,14 @@ impl JwksServer {
 impl State {
     /// An error closes the connection unanswered (a keep-alive connection
     /// opened before [`JwksServer::take_down`] goes down too).
-    fn answer(&self, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, String> {
+    async fn answer(&self, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, String> {
         let mode = *self.mode.lock().unwrap();
         if mode == Mode::Closed {
             return Err("taken down".into());
+        }
+        self.arrivals.lock().unwrap().push(Instant::now());
+        if mode == Mode::Hanging {
+            std::future::pending::<()>().await;
         }
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let (status, body) = if mode == Mode::Failing {
@@ -138,7 +173,7 @@ impl State {
         } else if req.uri().path() != "/jwks.json" {
             (StatusCode::NOT_FOUND, Bytes::from_static(b"not found"))
         } else {
-            (StatusCode::OK, Bytes::from(self.document.lock().unwrap().to_string()))
+            (StatusCode::OK, self.document.lock().unwrap().clone())
         };
         let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = status;

@@ -22,7 +22,7 @@
 //!   exported at all fails the test instead of reading as 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
-#![allow(dead_code, unused_imports, reason = "each test binary uses a different subset of these helpers")]
+#![allow(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,10 +48,12 @@ pub mod scripted;
 pub mod tomcat;
 pub mod upstream;
 
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use gateway::{
     ConfigFile, Gateway, GatewayProcess, admin_metrics, binary, parse_config, porteiro_command, proc_status_kib,
     run_binary, start_gateway,
 };
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use upstream::{
     Echo, FakeUpstream, PATTERN_MAX, RunningUpstream, Seen, pattern, pattern_body, pattern_byte, pattern_spot_check,
 };
@@ -88,6 +90,53 @@ pub fn q(s: &str) -> String {
 /// test never moves; otherwise use `gateway.clock.now()`).
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+// === child processes ===
+
+/// The lines a child writes to `pipe` (its stderr), collected as they come
+/// for as long as it runs: read all along, or a chatty child would block on
+/// a full pipe. The task ends when the pipe closes (await it to have every
+/// line).
+pub fn collect_lines(
+    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> (std::sync::Arc<std::sync::Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncBufReadExt;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let reader = tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (lines, reader)
+}
+
+// === waiting ===
+
+/// Polls `check` every 20 ms until it holds; fails after [`PATIENCE`]. For
+/// what happens in real time (a connection, a Redis message), not for an
+/// expiry: move the gateway's clock for that.
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(PATIENCE, what, check).await;
+}
+
+/// [`eventually`], failing after `within`.
+pub async fn eventually_within<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // === metrics ===

@@ -38,8 +38,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::browser::{Browser, PUBLIC_HOST, Page, StoredCookie};
 use super::keys::{Keys, SigningKey};
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::{Echo, FakeUpstream, Gateway, PATIENCE, RunningUpstream, SESSION_COOKIE, now, parse_config};
 
 /// `server.public_url`: the test browser resolves [`PUBLIC_HOST`] to

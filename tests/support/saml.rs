@@ -42,6 +42,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::{Echo, FakeUpstream, Gateway, RunningUpstream, SESSION_COOKIE as COOKIE, client_builder, parse_config};
 
 /// Azure AD (Entra ID) claim names, as the test IdP sends them.
@@ -174,17 +175,7 @@ impl Idp {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
+        let log = super::collect_lines(child.stderr.take().unwrap()).0;
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = tokio::time::timeout(PATIENCE, stdout.next_line()).await;
         let line = match first {

@@ -84,7 +84,7 @@ async fn nginx_auth_request_in_front_of_porteiro() {
     let resp = get(&format!("/sso/callback?{query}")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(location(&resp), "/tickets/1?x=y");
-    let mut jar = Jar::default();
+    let jar = Jar::default();
     jar.absorb(&resp);
     assert!(jar.get(COOKIE).is_some(), "{:?}", set_cookies(&resp));
 

@@ -166,7 +166,7 @@ async fn saml_a_relay_state_older_than_ten_minutes_is_refused() {
     let clock = porteiro::clock::Clock::default();
     let gw = saml_with_clock(&saml, clock.clone()).await;
     let base = format!("http://{}", gw.addr);
-    let browser = AttemptJar::default();
+    let browser = attempt_jar();
     let early = saml.begin_at(&base, &browser, "/early").await;
     let late = saml.begin_at(&base, &browser, "/late").await;
     let early_answer = saml.idp_answer(&early, &[]).await;

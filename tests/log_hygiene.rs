@@ -270,24 +270,24 @@ async fn an_oidc_login_and_hostile_answers_leave_no_secret_in_the_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saml_login_and_hostile_answers_leave_no_secret_in_the_logs() {
-    use support::saml::{AttemptJar, BROWSER, Setup};
+    use support::saml::{BROWSER, Jar, Setup, attempt_jar};
     // The IdP reads the SP metadata from the in-process porteiro Setup
     // starts; the binary is the same SP (same public_url) on its own port.
     let saml = Setup::new().public_url("http://clockin.test").start().await;
     // Its config listens on port 0 already.
     let gw = Proc::start(&saml.toml).await;
     let c = support::saml::client();
-    let post = |browser: &AttemptJar, response: &str, relay: &str| {
+    let post = |browser: &Jar, response: &str, relay: &str| {
         let mut req = c
             .post(gw.url("/sso/saml/acs"))
             .header("accept", BROWSER)
             .form(&[("SAMLResponse", response), ("RelayState", relay)]);
-        if let Some(cookies) = browser.header() {
+        if let Some(cookies) = browser.header_if_any() {
             req = req.header("cookie", cookies);
         }
         req.send()
     };
-    let browser = AttemptJar::default();
+    let browser = attempt_jar();
     let begun = saml.begin_at(&gw.url(""), &browser, "/timesheets").await;
     let attempt_cookies: Vec<String> = browser.cookies().into_iter().map(|(_, v)| v).collect();
     let answer = saml.idp_answer(&begun, &[]).await;

@@ -67,7 +67,7 @@ async fn demo_login_hop_by_hop() {
     let resp = gw.navigate(&callback).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(location(&resp), "/");
-    let mut jar = Jar::default();
+    let jar = Jar::default();
     jar.absorb(&resp);
     assert!(jar.get(COOKIE).is_some(), "{:?}", set_cookies(&resp));
     // The demo token is single use like any other.

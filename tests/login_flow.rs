@@ -62,7 +62,7 @@ async fn browser_flow_hop_by_hop_under_https_public_url() {
         assert!(c.has(flag), "{flag} missing from {c:?}");
     }
     assert!(c.attr("Domain").is_none(), "__Host- cookies carry no Domain");
-    let mut jar = Jar::default();
+    let jar = Jar::default();
     jar.absorb(&resp);
     jar.set("theme", "dark");
     jar.set("app_session", "abc");

@@ -251,7 +251,7 @@ async fn large_sessions_are_split_into_chunk_cookies() {
         assert!(c.value.len() <= 3800, "chunk {i} is {} bytes", c.value.len());
         assert!(c.has("HttpOnly") && c.has("Path=/") && c.has("SameSite=Lax") && c.has("Max-Age=900"));
     }
-    let mut jar = Jar::default();
+    let jar = Jar::default();
     jar.absorb(&resp);
     jar.set("other", "1");
 
@@ -261,7 +261,7 @@ async fn large_sessions_are_split_into_chunk_cookies() {
     assert_eq!(echo.all("cookie"), ["other=1"]);
 
     // A missing chunk is no session.
-    let mut partial = jar.clone();
+    let partial = jar.clone();
     partial.set(&format!("{COOKIE}_1"), "");
     let without_middle: String =
         partial.header().split("; ").filter(|c| !c.starts_with(&format!("{COOKIE}_1="))).collect::<Vec<_>>().join("; ");

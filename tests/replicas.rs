@@ -12,7 +12,7 @@ mod support;
 use reqwest::StatusCode;
 use support::oidc::{Browser as OidcBrowser, CALLBACK, Gateway, PUBLIC_HOST, PUBLIC_URL, TestIdp, idp_config};
 use support::redis::RedisServer;
-use support::saml::{AttemptJar, BROWSER, PROVIDER, Saml, Setup};
+use support::saml::{BROWSER, PROVIDER, Saml, Setup, attempt_jar};
 use support::{FakeUpstream, eventually, failures_series, logins_series, metric};
 
 /// The `[session]` keys of a replica on `redis`.
@@ -130,7 +130,7 @@ async fn saml_a_login_started_on_one_replica_completes_on_another_and_its_assert
     let b = saml_replica(&saml, &redis).await;
 
     // Started on A, the IdP posts back to B.
-    let browser = AttemptJar::default();
+    let browser = attempt_jar();
     let begun = saml.begin_at(&base(&a), &browser, "/timesheets").await;
     let id = format!("id-shared-{}", rand::random::<u64>());
     let answer = saml.idp_answer(&begun, &[("assertion_id", &id)]).await;
@@ -144,7 +144,7 @@ async fn saml_a_login_started_on_one_replica_completes_on_another_and_its_assert
     assert_eq!(metric(&replica_metrics(&a).await, &failures_series("-", "unknown_relay_state")), Some(1.0));
 
     // The same assertion ID, newly signed for a login on B: replayed.
-    let browser = AttemptJar::default();
+    let browser = attempt_jar();
     let begun = saml.begin_at(&base(&b), &browser, "/").await;
     let again = saml.idp_answer(&begun, &[("assertion_id", &id)]).await;
     let (status, cookie, body) = saml.post_acs_at(&base(&a), &browser, &again, BROWSER).await;
@@ -160,7 +160,7 @@ async fn saml_acs_fails_closed_while_redis_is_down() {
     let mut redis = RedisServer::start();
     let saml = Setup::new().public_url("http://clockin.test").start().await;
     let gw = saml_replica(&saml, &redis).await;
-    let browser = AttemptJar::default();
+    let browser = attempt_jar();
     let html = saml.begin_at(&base(&gw), &browser, "/timesheets").await;
     let json = saml.begin_at(&base(&gw), &browser, "/api").await;
     let html = saml.idp_answer(&html, &[]).await;

@@ -230,10 +230,10 @@ async fn replayed_response() {
 #[tokio::test]
 async fn a_response_posted_by_another_browser_is_refused() {
     let saml = Setup::new().start().await;
-    let mallory = AttemptJar::default();
+    let mallory = attempt_jar();
 
     // A victim with no login-attempt cookie at all.
-    let victim = AttemptJar::default();
+    let victim = attempt_jar();
     let begun = saml.begin_in(&mallory, "/timesheets").await;
     let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;
     saml.assert_refused_in(&victim, &answer.saml_response, &answer.relay_state, PROVIDER, "saml_browser_mismatch")
@@ -243,7 +243,7 @@ async fn a_response_posted_by_another_browser_is_refused() {
 
     // A victim in the middle of a login of their own: they hold a genuine
     // attempt cookie, for their own RelayState.
-    let victim = AttemptJar::default();
+    let victim = attempt_jar();
     let own = saml.begin_in(&victim, "/my-timesheets").await;
     let begun = saml.begin_in(&mallory, "/timesheets").await;
     let answer = saml.idp_answer(&begun, &[("email", MALLORY)]).await;

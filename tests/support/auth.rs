@@ -1,13 +1,11 @@
 //! The `jwt` login provider (the customer's own login page signs a token,
 //! porteiro's `/sso/callback` takes it): a config builder ([`Conf`]), login
-//! helpers on [`Gateway`], a manual cookie jar ([`Jar`]) and token minting.
+//! helpers on [`Gateway`], the manual cookie jar ([`Jar`]) and token minting.
 //! Used by `tests/login_*.rs`, `tests/forward_auth*.rs` and others with
 //! `use support::auth::*`, which also brings the common helpers they use.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 #![allow(dead_code, reason = "each test binary uses a different part of the helpers")]
-
-use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +14,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use porteiro::config::Config;
 use serde_json::{Value, json};
 
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
+pub use super::browser::Jar;
 #[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::jwks::JwksServer;
 #[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
@@ -212,7 +212,7 @@ impl Gateway {
         let resp = self.callback(token, "/").await;
         assert_eq!(resp.status(), StatusCode::FOUND, "login refused: {}", resp.text().await.unwrap_or_default());
         assert_eq!(location(&resp), "/");
-        let mut jar = Jar::default();
+        let jar = Jar::default();
         jar.absorb(&resp);
         assert!(jar.get(COOKIE).is_some() || jar.get("__Host-porteiro_session").is_some(), "no session cookie");
         jar.header()
@@ -279,39 +279,6 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<SetCookie> {
             SetCookie { name: name.to_string(), value: value.to_string(), attrs: parts.map(str::to_string).collect() }
         })
         .collect()
-}
-
-/// A browser's cookie jar, kept by hand: `Set-Cookie` in, `Cookie` out.
-#[derive(Debug, Clone, Default)]
-pub struct Jar(BTreeMap<String, String>);
-
-impl Jar {
-    pub fn absorb(&mut self, resp: &reqwest::Response) {
-        for c in set_cookies(resp) {
-            let expired = c.attr("Max-Age").is_some_and(|m| m.parse::<i64>().unwrap_or(0) <= 0);
-            if expired || c.value.is_empty() {
-                self.0.remove(&c.name);
-            } else {
-                self.0.insert(c.name, c.value);
-            }
-        }
-    }
-
-    pub fn set(&mut self, name: &str, value: &str) {
-        self.0.insert(name.to_string(), value.to_string());
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn header(&self) -> String {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
-    }
 }
 
 /// Asserts a porteiro JSON error answer and returns its `error` word.

@@ -1,4 +1,7 @@
-//! [`Browser`]: the test browser. A cookie jar and a [`client_builder`]
+//! [`Browser`]: the test browser, and [`Jar`], the cookie jar of tests that
+//! carry cookies hop by hop themselves.
+//!
+//! [`Browser`]: A cookie jar and a [`client_builder`]
 //! client (never follows a redirect, never uses a proxy from the
 //! environment): every hop is a call, every `Set-Cookie` is kept per host
 //! and path as a browser would (cookies ignore ports; `Path` is honoured).
@@ -295,5 +298,79 @@ impl Page {
 
     pub fn is_html(&self) -> bool {
         self.header("content-type").is_some_and(|t| t.starts_with("text/html"))
+    }
+}
+
+/// A cookie jar kept by hand, by name only (no host, path or expiry time:
+/// for tests that talk to one porteiro and assert every hop): `Set-Cookie`
+/// in, `Cookie` out. [`Jar::only`] keeps the names with a prefix and
+/// ignores the others.
+#[derive(Debug, Default)]
+pub struct Jar {
+    only: Option<&'static str>,
+    /// `(name, value)`, oldest first.
+    cookies: Mutex<Vec<(String, String)>>,
+}
+
+impl Clone for Jar {
+    fn clone(&self) -> Jar {
+        Jar { only: self.only, cookies: Mutex::new(self.cookies()) }
+    }
+}
+
+impl Jar {
+    /// A jar that keeps only the cookies whose name starts with `prefix`.
+    pub fn only(prefix: &'static str) -> Jar {
+        Jar { only: Some(prefix), cookies: Mutex::default() }
+    }
+
+    /// Takes in the cookies a response sets, and drops those it expires
+    /// (`Max-Age` 0 or less, or an empty value).
+    pub fn absorb(&self, resp: &reqwest::Response) {
+        for line in resp.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()) {
+            let mut parts = line.split(';').map(str::trim);
+            let (name, value) = parts.next().unwrap().split_once('=').unwrap();
+            if self.only.is_some_and(|prefix| !name.starts_with(prefix)) {
+                continue;
+            }
+            let max_age = parts.filter_map(|a| a.split_once('=')).find(|(k, _)| k.eq_ignore_ascii_case("Max-Age"));
+            let expired = max_age.is_some_and(|(_, v)| v.parse::<i64>().unwrap_or(0) <= 0) || value.is_empty();
+            let mut jar = self.cookies.lock().unwrap();
+            jar.retain(|(n, _)| n != name);
+            if !expired {
+                jar.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    /// Sets (or replaces) a cookie, as the app, a tampering user or a
+    /// sibling domain could.
+    pub fn set(&self, name: &str, value: &str) {
+        let mut jar = self.cookies.lock().unwrap();
+        jar.retain(|(n, _)| n != name);
+        jar.push((name.to_string(), value.to_string()));
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.cookies.lock().unwrap().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    /// The cookies held, `(name, value)`, oldest first.
+    pub fn cookies(&self) -> Vec<(String, String)> {
+        self.cookies.lock().unwrap().clone()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cookies.lock().unwrap().is_empty()
+    }
+
+    /// The `Cookie` header value (empty when the jar is).
+    pub fn header(&self) -> String {
+        self.cookies.lock().unwrap().iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    /// The `Cookie` header value, or `None` when there is nothing to send.
+    pub fn header_if_any(&self) -> Option<String> {
+        Some(self.header()).filter(|h| !h.is_empty())
     }
 }

@@ -17,7 +17,7 @@
 //! [`Saml`] then walks a login hop by hop with a client that never follows
 //! redirects: [`Saml::begin`] (protected page -> 302 to `/sso/start` -> 302
 //! to the IdP), [`Saml::idp_answer`] (the IdP's auto-submitting form),
-//! [`Saml::post_acs`] (the form's POST to porteiro). An [`AttemptJar`] keeps
+//! [`Saml::post_acs`] (the form's POST to porteiro). An [`attempt_jar`] keeps
 //! the login-attempt cookies porteiro sets for `/sso/` (each test's default
 //! one is [`Saml::browser`]; the `_in` variants take another one). The
 //! XML helpers at the bottom edit a signed Response the way an attacker
@@ -42,6 +42,8 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
+#[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
+pub use super::browser::Jar;
 #[allow(unused_imports, reason = "re-exported for the test binaries that use them")]
 pub use super::{Echo, FakeUpstream, Gateway, RunningUpstream, SESSION_COOKIE as COOKIE, client_builder, parse_config};
 
@@ -358,7 +360,7 @@ impl Setup {
             entity_id,
             toml,
             client: client(),
-            browser: AttemptJar::default(),
+            browser: attempt_jar(),
         };
         saml.wait_ready().await;
         saml
@@ -454,44 +456,9 @@ pub const BROWSER: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
 /// One browser's login-attempt cookies (`porteiro_login_*`, `Path=/sso/`),
 /// as it would send them to porteiro's `/sso/` endpoints. Only those: the
 /// session cookie is handed around explicitly by the tests (what the SAML
-/// tests assert hop by hop), so this is a jar, not a
-/// [`super::browser::Browser`].
-#[derive(Default)]
-pub struct AttemptJar(Mutex<Vec<(String, String)>>);
-
-impl AttemptJar {
-    /// Takes in the login-attempt cookies a response sets or expires.
-    pub fn absorb(&self, resp: &reqwest::Response) {
-        let mut jar = self.0.lock().unwrap();
-        for line in resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()) {
-            let (name, value) = line.split(';').next().unwrap().split_once('=').unwrap();
-            if !name.starts_with(ATTEMPT_COOKIE) {
-                continue;
-            }
-            jar.retain(|(n, _)| n != name);
-            if !line.contains("Max-Age=0") {
-                jar.push((name.to_string(), value.to_string()));
-            }
-        }
-    }
-
-    /// Sets (or replaces) a cookie, as a tampering user or a sibling domain could.
-    pub fn set(&self, name: &str, value: &str) {
-        let mut jar = self.0.lock().unwrap();
-        jar.retain(|(n, _)| n != name);
-        jar.push((name.to_string(), value.to_string()));
-    }
-
-    /// The cookies held, `(name, value)`, oldest first.
-    pub fn cookies(&self) -> Vec<(String, String)> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// The `Cookie` header this browser sends to `/sso/`, if any.
-    pub fn header(&self) -> Option<String> {
-        let jar = self.0.lock().unwrap();
-        (!jar.is_empty()).then(|| jar.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; "))
-    }
+/// tests assert hop by hop).
+pub fn attempt_jar() -> Jar {
+    Jar::only(ATTEMPT_COOKIE)
 }
 
 /// The name prefix of porteiro's login-attempt cookies.
@@ -511,7 +478,7 @@ pub struct Saml {
     pub toml: String,
     pub client: reqwest::Client,
     /// The jar of [`Saml::begin`], [`Saml::post_acs`] and friends.
-    pub browser: AttemptJar,
+    pub browser: Jar,
 }
 
 /// Hop 1's outcome: where porteiro sent the browser.
@@ -571,7 +538,7 @@ impl Saml {
     /// [`Saml::begin`] in `browser`: the app's path sends it to
     /// `/sso/start` (where its login-attempt cookies come along), which
     /// sends it to the IdP and sets this attempt's cookie.
-    pub async fn begin_in(&self, browser: &AttemptJar, path: &str) -> Begun {
+    pub async fn begin_in(&self, browser: &Jar, path: &str) -> Begun {
         let resp = self.client.get(self.url(path)).header("accept", BROWSER).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
         assert!(session_cookie(&resp).is_none(), "no session before the IdP answers");
@@ -579,7 +546,7 @@ impl Saml {
         let start = resp.headers()["location"].to_str().unwrap().to_string();
         assert!(start.starts_with("/sso/start?"), "{start}");
         let mut req = self.client.get(self.url(&start)).header("accept", BROWSER);
-        if let Some(cookies) = browser.header() {
+        if let Some(cookies) = browser.header_if_any() {
             req = req.header("cookie", cookies);
         }
         let resp = req.send().await.unwrap();
@@ -602,7 +569,7 @@ impl Saml {
     /// Hop 1 on another porteiro serving this SP (a replica, one on a
     /// clock of its own) at `base`, in `jar`: straight to `/sso/start`
     /// with `redirectUrl=path`. Returns the IdP URL and the RelayState.
-    pub async fn begin_at(&self, base: &str, jar: &AttemptJar, path: &str) -> Begun {
+    pub async fn begin_at(&self, base: &str, jar: &Jar, path: &str) -> Begun {
         let url = format!("{base}/sso/start?redirectUrl={path}");
         let resp = self.client.get(url).header("accept", BROWSER).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FOUND, "{}", resp.text().await.unwrap_or_default());
@@ -622,7 +589,7 @@ impl Saml {
     pub async fn post_acs_at(
         &self,
         base: &str,
-        jar: &AttemptJar,
+        jar: &Jar,
         answer: &Answer,
         accept: &str,
     ) -> (StatusCode, Option<String>, String) {
@@ -631,7 +598,7 @@ impl Saml {
             .post(format!("{base}/sso/saml/acs"))
             .header("accept", accept)
             .form(&[("SAMLResponse", answer.saml_response.as_str()), ("RelayState", answer.relay_state.as_str())]);
-        if let Some(cookies) = jar.header() {
+        if let Some(cookies) = jar.header_if_any() {
             req = req.header("cookie", cookies);
         }
         let resp = req.send().await.unwrap();
@@ -667,13 +634,13 @@ impl Saml {
     }
 
     /// [`Saml::post_acs`] from `browser`, with the cookies it holds.
-    pub async fn post_acs_in(&self, browser: &AttemptJar, saml_response: &str, relay_state: &str) -> reqwest::Response {
+    pub async fn post_acs_in(&self, browser: &Jar, saml_response: &str, relay_state: &str) -> reqwest::Response {
         let mut req = self
             .client
             .post(self.url("/sso/saml/acs"))
             .header("accept", BROWSER)
             .form(&[("SAMLResponse", saml_response), ("RelayState", relay_state)]);
-        if let Some(cookies) = browser.header() {
+        if let Some(cookies) = browser.header_if_any() {
             req = req.header("cookie", cookies);
         }
         let resp = req.send().await.unwrap();
@@ -734,7 +701,7 @@ impl Saml {
     /// [`Saml::assert_refused`] for a POST from `browser`.
     pub async fn assert_refused_in(
         &self,
-        browser: &AttemptJar,
+        browser: &Jar,
         saml_response: &str,
         relay_state: &str,
         provider: &str,

@@ -57,11 +57,17 @@ async fn sigint_when_idle_exits_0_promptly() {
     let resp = client.get(gw.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.bytes().await.unwrap();
-    let signalled = Instant::now();
     gw.signal("INT");
+    // Within 3 s, a tenth of the default 30 s grace, and without waiting the
+    // grace out for the idle connection: shown by the log rather than by a
+    // sub-second window a busy machine can miss.
     let status = gw.wait_exit(Duration::from_secs(3)).await;
     assert_eq!(status.code(), Some(0), "{}", gw.logs().join("\n"));
-    assert!(signalled.elapsed() < Duration::from_secs(1));
+    assert!(
+        !gw.logs().iter().any(|l| l.contains("shutdown grace expired")),
+        "the idle connection held the shutdown up: {}",
+        gw.logs().join("\n")
+    );
     drop(client);
 }
 

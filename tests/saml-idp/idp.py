@@ -17,9 +17,11 @@ each AuthnRequest (SigAlg, Signature) against the signing certificate in the
 SP's metadata, and refuses unsigned or badly signed requests, as Azure AD
 does with "require verification certificates".
 
-The SP's metadata is read from --sp-metadata-url (porteiro's
-/sso/saml/metadata) when an AuthnRequest arrives, so the IdP knows the SP the
-way a real IdP does once an administrator has pasted that metadata.
+The SP's metadata is read from porteiro's /sso/saml/metadata when an
+AuthnRequest arrives, so the IdP knows the SP the way a real IdP does once an
+administrator has pasted that metadata. Its URL is --sp-metadata-url or, as
+the tests do (porteiro starts after the IdP, on a port of its own), the first
+line on stdin: {"sp_metadata_url": URL}, echoed back on stdout once taken.
 
 The user is fixed (there is no login page); the attributes carry the claim
 names Azure AD (Entra ID) sends, with no NameFormat, as Azure AD does.

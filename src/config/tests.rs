@@ -124,6 +124,12 @@ fn redis_store_takes_url_and_prefix() {
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(&c.session.store, StoreKind::Redis { prefix, .. } if prefix == "kb:"));
+    let c =
+        load(&format!("{MINIMAL}\n[session]\nstore = \"redis\"\nredis_url = \"redis+unix:///run/redis/redis.sock\"\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(&c.session.store, StoreKind::Redis { url, .. } if url.expose() == b"redis+unix:///run/redis/redis.sock")
+    );
 }
 
 #[test]
@@ -157,6 +163,8 @@ fn bad_redis_urls_are_refused_without_echoing_them() {
         ("redis://:hunter2@", "host"),
         ("redis://:hunter2@h/x", "database"),
         ("redis://:hunter2@h?db=1", "query"),
+        ("redis+unix://hunter2/redis.sock", "redis+unix:///absolute"),
+        ("redis+unix:///run/redis.sock?hunter2=1", "query"),
     ] {
         let e = session_err(&format!("store = \"redis\"\nredis_url = \"{url}\"\n"));
         assert!(e.contains("session.redis_url") && e.contains(why), "{url}: {e}");

@@ -394,8 +394,18 @@ fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<Sessi
 fn redis_url(bytes: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "is not UTF-8".to_string())?;
     let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    // A unix socket (a sidecar Redis): `redis+unix:///path/to/redis.sock`.
+    if matches!(url.scheme(), "redis+unix" | "unix") {
+        if url.host_str().is_some_and(|h| !h.is_empty()) || url.path().len() < 2 {
+            return Err("a unix socket URL is redis+unix:///absolute/path/to/redis.sock".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("a unix socket URL takes no query".into());
+        }
+        return Ok(());
+    }
     if !matches!(url.scheme(), "redis" | "rediss") {
-        return Err("must start with redis:// or rediss://".into());
+        return Err("must start with redis://, rediss:// or redis+unix://".into());
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("has no host".into());

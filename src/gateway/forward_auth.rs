@@ -16,7 +16,7 @@ impl Gateway {
     /// `{auth_prefix}/auth`: forward-auth for nginx `auth_request`,
     /// ingress-nginx `auth-url`, Traefik and Caddy ForwardAuth, and Envoy
     /// `ext_authz` (`{auth_prefix}/auth/<original path>`). The URL the caller
-    /// names ([`crate::forward_auth`]) goes through the phases a proxied
+    /// names ([`super::asked_url`]) goes through the phases a proxied
     /// request does: canonical form, route, authenticate. The answer is only
     /// ever `200`, `401`, `403` or, with `?redirect=true` or in Envoy's form,
     /// a login redirect for a browser: nginx turns anything else into a

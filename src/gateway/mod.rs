@@ -7,7 +7,7 @@
 //!    gets `400`. Everything after decides on this [`canonical::Target`], and the
 //!    upstream receives exactly its host and path.
 //! 3. **Internal endpoints** — paths under `server.auth_prefix` (`/sso`) are
-//!    porteiro's own and never reach an upstream.
+//!    porteiro's own ([`endpoints`]) and never reach an upstream.
 //! 4. **Route** — host, then longest path prefix ([`crate::routes`]); no
 //!    route gets `404`. Encoded `/` or `\`, and `;`, get `400` unless the
 //!    route allows them.
@@ -18,8 +18,9 @@
 //!    the upstream, answer streamed back; `502` when the upstream is down,
 //!    `504` when it is too slow.
 //!
-//! Forward-auth (`/sso/auth`) runs phases 2, 4 and 5 on the URL its caller
-//! names ([`Gateway::decide`]), so it judges exactly as proxying would.
+//! Forward-auth (`/sso/auth`, [`forward_auth`]) runs phases 2, 4 and 5 on
+//! the URL its caller names ([`asked_url`]), so it judges exactly as
+//! proxying would. Every refusal is an [`crate::error::Reject`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

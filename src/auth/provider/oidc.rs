@@ -3,7 +3,7 @@
 //!
 //! Each login attempt gets its own short-lived encrypted cookie named after
 //! its `state`, so logins in parallel tabs all work; a browser holds at most
-//! [`MAX_ATTEMPTS`] of them. The callback checks the state against that
+//! [`MAX_ATTEMPTS`](crate::auth::attempt::MAX_ATTEMPTS) of them. The callback checks the state against that
 //! cookie (and spends it once in the store), exchanges the code at the token
 //! endpoint and verifies the ID token against the provider's JWKS.
 
@@ -210,7 +210,7 @@ impl OidcLogin {
 
     /// Begins a login: the authorization URL to send the browser to, and the
     /// `Set-Cookie` values (this attempt's cookie, and expiry of attempts
-    /// beyond [`MAX_ATTEMPTS`]). `None` while the provider is not resolved.
+    /// beyond [`MAX_ATTEMPTS`](crate::auth::attempt::MAX_ATTEMPTS)). `None` while the provider is not resolved.
     pub fn begin(
         &self,
         states: &LoginStates,

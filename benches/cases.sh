@@ -184,3 +184,31 @@ $body
 }
 EOF
 }
+
+# The upstream of every bench: DIR/nginx.conf answering `200 ok` on PORT.
+nginx_upstream_conf() { # dir port
+    nginx_conf "$1" "
+    server {
+        listen 127.0.0.1:$2;
+        location / { default_type text/plain; return 200 \"ok\n\"; }
+    }"
+}
+
+# The reference: nginx as a plain keep-alive reverse proxy on PORT to
+# UPSTREAM_PORT, with the X-Forwarded-* headers porteiro sets.
+nginx_proxy_conf() { # dir port
+    nginx_conf "$1" "
+    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }"
+}

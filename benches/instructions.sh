@@ -71,11 +71,7 @@ WAIT_SECONDS=120
 source "$REPO/benches/cases.sh"
 
 UPSTREAM_PORT=$(free_port)
-nginx_conf "$WORK/upstream" "
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 \"ok\n\"; }
-    }"
+nginx_upstream_conf "$WORK/upstream" "$UPSTREAM_PORT"
 taskset -c "$LOAD_CPU" nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" \
     >"$WORK/upstream.log" 2>&1 &
 STARTED+=("$!")
@@ -145,20 +141,7 @@ EOF
         ;;
     nginx)
         port=$(free_port)
-        NGINX_MASTER=off nginx_conf "$WORK/nginx" "
-    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
-    }"
+        NGINX_MASTER=off nginx_proxy_conf "$WORK/nginx" "$port"
         read -r ir n < <(measure nginx "$port" "http://127.0.0.1:$port/" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
         ;;
     *) die "unknown system $sys (porteiro, nginx)" ;;

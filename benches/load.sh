@@ -178,14 +178,7 @@ start_pinned() {
 
 # The upstream: answers every request with a small fixed 200.
 UPSTREAM_PORT=$(free_port)
-nginx_conf "$WORK/upstream" "
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / {
-            default_type text/plain;
-            return 200 \"ok\n\";
-        }
-    }"
+nginx_upstream_conf "$WORK/upstream" "$UPSTREAM_PORT"
 start_pinned "$LOAD_CPU" "$WORK/upstream/stderr.log" \
     "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log"
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
@@ -193,24 +186,7 @@ UPSTREAM_URL="http://127.0.0.1:$UPSTREAM_PORT"
 
 # The reference: nginx as a plain keep-alive reverse proxy.
 NGINX_PORT=$(free_port)
-nginx_conf "$WORK/nginx" "
-    upstream app {
-        server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
-    }"
+nginx_proxy_conf "$WORK/nginx" "$NGINX_PORT"
 start_pinned "$PROXY_CPU" "$WORK/nginx/stderr.log" \
     "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
 NGINX_PID=$LAST_PID

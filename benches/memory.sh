@@ -98,11 +98,7 @@ if [[ -z ${PORTEIRO_BIN:-} && $SYSTEMS == *porteiro* ]]; then
 fi
 
 UPSTREAM_PORT=$(free_port)
-nginx_conf "$WORK/upstream" "
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 \"ok\n\"; }
-    }"
+nginx_upstream_conf "$WORK/upstream" "$UPSTREAM_PORT"
 nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" >"$WORK/upstream.log" 2>&1 &
 STARTED+=("$!")
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
@@ -126,20 +122,7 @@ EOF
         RUST_LOG=warn "$PORTEIRO_BIN" --config "$dir/gateway.toml" >"$dir/stderr.log" 2>&1 &
         ;;
     nginx)
-        nginx_conf "$dir" "
-    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$PORT;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
-    }"
+        nginx_proxy_conf "$dir" "$PORT"
         nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stderr.log" 2>&1 &
         ;;
     *) die "unknown system $sys (porteiro, nginx)" ;;

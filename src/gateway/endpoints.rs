@@ -411,3 +411,29 @@ impl Gateway {
         redirect(&format!("{}/callback?{query}", self.auth_prefix))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_decides_endpoints_and_their_methods() {
+        let code = find("/code").map(|e| (e.endpoint, e.allow));
+        assert_eq!(code, Some((Endpoint::Code, "POST")));
+        assert!(allows("POST", &Method::POST) && !allows("POST", &Method::GET));
+        // Envoy's `/auth/<original path>` is forward-auth, with any method.
+        let envoy = find("/auth/admin/x").unwrap();
+        assert_eq!(envoy.endpoint, Endpoint::ForwardAuth);
+        assert!(allows(envoy.allow, &Method::DELETE));
+        assert!(find("/authx").is_none() && find("/code/").is_none() && find("").is_none());
+        // Only endpoints that read a POST body have a limit for it.
+        for e in ENDPOINTS {
+            assert_eq!(
+                e.max_body > 0,
+                allows(e.allow, &Method::POST) && e.endpoint != Endpoint::Logout && e.endpoint != Endpoint::ForwardAuth,
+                "{}",
+                e.path
+            );
+        }
+    }
+}

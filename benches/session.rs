@@ -42,6 +42,7 @@ fn session_cookies() -> SessionCookies {
         cookie_name: "porteiro_session".into(),
         cookie_domain: None,
         store: StoreKind::Memory,
+        api_keys_per_user: 20,
     };
     SessionCookies::new(&config, true).expect("a session secret is set")
 }
@@ -59,6 +60,7 @@ fn identity(now: u64) -> Identity {
         claims: BTreeMap::new(),
         iat: now,
         exp: now + 15 * 60,
+        oidc_sid: None,
         header_values: Default::default(),
     }
 }

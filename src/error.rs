@@ -25,6 +25,8 @@ pub enum Class {
     MethodNotAllowed,
     Conflict,
     TooLarge,
+    /// A body of a type the endpoint does not take.
+    UnsupportedMediaType,
     /// porteiro or a peer it needs (store, keys, identity provider) is not
     /// available now; trying again may work.
     Unavailable,
@@ -45,6 +47,7 @@ impl Class {
             Class::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Class::Conflict => StatusCode::CONFLICT,
             Class::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Class::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Class::BadGateway => StatusCode::BAD_GATEWAY,
             Class::Timeout => StatusCode::GATEWAY_TIMEOUT,

@@ -39,8 +39,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::api_keys::ApiKeys;
 use crate::auth::identifiers::Identifiers;
 use crate::auth::jwks::JwksRegistry;
+use crate::auth::records::Records;
 use crate::auth::store::redis::RedisStore;
 use crate::auth::store::{MemoryStore, Store};
 use crate::clock::Clock;
@@ -80,23 +82,30 @@ impl App {
 
     /// As [`App::new`], reading time from `clock` (tests move it).
     pub fn with_clock(config: Config, clock: Clock) -> Result<App, StartError> {
-        // Replicas sharing Redis share identifier mappings there too; one
-        // process keeps them in redb under server.state_dir.
-        let (store, identifiers): (Arc<dyn Store>, _) = match &config.session.store {
-            StoreKind::Memory => (
-                Arc::new(MemoryStore::new(STORE_CAPACITY, clock.clone())),
+        // Replicas sharing Redis share identifier mappings, the session
+        // index and API keys there too; one process keeps them in redb
+        // under server.state_dir (the session index in memory without it).
+        let (store, identifiers, records): (Arc<dyn Store>, _, _) = match &config.session.store {
+            StoreKind::Memory => {
+                let store = Arc::new(MemoryStore::new(STORE_CAPACITY, clock.clone()));
                 match &config.server.state_dir {
-                    Some(dir) => Some(Identifiers::open(dir).map_err(StartError::Setup)?),
-                    None => None,
-                },
-            ),
+                    Some(dir) => (
+                        store,
+                        Some(Identifiers::open(dir).map_err(StartError::Setup)?),
+                        Records::open(dir).map_err(StartError::Setup)?,
+                    ),
+                    None => (store, None, Records::in_memory().map_err(StartError::Setup)?),
+                }
+            }
             StoreKind::Redis { url, prefix } => {
                 let store =
                     RedisStore::new(url.expose(), prefix, STORE_CAPACITY, clock.clone()).map_err(StartError::Setup)?;
                 let identifiers = Identifiers::redis(store.connection(), prefix);
-                (Arc::new(store), Some(identifiers))
+                let records = Records::redis(store.connection(), prefix);
+                (Arc::new(store), Some(identifiers), records)
             }
         };
+        let api_keys = ApiKeys::new(records.clone(), store.clone(), clock.clone());
         let shared = Arc::new(Shared {
             metrics: Arc::new(Metrics::new()),
             draining: Arc::new(AtomicBool::new(false)),
@@ -104,6 +113,8 @@ impl App {
             jwks: JwksRegistry::new(clock.clone()),
             clock,
             identifiers,
+            records,
+            api_keys,
         });
         let gateway = Gateway::new(&config, shared.clone()).map_err(StartError::Setup)?;
         let tls = match &config.server.tls {
@@ -182,8 +193,12 @@ struct AdminHandler(Arc<App>);
 impl Handler for AdminHandler {
     async fn call(&self, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
         let app = &self.0;
-        if req.uri().path() == "/admin/revoke" {
-            return admin::revoke(&app.gateway.load_full(), req).await;
+        if req.uri().path().starts_with("/admin/") {
+            let gateway = app.gateway.load_full();
+            if let Some(resp) = admin::handle(&gateway, req).await {
+                return resp;
+            }
+            return text(StatusCode::NOT_FOUND, "not found\n");
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");

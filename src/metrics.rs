@@ -32,6 +32,13 @@ pub mod names {
     pub const LOGINS: &str = "logins";
     /// Counter: refused logins and credentials, by `provider` and `reason`.
     pub const AUTH_FAILURES: &str = "auth_failures";
+    /// Counter: API key events by `event` (`minted`, `revoked`, `used`).
+    pub const API_KEYS: &str = "api_keys";
+    /// Counter: API keys refused, by `reason` (`malformed`, `unknown`,
+    /// `revoked`, `wrong_provider`, `unavailable`, `not_allowed`).
+    pub const API_KEY_REFUSALS: &str = "api_key_refusals";
+    /// Counter: actions on the admin API, by `action`.
+    pub const ADMIN_ACTIONS: &str = "admin_actions";
 }
 
 /// Label used for requests that matched no route.
@@ -65,6 +72,16 @@ struct FailureLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -78,6 +95,11 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     logins: Family<ProviderLabel, Counter>,
     auth_failures: Family<FailureLabel, Counter>,
+    api_keys: Family<EventLabel, Counter>,
+    /// `api_keys{event="used"}`, resolved once: it counts on the request path.
+    api_key_used: Counter,
+    api_key_refusals: Family<ReasonLabel, Counter>,
+    admin_actions: Family<ActionLabel, Counter>,
     pub connections_open: Gauge,
     pub connections: Counter,
 }
@@ -102,6 +124,10 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let logins = Family::<ProviderLabel, Counter>::default();
         let auth_failures = Family::<FailureLabel, Counter>::default();
+        let api_keys = Family::<EventLabel, Counter>::default();
+        let api_key_used = api_keys.get_or_create(&EventLabel { event: "used" }).clone();
+        let api_key_refusals = Family::<ReasonLabel, Counter>::default();
+        let admin_actions = Family::<ActionLabel, Counter>::default();
         let connections_open = Gauge::default();
         let connections = Counter::default();
         registry.register(names::REQUESTS, "Answered requests by route and status class", requests.clone());
@@ -120,8 +146,15 @@ impl Metrics {
             "Refused logins and credentials, by provider and reason",
             auth_failures.clone(),
         );
+        registry.register(names::API_KEYS, "API key events: minted, revoked, used", api_keys.clone());
+        registry.register(names::API_KEY_REFUSALS, "API keys refused, by reason", api_key_refusals.clone());
+        registry.register(names::ADMIN_ACTIONS, "Admin API actions, by action", admin_actions.clone());
         Metrics {
             registry,
+            api_keys,
+            api_key_used,
+            api_key_refusals,
+            admin_actions,
             requests,
             upstream_duration,
             rejected,
@@ -153,6 +186,23 @@ impl Metrics {
     /// Counts a refused login or credential; `reason` is a fixed word.
     pub fn auth_failure(&self, provider: &str, reason: &'static str) {
         self.auth_failures.get_or_create(&FailureLabel { provider: provider.to_string(), reason }).inc();
+    }
+
+    /// An API key `minted` or `revoked`.
+    pub fn api_key(&self, event: &'static str) {
+        self.api_keys.get_or_create(&EventLabel { event }).inc();
+    }
+
+    pub fn api_key_used(&self) {
+        self.api_key_used.inc();
+    }
+
+    pub fn api_key_refused(&self, reason: &'static str) {
+        self.api_key_refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn admin_action(&self, action: &'static str) {
+        self.admin_actions.get_or_create(&ActionLabel { action }).inc();
     }
 
     pub fn reload(&self, ok: bool) {

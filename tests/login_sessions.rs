@@ -76,6 +76,7 @@ fn minted_cookie(secret: &str, iat: u64, exp: u64) -> String {
         claims: BTreeMap::new(),
         iat,
         exp,
+        oidc_sid: None,
         header_values: Default::default(),
     };
     let set = sessions.write(&identity, &http::HeaderMap::new()).unwrap();

@@ -159,6 +159,7 @@ fn session_cookies(name: &str) -> SessionCookies {
         cookie_name: name.into(),
         cookie_domain: None,
         store: StoreKind::Memory,
+        api_keys_per_user: 20,
     };
     SessionCookies::new(&config, true).expect("a secret is configured")
 }

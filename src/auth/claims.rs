@@ -58,6 +58,7 @@ pub fn login_identity(
         claims: kept_claims(claims, &keep),
         iat: now,
         exp: now + validity,
+        oidc_sid: None,
         header_values: Default::default(),
     })
 }

@@ -1,6 +1,7 @@
 //! Authentication: login methods ("providers"), the session cookie, keys and
 //! shared state. One module per login method behind the [`Provider`] enum.
 
+pub mod api_keys;
 pub mod attempt;
 pub mod claims;
 pub mod fetch;
@@ -8,6 +9,7 @@ pub mod identifiers;
 pub mod json;
 pub mod jwks;
 pub mod provider;
+pub mod records;
 pub mod redirect;
 pub mod seal;
 pub mod session;

@@ -51,6 +51,10 @@ pub struct Identity {
     /// Claims kept for header mapping and `allow.claims` (arrays as lists).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, Vec<String>>,
+    /// The OpenID provider's session id (`sid` claim), for back-channel
+    /// logout and the session index.
+    #[serde(default, rename = "osid", skip_serializing_if = "Option::is_none")]
+    pub oidc_sid: Option<String>,
     /// Unix seconds.
     pub iat: u64,
     pub exp: u64,
@@ -396,6 +400,7 @@ mod tests {
             cookie_name: name.into(),
             cookie_domain: None,
             store: StoreKind::Memory,
+            api_keys_per_user: 20,
         };
         SessionCookies::new(&cfg, true).unwrap()
     }
@@ -412,6 +417,7 @@ mod tests {
             claims: BTreeMap::new(),
             iat: 1000,
             exp: 1900,
+            oidc_sid: None,
             header_values: Default::default(),
         }
     }

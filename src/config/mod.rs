@@ -92,6 +92,8 @@ pub struct SessionConfig {
     pub cookie_name: String,
     pub cookie_domain: Option<String>,
     pub store: StoreKind,
+    /// Most live API keys per user (subject).
+    pub api_keys_per_user: usize,
 }
 
 /// Where single-use and revocation state lives.
@@ -137,6 +139,9 @@ pub struct RouteConfig {
     pub allow_semicolons: bool,
     /// Upgrade protocols passed through, lower-case; default `["websocket"]`.
     pub upgrades: Vec<String>,
+    /// Users signed in with the route's login provider may mint API keys,
+    /// and those keys are accepted here (DESIGN §2.6).
+    pub api_keys: bool,
 }
 
 /// Who may use a route.

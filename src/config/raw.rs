@@ -64,6 +64,7 @@ pub struct RawSession {
     pub store: Option<Spanned<String>>,
     pub redis_url: Option<Spanned<String>>,
     pub redis_prefix: Option<Spanned<String>>,
+    pub api_keys_per_user: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +87,7 @@ pub struct RawRoute {
     pub allow_encoded_slashes: Option<bool>,
     pub allow_semicolons: Option<bool>,
     pub upgrades: Option<Vec<Spanned<String>>>,
+    pub api_keys: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

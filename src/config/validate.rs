@@ -129,7 +129,7 @@ pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let mut routes = Vec::with_capacity(raw.routes.len());
     let mut route_ids = HashSet::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        let route = route(&mut ctx, i, r, &providers)?;
+        let route = route(&mut ctx, i, r, &providers, server.state_dir.as_deref(), &session.store)?;
         if !route_ids.insert(route.id.clone()) {
             return Err(ctx.error(
                 format!("routes[{i}].id"),
@@ -310,6 +310,7 @@ fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<Sessi
             cookie_name: default_cookie_name(https, false),
             cookie_domain: None,
             store: StoreKind::Memory,
+            api_keys_per_user: API_KEYS_PER_USER,
         });
     };
     let secret = raw.secret.as_ref().map(|s| session_secret(ctx, "session.secret", s)).transpose()?;
@@ -387,8 +388,18 @@ fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<Sessi
         cookie_name,
         cookie_domain,
         store,
+        api_keys_per_user: count(
+            ctx,
+            "session.api_keys_per_user",
+            raw.api_keys_per_user.as_ref(),
+            API_KEYS_PER_USER,
+            1..10_001,
+        )?,
     })
 }
+
+/// Default most live API keys per user.
+const API_KEYS_PER_USER: usize = 20;
 
 /// Checks a Redis URL without echoing it: it may carry a password.
 fn redis_url(bytes: &[u8]) -> Result<(), String> {
@@ -433,7 +444,14 @@ fn session_secret(ctx: &mut Ctx, key: &str, v: &Spanned<String>) -> Result<Secre
     Ok(s)
 }
 
-fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute, providers: &[ProviderConfig]) -> Result<RouteConfig, ConfigError> {
+fn route(
+    ctx: &mut Ctx,
+    i: usize,
+    raw: &RawRoute,
+    providers: &[ProviderConfig],
+    state_dir: Option<&std::path::Path>,
+    store: &StoreKind,
+) -> Result<RouteConfig, ConfigError> {
     let key = |k: &str| format!("routes[{i}].{k}");
     let host =
         match &raw.host {
@@ -522,6 +540,29 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute, providers: &[ProviderConfig]) 
             out
         }
     };
+    let api_keys = match &raw.api_keys {
+        Some(v) if *v.get_ref() => {
+            match &access {
+                Access::Protected { login: Some(_), .. } => {}
+                _ => {
+                    return Err(ctx.at(
+                        key("api_keys"),
+                        v,
+                        "API keys are minted by users of a login provider: the route needs login = \"...\"",
+                    ));
+                }
+            }
+            if state_dir.is_none() && store == &StoreKind::Memory {
+                return Err(ctx.at(
+                    key("api_keys"),
+                    v,
+                    "API keys must survive restarts: set server.state_dir, or session.store = \"redis\"",
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
     let id = match &raw.id {
         Some(id) => id.get_ref().clone(),
         None => format!("{}{}", raw.host.as_ref().map_or("*", |h| h.get_ref().as_str()), path_prefix),
@@ -539,6 +580,7 @@ fn route(ctx: &mut Ctx, i: usize, raw: &RawRoute, providers: &[ProviderConfig]) 
         allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
         allow_semicolons: raw.allow_semicolons.unwrap_or(false),
         upgrades,
+        api_keys,
     })
 }
 

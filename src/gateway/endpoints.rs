@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::{Gateway, redirect};
 use crate::auth::provider::{Ctx, Outcome, Params, Provider, Reply, code, jwt, oidc, param, saml};
+use crate::auth::records::SessionEntry;
 use crate::auth::{Failure, Identity, claims};
 use crate::canonical::Target;
 use crate::error::{self, Class, Reject, escape_html};
@@ -34,6 +35,10 @@ enum Endpoint {
     Code,
     Identifiers,
     DemoLogin,
+    /// `/api-keys`: list (GET), mint (POST).
+    ApiKeys,
+    /// `/api-keys/{id}`: revoke (DELETE).
+    ApiKey,
 }
 
 /// Path below the prefix, the methods it answers (its `Allow`), the
@@ -70,11 +75,24 @@ const ENDPOINTS: &[Entry] = &[
         max_body: code::MAX_JSON_BYTES,
     },
     Entry { path: "/demo-login", allow: "GET, HEAD, POST", endpoint: Endpoint::DemoLogin, max_body: MAX_FORM_BYTES },
+    Entry {
+        path: "/api-keys",
+        allow: "GET, HEAD, POST",
+        endpoint: Endpoint::ApiKeys,
+        max_body: super::api_key_endpoints::MAX_JSON_BYTES,
+    },
+    // `/api-keys/{id}`, matched below.
+    Entry { path: "/api-keys/", allow: "DELETE", endpoint: Endpoint::ApiKey, max_body: 0 },
 ];
 
 fn find(endpoint: &str) -> Option<&'static Entry> {
     let forward_auth = endpoint.starts_with("/auth/");
-    ENDPOINTS.iter().find(|e| e.path == endpoint || (forward_auth && e.endpoint == Endpoint::ForwardAuth))
+    let api_key = endpoint.strip_prefix("/api-keys/").is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    ENDPOINTS.iter().find(|e| {
+        (e.path == endpoint && e.endpoint != Endpoint::ApiKey)
+            || (forward_auth && e.endpoint == Endpoint::ForwardAuth)
+            || (api_key && e.endpoint == Endpoint::ApiKey)
+    })
 }
 
 /// An empty `allow` takes any method.
@@ -117,6 +135,11 @@ impl Gateway {
             Endpoint::Start => return self.start(&req, &q).await,
             Endpoint::Logout => return self.logout(req.headers()).await,
             Endpoint::Userinfo => return self.userinfo(req.headers()),
+            Endpoint::ApiKeys => return self.api_keys(req, entry.max_body).await,
+            Endpoint::ApiKey => {
+                let id = endpoint.strip_prefix("/api-keys/").unwrap_or_default().to_string();
+                return self.revoke_api_key(req, &id).await;
+            }
             _ => {}
         }
         let (parts, body) = req.into_parts();
@@ -141,20 +164,23 @@ impl Gateway {
             Endpoint::Identifiers => code::identifiers(&ctx, &parts.method, headers, &q, body).await.into(),
             Endpoint::DemoLogin if parts.method == Method::POST => return self.demo_submit(body),
             Endpoint::DemoLogin => return self.demo_form(&ctx.return_path(param(&q, "redirectUrl")), None),
-            Endpoint::ForwardAuth | Endpoint::Start | Endpoint::Logout | Endpoint::Userinfo => {
-                unreachable!("answered above")
-            }
+            Endpoint::ForwardAuth
+            | Endpoint::Start
+            | Endpoint::Logout
+            | Endpoint::Userinfo
+            | Endpoint::ApiKeys
+            | Endpoint::ApiKey => unreachable!("answered above"),
         };
-        self.answer(reply, headers)
+        self.answer(reply, headers).await
     }
 
     /// Turns what an endpoint came to into the answer: a login's session
     /// cookie and redirect, a refusal's page or JSON, plus the endpoint's
     /// own cookies.
-    fn answer(&self, reply: Reply, headers: &HeaderMap) -> Response<Body> {
+    async fn answer(&self, reply: Reply, headers: &HeaderMap) -> Response<Body> {
         let mut resp = match reply.outcome {
             Outcome::SignedIn { provider, identity, return_to } => {
-                self.start_session(headers, &provider, *identity, &return_to)
+                self.start_session(headers, &provider, *identity, &return_to).await
             }
             Outcome::Redirect(location) => redirect(&location),
             Outcome::Json(value) => error::json(StatusCode::OK, &value),
@@ -176,8 +202,15 @@ impl Gateway {
         resp
     }
 
-    /// Sets the session cookie(s) and sends the browser on to `location`.
-    fn start_session(&self, headers: &HeaderMap, provider: &str, identity: Identity, location: &str) -> Response<Body> {
+    /// Records the session in the index, sets the session cookie(s) and
+    /// sends the browser on to `location`.
+    async fn start_session(
+        &self,
+        headers: &HeaderMap,
+        provider: &str,
+        identity: Identity,
+        location: &str,
+    ) -> Response<Body> {
         let Some(sessions) = &self.sessions else {
             let refusal = Reject::new(Class::Internal, "no_session_secret", "Sessions are not configured.");
             return refusal.answer(error::wants_html(headers));
@@ -189,6 +222,14 @@ impl Gateway {
                 return self.login_failed(headers, provider, &failure);
             }
         };
+        // A session the index does not know could not be listed nor ended
+        // by `sid`: without the index, no session.
+        let entry = SessionEntry::of(&identity);
+        if let Err(e) = self.shared.records.add_session(&entry, self.shared.clock.now()).await {
+            warn!(provider, error = %e, "cannot record the session");
+            let failure = Failure::new(Class::Unavailable, "store_unavailable", "Sign-in is unavailable; try again.");
+            return self.login_failed(headers, provider, &failure);
+        }
         info!(provider, user = %identity.sub, "signed in");
         self.shared.metrics.login(provider);
         let mut resp = redirect(location);
@@ -322,6 +363,9 @@ impl Gateway {
             let revocation = crate::auth::store::Revocation::Session(id.sid.clone());
             if let Err(e) = self.shared.store.revoke(revocation, now, ttl).await {
                 warn!(error = %e, "could not record the logout; the cookie is cleared anyway");
+            }
+            if let Err(e) = self.shared.records.drop_sessions(&[SessionEntry::of(id)]).await {
+                warn!(error = %e, "could not drop the session from the index");
             }
             info!(provider = %id.provider, user = %id.sub, "signed out");
         }

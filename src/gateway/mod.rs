@@ -31,10 +31,12 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 use tracing::{info, warn};
 
+mod api_key_endpoints;
 mod asked_url;
 mod endpoints;
 mod forward_auth;
 
+use crate::auth::api_keys;
 use crate::auth::jwks::JwksRegistry;
 use crate::auth::provider::{self, Provider, bearer};
 use crate::auth::session::{SessionCookies, strip_cookies};
@@ -74,6 +76,10 @@ pub struct Shared {
     pub identifiers: Option<crate::auth::identifiers::Identifiers>,
     /// Every expiry reads it; tests move it.
     pub clock: crate::clock::Clock,
+    /// The session index and API keys: in memory, redb under
+    /// `server.state_dir`, or Redis.
+    pub records: crate::auth::records::Records,
+    pub api_keys: crate::auth::api_keys::ApiKeys,
 }
 
 /// One compiled route.
@@ -101,6 +107,8 @@ pub struct Route {
     allow_semicolons: bool,
     /// Upgrade protocols passed through (`websocket` by default; never `h2c`).
     upgrades: proxy::Upgrades,
+    /// Takes API keys of its login provider's users.
+    api_keys: bool,
     metrics: RouteMetrics,
 }
 
@@ -172,6 +180,10 @@ pub struct Gateway {
     pub(crate) login_states: Option<auth::attempt::LoginStates>,
     pub(crate) demo: Option<provider::jwt::DemoLogin>,
     pub(crate) admin_token: Option<crate::config::Secret>,
+    /// Login providers whose users may mint API keys (those of routes with
+    /// `api_keys = true`).
+    pub(crate) api_key_providers: Vec<String>,
+    pub(crate) api_keys_per_user: usize,
 }
 
 impl Gateway {
@@ -239,6 +251,21 @@ impl Gateway {
             providers,
             demo,
             admin_token: config.server.admin_token.clone(),
+            api_key_providers: {
+                let mut ids: Vec<String> = config
+                    .routes
+                    .iter()
+                    .filter(|r| r.api_keys)
+                    .filter_map(|r| match &r.access {
+                        Access::Protected { login: Some(l), .. } => Some(l.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                ids
+            },
+            api_keys_per_user: config.session.api_keys_per_user,
             shared,
         })
     }
@@ -367,6 +394,13 @@ impl Gateway {
         if public {
             return Verdict::Pass(None);
         }
+        if route.api_keys {
+            if let bearer::Credential::Bearer(token) = credential {
+                if token.starts_with(api_keys::PREFIX) {
+                    return self.authenticate_api_key(route, token).await;
+                }
+            }
+        }
         if !route.bearer.is_empty() && (credential != bearer::Credential::Absent || route.login.is_none()) {
             return self.authenticate_bearer(route, credential.token()).await;
         }
@@ -433,6 +467,43 @@ impl Gateway {
         info!(route = %route.id, provider, reason = e.reason(), "bearer token refused");
         self.shared.metrics.auth_failure(provider, e.reason());
         Verdict::Respond(bearer_refusal(e.class(), Some("invalid_token"), e.description()).json())
+    }
+
+    /// `Authorization: Bearer pk_...` on a route that takes API keys: a key
+    /// of a user of the route's login provider, not revoked, then the
+    /// route's `allow` rules. Answered from memory once this replica has
+    /// seen the key.
+    async fn authenticate_api_key(&self, route: &Route, token: &str) -> Verdict {
+        let metrics = &self.shared.metrics;
+        let refused = |reason: &'static str| {
+            info!(route = %route.id, reason, "API key refused");
+            metrics.api_key_refused(reason);
+            let text = "The API key is unknown, revoked, or not valid for this application.";
+            Verdict::Respond(bearer_refusal(Class::Unauthorized, Some("invalid_token"), text.into()).json())
+        };
+        match self.shared.api_keys.check(token).await {
+            api_keys::Check::Valid(identity) => {
+                if route.login.as_ref().is_none_or(|l| l.id() != identity.provider) {
+                    return refused("wrong_provider");
+                }
+                match self.allowed(route, identity) {
+                    Verdict::Forbidden => {
+                        metrics.api_key_refused("not_allowed");
+                        Verdict::Forbidden
+                    }
+                    pass => {
+                        metrics.api_key_used();
+                        pass
+                    }
+                }
+            }
+            api_keys::Check::Unknown(reason) => refused(reason),
+            api_keys::Check::Unavailable => {
+                metrics.api_key_refused("unavailable");
+                let text = "API keys cannot be checked right now; try again.";
+                Verdict::Respond(Reject::new(Class::Unavailable, "store_unavailable", text).json())
+            }
+        }
     }
 
     /// A verified bearer token: the provider's required scopes, then the
@@ -658,6 +729,7 @@ fn compile_route(
         allow_encoded_slashes: r.allow_encoded_slashes,
         allow_semicolons: r.allow_semicolons,
         upgrades: proxy::Upgrades::new(&r.upgrades),
+        api_keys: r.api_keys,
         metrics: metrics.route(&r.id),
     }
 }

@@ -118,6 +118,7 @@ impl BearerAuth {
             claims: claims::kept_claims(c, &self.claims.keep),
             iat: verified.iat.unwrap_or(now),
             exp: verified.exp.unwrap_or(until),
+            oidc_sid: None,
             header_values: Default::default(),
         };
         identity.check_header_safe().map_err(|_| TokenError::BadClaim("identity"))?;

@@ -218,6 +218,7 @@ impl Pending {
             claims: Default::default(),
             iat: now,
             exp: now + self.validity_minutes.clamp(*VALIDITY_MINUTES.start(), *VALIDITY_MINUTES.end()) as u64 * 60,
+            oidc_sid: None,
             header_values: Default::default(),
         }
     }

@@ -539,6 +539,7 @@ impl OidcLogin {
             claims: claims::kept_claims(c, &keep),
             iat: now,
             exp: now + self.s.validity,
+            oidc_sid: string_claim(c, "sid")?,
             header_values: Default::default(),
         };
         identity.check_header_safe().map_err(|why| Failure::new(Class::Unauthorized, "unsafe_claims", why))?;

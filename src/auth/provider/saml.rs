@@ -410,6 +410,7 @@ impl SamlLogin {
             claims: Default::default(),
             iat: now,
             exp: now + self.s.validity,
+            oidc_sid: None,
             header_values: Default::default(),
         };
         identity.check_header_safe().map_err(|why| fail("unsafe_claims", why))?;

@@ -574,6 +574,15 @@ impl Gateway {
         if let Some(sessions) = &self.sessions {
             strip_cookies(req.headers_mut(), |name| sessions.owns(name));
         }
+        // An API key is porteiro's credential, like its cookie: it never
+        // reaches the upstream.
+        if route.api_keys {
+            if let bearer::Credential::Bearer(token) = bearer::credential(req.headers()) {
+                if token.starts_with(api_keys::PREFIX) {
+                    req.headers_mut().remove(header::AUTHORIZATION);
+                }
+            }
+        }
         if let Some(identity) = identity {
             put_identity_headers(req.headers_mut(), identity, route, Audience::Upstream);
         }

@@ -204,9 +204,7 @@ impl ApiKeys {
 
     /// The keys of the user `owner` made with its provider.
     pub async fn list(&self, owner: &Identity) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut keys = self.records.keys(&Owner::Subject(owner.sub.clone())).await?;
-        keys.retain(|k| k.owner.provider == owner.provider);
-        Ok(keys)
+        self.records.keys(&Owner::User(super::records::user(owner))).await
     }
 
     /// Revokes key `id` if `owner` (when given) owns it: deleted from the

@@ -302,3 +302,49 @@ mod saml_signing {
         assert!(e.contains("sp_key_file does not apply to kind = \"bearer\""), "{e}");
     }
 }
+
+#[test]
+fn api_keys_need_a_login_and_durable_storage() {
+    let base = r#"
+[server]
+listen = "127.0.0.1:8080"
+STATE
+
+[session]
+secret = "0123456789abcdef0123456789abcdef"
+LIMIT
+
+[[providers]]
+id = "intranet"
+kind = "jwt"
+login_url = "https://login.test/"
+issuer = "intranet.test"
+secret = "0123456789abcdef0123456789abcdef"
+
+[[routes]]
+path_prefix = "/"
+upstream = "http://127.0.0.1:3000"
+login = "intranet"
+api_keys = true
+"#;
+    let text = base.replace("STATE", "").replace("LIMIT", "");
+    let e = load(&text).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.starts_with("test.toml:21:12: routes[0].api_keys: API keys must survive restarts"), "{e}");
+    let c = load(&base.replace("STATE", "state_dir = \"/tmp/x\"").replace("LIMIT", "")).unwrap();
+    assert!(c.routes[0].api_keys);
+    assert_eq!(c.session.api_keys_per_user, 20);
+    let c = load(&base.replace("STATE", "state_dir = \"/tmp/x\"").replace("LIMIT", "api_keys_per_user = 3")).unwrap();
+    assert_eq!(c.session.api_keys_per_user, 3);
+    let e = load(&base.replace("STATE", "state_dir = \"/tmp/x\"").replace("LIMIT", "api_keys_per_user = 0"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("session.api_keys_per_user: must be between 1 and 10000"), "{e}");
+    let bearer_only = base
+        .replace("STATE", "state_dir = \"/tmp/x\"")
+        .replace("LIMIT", "")
+        .replace("login = \"intranet\"", "bearer = [\"api\"]")
+        .replace("[[routes]]", "[[providers]]\nid = \"api\"\nkind = \"bearer\"\nissuer = \"https://i.test\"\njwks_url = \"https://i.test/jwks\"\naudience = \"a\"\nalgorithms = [\"RS256\"]\n\n[[routes]]");
+    let e = load(&bearer_only).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("routes[0].api_keys: API keys are minted by users of a login provider"), "{e}");
+}

@@ -138,12 +138,29 @@ impl Gateway {
     pub(super) async fn api_keys(&self, req: Request<Incoming>, max_body: usize) -> Response<Body> {
         let headers = req.headers();
         if req.method() != Method::POST && error::wants_html(headers) && self.session(headers, None).is_none() {
-            // A browser without a session signs in first, then comes back.
-            let mut logins = self.api_key_providers.iter().filter_map(|id| self.provider(id));
-            if let (Some(only), None) = (logins.next(), logins.next()) {
-                let here = format!("{}/api-keys", self.auth_prefix);
+            // A browser without a session signs in first, then comes back:
+            // straight away with one provider, else the user picks one.
+            let here = format!("{}/api-keys", self.auth_prefix);
+            let logins: Vec<_> = self.api_key_providers.iter().filter_map(|id| self.provider(id)).collect();
+            if let [only] = logins[..] {
                 return self.start_login(only, headers, &here).await;
             }
+            let links: String = logins
+                .iter()
+                .map(|p| {
+                    let query = form_urlencoded::Serializer::new(String::new())
+                        .append_pair("provider", p.id())
+                        .append_pair("redirectUrl", &here)
+                        .finish();
+                    format!(
+                        "<li><a href=\"{}\">{}</a></li>",
+                        escape_html(&format!("{}/start?{query}", self.auth_prefix)),
+                        escape_html(p.id())
+                    )
+                })
+                .collect();
+            let body = format!("<p>Sign in to manage your API keys:</p><ul>{links}</ul>");
+            return error::page(StatusCode::UNAUTHORIZED, "API keys", "API keys", &body);
         }
         let owner = match self.key_owner(headers) {
             Ok(owner) => owner,

@@ -68,13 +68,20 @@ pub struct KeyRecord {
     pub last_used_at: Option<u64>,
 }
 
-/// Whose records: a subject, an email address (lower-cased), or (sessions
-/// only) an OpenID provider's session id.
+/// Whose records: a subject, an email address (lower-cased), (sessions
+/// only) an OpenID provider's session id, or (keys only) one user of one
+/// login provider ([`user`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
     Subject(String),
     Email(String),
     Sid(String),
+    User(String),
+}
+
+/// A user of one login provider: subjects are the provider's namespace.
+pub fn user(identity: &Identity) -> String {
+    format!("{}\u{1f}{}", identity.provider, identity.sub)
 }
 
 impl Owner {
@@ -84,6 +91,7 @@ impl Owner {
             Owner::Subject(s) => ("subject", s),
             Owner::Email(e) => ("email", e),
             Owner::Sid(s) => ("sid", s),
+            Owner::User(u) => ("user", u),
         }
     }
 }
@@ -157,8 +165,8 @@ impl Records {
         }
     }
 
-    /// Adds a key under `hash` unless its owner (by subject) already has
-    /// `limit` keys. One atomic change.
+    /// Adds a key under `hash` unless its owner (that user of that login
+    /// provider) already has `limit` keys. One atomic change.
     pub async fn add_key(&self, hash: &[u8; 32], record: &KeyRecord, limit: usize) -> Result<(), AddKeyError> {
         match self {
             Records::Redb(r) => r.add_key(hash, record, limit).await,

@@ -58,9 +58,10 @@ fn session_owners(entry: &SessionEntry) -> impl Iterator<Item = String> + '_ {
 }
 
 fn key_owners(record: &KeyRecord) -> impl Iterator<Item = String> + '_ {
+    let user = Some(index_key("user", &super::user(&record.owner), &record.id));
     let subject = Some(index_key("subject", &record.owner.sub, &record.id));
     let email = record.owner.email.as_ref().map(|e| index_key("email", &e.to_ascii_lowercase(), &record.id));
-    [subject, email].into_iter().flatten()
+    [user, subject, email].into_iter().flatten()
 }
 
 fn expiry_key(entry: &SessionEntry) -> String {
@@ -183,7 +184,7 @@ impl RedbRecords {
             let txn = db.begin_write().map_err(storage)?;
             {
                 let mut owners = txn.open_table(KEY_OWNERS).map_err(storage)?;
-                let (start, end) = owner_range(&Owner::Subject(record.owner.sub.clone()));
+                let (start, end) = owner_range(&Owner::User(super::user(&record.owner)));
                 let held = owners.range(start.as_str()..end.as_str()).map_err(storage)?.count();
                 if held >= limit {
                     return Ok(false);

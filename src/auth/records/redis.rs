@@ -2,7 +2,8 @@
 //! `{prefix}session:{id}` expiring with the session; an API key a hash
 //! `{prefix}apikey:{key hash}` (the record, and its last use apart);
 //! `{prefix}apikey-id:{id}` finds a key's hash from its id. Each owner
-//! (`subject`, `email`, and for sessions the OpenID `sid`) has a set of
+//! (`subject`, `email`; for keys also `user`, the provider and subject the
+//! limit counts; for sessions the OpenID `sid`) has a set of
 //! members: `{prefix}sessions:{kind}:{value}`, `{prefix}apikeys:{kind}:{value}`.
 //! Every change is one script, so it happens whole or not at all; the
 //! per-user key limit is decided inside it.
@@ -34,8 +35,9 @@ return 1
     )
 });
 
-/// `KEYS[1]` the key's hash, `KEYS[2]` its id, `KEYS[3]` the owner's
-/// subject set (the limit counts there), `KEYS[4]` the email set if any;
+/// `KEYS[1]` the key's hash, `KEYS[2]` its id, `KEYS[3]` the owner's set
+/// (provider and subject: the limit counts there), then the subject and
+/// email sets;
 /// `ARGV` the record, the key hash, the limit. 0 when over the limit.
 static ADD_KEY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -110,9 +112,10 @@ impl RedisRecords {
         format!("{}apikey-id:{id}", self.prefix)
     }
 
-    /// The subject set first: the limit is counted there.
+    /// The user's set (provider and subject) first: the limit is counted there.
     fn key_sets(&self, r: &KeyRecord) -> Vec<String> {
-        let mut sets = vec![self.set("apikeys", "subject", &r.owner.sub)];
+        let mut sets =
+            vec![self.set("apikeys", "user", &super::user(&r.owner)), self.set("apikeys", "subject", &r.owner.sub)];
         sets.extend(r.owner.email.iter().map(|m| self.set("apikeys", "email", &m.to_ascii_lowercase())));
         sets
     }

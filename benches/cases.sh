@@ -6,7 +6,8 @@
 #
 # A case is (name, porteiro config snippet, wrk extra args). The snippet is
 # appended after porteiro's [server] table, so it may hold [session] and
-# [[routes]]; @UPSTREAM@ becomes the upstream's URL. wrk extra args are given
+# [[routes]]; @UPSTREAM@ becomes the upstream's URL, @WORK@ a directory of
+# the run's own. wrk extra args are given
 # one per argument, e.g. -H "Cookie: porteiro_session=...". nginx gets the
 # same requests and just proxies them.
 
@@ -16,7 +17,13 @@ declare -A CASE_WRK_ARGS=()       # one argument per line
 # The floor of porteiro's req/s per proxy core over nginx's in the same case
 # (nginx always proxies plainly, so this is against nginx without any
 # authentication): plain proxying 0.90, authenticated cases 0.85.
-declare -A CASE_FLOOR=([public]=0.90 [cookie]=0.85 [bearer]=0.85)
+declare -A CASE_FLOOR=([public]=0.90 [cookie]=0.85 [bearer]=0.85 [apikey]=0.85)
+
+# Case $1's config snippet for upstream URL $2, its @WORK@ under $WORK.
+case_config() { # case upstream-url
+    local config=${CASE_CONFIG[$1]//@UPSTREAM@/$2}
+    echo "${config//@WORK@/$WORK/$1}"
+}
 
 add_case() {
     local name=$1 config=$2
@@ -81,6 +88,31 @@ upstream = \"@UPSTREAM@\"
 bearer = [\"api\"]
 "
 
+# API key (Carol / Clock In): a signed-in user's key on a login route with
+# api_keys = true (kept in state_dir, which the snippet's first line adds
+# to [server]); setup_apikey signs in and mints the key once, then every
+# request carries it and porteiro answers from its memory of seen keys.
+add_case apikey "
+state_dir = \"@WORK@/apikey-state\"
+
+[session]
+secret = \"$SESSION_SECRET\"
+
+[[providers]]
+id = \"login\"
+kind = \"jwt\"
+login_url = \"http://127.0.0.1:9/login\"
+issuer = \"load.bench\"
+algorithms = [\"HS256\"]
+secret = \"$LOGIN_SECRET\"
+
+[[routes]]
+path_prefix = \"/\"
+upstream = \"@UPSTREAM@\"
+login = \"login\"
+api_keys = true
+"
+
 # A case whose request must be computed against the running porteiro defines
 # a function setup_NAME, called once porteiro is ready (PORTEIRO_PORT set);
 # it may append wrk arguments to CASE_WRK_ARGS[NAME], one per line. Before
@@ -102,21 +134,40 @@ mint_hs256() { # secret lifetime claims-json [iat]
 }
 
 setup_cookie() {
+    local cookie
+    cookie=$(login_cookie cookie) || exit 1
+    add_wrk_args cookie -H "Cookie: $cookie"
+}
+
+# Signs in through the jwt login like a browser; prints the session cookie
+# (name=value). $1 names the case in errors.
+login_cookie() { # case
     local token headers cookie
     # A login token as a login page mints it: exp in a minute, iat, unique jti.
     token=$(mint_hs256 "$LOGIN_SECRET" 60 \
         '{"iss": "load.bench", "name": "Load Bench", "email": "bench@example.com", "userid": "bench-1",
           "groups": ["staff", "ops", "bench"], "jti": "load-'"$RANDOM$RANDOM"'"}' iat) ||
-        die "cookie: cannot sign the login token (python3)"
+        die "$1: cannot sign the login token (python3)"
     # Generous: under valgrind (instructions.sh) the login takes seconds.
     headers=$(curl -sS -o /dev/null -D - --max-time 60 \
         "http://127.0.0.1:$PORTEIRO_PORT/sso/callback?jwt=$token&redirectUrl=/") ||
-        die "cookie: the login callback did not answer"
+        die "$1: the login callback did not answer"
     cookie=$(tr -d '\r' <<<"$headers" |
         awk 'tolower($1) == "set-cookie:" && $2 ~ /^porteiro_session=./ { sub(/;.*/, "", $2); print $2 }')
-    [[ -n $cookie ]] || die "cookie: the login callback set no session cookie; it answered:
+    [[ -n $cookie ]] || die "$1: the login callback set no session cookie; it answered:
 $headers"
-    add_wrk_args cookie -H "Cookie: $cookie"
+    echo "$cookie"
+}
+
+setup_apikey() {
+    local cookie answer key
+    cookie=$(login_cookie apikey) || exit 1
+    answer=$(curl -sS --max-time 60 -H "Cookie: $cookie" -H 'Content-Type: application/json' \
+        --data '{"name": "load bench"}' "http://127.0.0.1:$PORTEIRO_PORT/sso/api-keys") ||
+        die "apikey: minting the key did not answer"
+    key=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])' <<<"$answer") ||
+        die "apikey: no key minted; porteiro answered: $answer"
+    add_wrk_args apikey -H "Authorization: Bearer $key"
 }
 
 setup_bearer() {

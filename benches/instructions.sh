@@ -134,7 +134,7 @@ listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$admin"
 worker_threads = 1
 shutdown_grace_seconds = 1
-${CASE_CONFIG[$CASE]//@UPSTREAM@/http://127.0.0.1:$UPSTREAM_PORT}
+$(case_config "$CASE" "http://127.0.0.1:$UPSTREAM_PORT")
 EOF
         read -r ir n < <(RUST_LOG=warn measure porteiro "$port" "http://127.0.0.1:$admin/readyz" \
             "$PORTEIRO_BIN" --config "$WORK/gateway.toml")

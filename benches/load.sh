@@ -198,7 +198,7 @@ start_porteiro() {
     PORTEIRO_PORT=$(free_port)
     admin_port=$(free_port)
     mkdir -p "$dir"
-    config=${CASE_CONFIG[$case]//@UPSTREAM@/$UPSTREAM_URL}
+    config=$(case_config "$case" "$UPSTREAM_URL")
     cat >"$dir/gateway.toml" <<EOF
 [server]
 listen = "127.0.0.1:$PORTEIRO_PORT"

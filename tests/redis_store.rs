@@ -454,3 +454,42 @@ async fn an_unanswering_redis_fails_logins_within_the_timeouts() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_session_index_is_shared_by_replicas() {
+    let server = RedisServer::start();
+    let upstream = FakeUpstream::new("app").start().await;
+    let a = replica(&upstream, &server.url()).start().await;
+    let b = replica(&upstream, &server.url()).start().await;
+    let on_a = a.login(&hs_token(&claims())).await;
+    let on_b = b.login(&hs_token(&claims())).await;
+
+    // Either replica lists both sessions, whichever started them.
+    let list = |gw: &Gateway| {
+        let url = gw.admin_url("/admin/sessions?email=ana@example.com");
+        let client = gw.client.clone();
+        async move {
+            let resp = client.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Value>().await.unwrap()["sessions"].as_array().unwrap().clone()
+        }
+    };
+    let sessions = list(&b).await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(list(&a).await.len(), 2);
+    // The index expires with the sessions in Redis (a TTL on every entry).
+    let ttl = server.command(&format!("PTTL porteiro:session:{}", sessions[0]["session_id"].as_str().unwrap()));
+    let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 0 && ttl <= 15 * 60 * 1000, "{ttl}");
+
+    // Ended by id on B: gone from the index, refused on A.
+    let first = sessions.iter().find(|s| s["session_id"].is_string()).unwrap()["session_id"].clone();
+    let resp = b.revoke(ADMIN_TOKEN, json!({"session_id": first})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(list(&a).await.len(), 1);
+    eventually_within(PROPAGATION, "A refuses the session ended on B", || async {
+        !session_works(&a, &on_a).await || !session_works(&a, &on_b).await
+    })
+    .await;
+    assert!(session_works(&a, &on_a).await != session_works(&a, &on_b).await, "exactly one ended");
+}

@@ -17,17 +17,17 @@ use super::{AddKeyError, KeyRecord, Owner, SessionEntry, decode, encode, hex};
 use crate::auth::store::StoreError;
 
 /// `KEYS[1]` the session, `KEYS[2..]` its owners' sets; `ARGV` the entry,
-/// its expiry (unix ms), its id. An owner set lives as long as its
-/// longest-lived session.
+/// its time to live (ms), its id. An owner set lives as long as its
+/// longest-lived session. (`PTTL` is -1 on a set without one yet.)
 static ADD_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('HSET', KEYS[1], 'r', ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 for i = 2, #KEYS do
   redis.call('SADD', KEYS[i], ARGV[3])
-  if redis.call('PEXPIRETIME', KEYS[i]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIREAT', KEYS[i], ARGV[2])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
   end
 end
 return 1
@@ -120,13 +120,15 @@ impl RedisRecords {
         sets
     }
 
-    pub async fn add_session(&self, entry: &SessionEntry, _now: u64) -> Result<(), StoreError> {
+    pub async fn add_session(&self, entry: &SessionEntry, now: u64) -> Result<(), StoreError> {
+        // Redis expires it on its own time: the session's remaining life.
+        let ttl_ms = entry.expires.saturating_sub(now).max(1).saturating_mul(1000);
         let mut script = ADD_SESSION.prepare_invoke();
         script.key(self.session_key(&entry.id));
         for set in self.session_sets(entry) {
             script.key(set);
         }
-        script.arg(encode(entry)).arg(entry.expires.saturating_mul(1000)).arg(&entry.id);
+        script.arg(encode(entry)).arg(ttl_ms).arg(&entry.id);
         script.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(storage)?;
         Ok(())
     }

@@ -223,7 +223,8 @@ async fn hostile_mints_and_uses_are_refused() {
     let bob = gw.login(&hs_token(&claims_with(json!({"email": "bob@example.com", "name": "Bob"})))).await;
     let (_, listed) = list(&gw, &cookie).await;
     let listed: Value = serde_json::from_str(&listed).unwrap();
-    let id = listed["keys"][1]["id"].as_str().unwrap().to_string();
+    let phone = listed["keys"].as_array().unwrap().iter().find(|k| k["name"] == "phone").unwrap();
+    let id = phone["id"].as_str().unwrap().to_string();
     let del = |c: &str, origin: Option<&str>| {
         let mut req = gw.client.delete(gw.url(&format!("/sso/api-keys/{id}"))).header("cookie", c.to_string());
         if let Some(o) = origin {

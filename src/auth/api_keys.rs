@@ -14,7 +14,7 @@
 //! the message is dropped there too.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -64,6 +64,9 @@ struct Known {
     checked: AtomicU64,
     /// When this replica last wrote its `last_used_at`.
     touched: AtomicU64,
+    /// Seen revoked: refused from memory from then on, also while the
+    /// store is unreachable (revocation is for good).
+    revoked: AtomicBool,
 }
 
 pub struct ApiKeys {
@@ -123,8 +126,8 @@ impl ApiKeys {
         let hash = hash(token);
         let now = self.clock.now();
         if let Some(known) = self.known.get(&hash) {
-            if self.revoked(&known.identity) {
-                self.known.invalidate(&hash);
+            if known.revoked.load(Ordering::Relaxed) || self.revoked(&known.identity) {
+                known.revoked.store(true, Ordering::Relaxed);
                 return Check::Unknown("revoked");
             }
             self.maintain(&hash, &known, now);
@@ -139,15 +142,18 @@ impl ApiKeys {
             }
         };
         let identity = Arc::new(key_identity(&record));
-        if self.revoked(&identity) {
-            return Check::Unknown("revoked");
-        }
+        let revoked = self.revoked(&identity);
         let known = Arc::new(Known {
             id: record.id.clone(),
             identity: identity.clone(),
             checked: AtomicU64::new(now),
             touched: AtomicU64::new(record.last_used_at.unwrap_or(0)),
+            revoked: AtomicBool::new(revoked),
         });
+        if revoked {
+            self.known.insert(hash, known);
+            return Check::Unknown("revoked");
+        }
         self.maintain(&hash, &known, now);
         self.known.insert(hash, known);
         Check::Valid(identity)
@@ -285,11 +291,14 @@ mod tests {
         keys.mint(&ana, "laptop", 2).await.unwrap();
         assert!(matches!(keys.mint(&ana, "third", 2).await, Err(MintError::OverLimit(2))));
         let listed = keys.list(&ana).await.unwrap();
-        assert_eq!(listed.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["phone", "laptop"]);
+        let mut names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["laptop", "phone"]);
         // Another user cannot revoke it; its owner can.
         assert!(keys.revoke(&minted.id, Some(&owner("bob"))).await.unwrap().is_none());
         assert!(keys.revoke(&minted.id, Some(&ana)).await.unwrap().is_some());
         assert!(matches!(keys.check(&minted.key).await, Check::Unknown("revoked")));
+        assert!(matches!(keys.check(&minted.key).await, Check::Unknown("revoked")), "remembered as revoked");
         keys.known.invalidate_all();
         assert!(matches!(keys.check(&minted.key).await, Check::Unknown("unknown")));
         // The freed slot can be used again.

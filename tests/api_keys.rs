@@ -290,6 +290,11 @@ async fn the_page_lists_creates_and_revokes_with_its_own_script_only() {
     assert!(csp.contains(&format!("script-src 'sha256-{hash}'")), "{csp}");
     assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
     assert_eq!(page.matches("<script").count(), 1);
+    // The script parses (Node, which the OpenID provider tests need anyway).
+    let file = tempfile::NamedTempFile::with_suffix(".js").unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let checked = std::process::Command::new("node").arg("--check").arg(file.path()).output().unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
 }
 
 /// Logs in on a porteiro process as the default user; the Cookie header value.

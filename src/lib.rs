@@ -245,13 +245,37 @@ pub struct Running {
 }
 
 impl Running {
-    /// Begins a graceful shutdown: `/readyz` turns 503, the main listener
-    /// stops accepting, in-flight requests get `server.shutdown_grace_seconds`.
-    /// The admin listener keeps answering until [`Running::wait`] has seen
-    /// the drain end.
+    /// Begins a graceful shutdown: `/readyz` turns 503 at once while the
+    /// main listener keeps serving for `server.shutdown_delay_seconds` (load
+    /// balancers need that long to stop sending); then it stops accepting,
+    /// and in-flight requests get `server.shutdown_grace_seconds`, their
+    /// answers saying `Connection: close`. The admin listener keeps
+    /// answering until [`Running::wait`] has seen the drain end.
     pub fn shutdown(&self) {
         self.app.shared.draining.store(true, Ordering::Relaxed);
-        self.shutdown.cancel();
+        let delay = self.app.config.load().server.shutdown_delay;
+        let token = self.shutdown.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !delay.is_zero() => {
+                info!(
+                    delay_seconds = delay.as_secs(),
+                    "draining: /readyz says 503; still serving until the delay ends"
+                );
+                runtime.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => token.cancel(),
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+            _ => token.cancel(),
+        }
+    }
+
+    /// Cancelling it stops accepting now, whatever is left of the shutdown
+    /// delay (the binary: a second `SIGTERM` or `SIGINT`).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// Waits until the main listener has drained, then stops the admin

@@ -152,7 +152,18 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     info!("shutting down");
     running.shutdown();
-    running.wait().await;
+    // A second signal skips what is left of server.shutdown_delay_seconds.
+    let stop = running.stop_token();
+    let wait = running.wait();
+    tokio::pin!(wait);
+    tokio::select! {
+        () = &mut wait => {}
+        _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
+            info!("second signal: stop accepting now");
+            stop.cancel();
+            wait.await;
+        }
+    }
     info!("stopped");
     Ok(())
 }

@@ -81,7 +81,9 @@ pub fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting and
-/// lets in-flight requests finish within `limits.shutdown_grace`.
+/// lets in-flight requests finish within `limits.shutdown_grace`: idle
+/// connections are closed, and every answer from then on says
+/// `Connection: close`.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsSwap>,
@@ -210,12 +212,27 @@ impl<H: Handler> Connection<H> {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let handler = self.handler.clone();
+        let draining = self.shutdown.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
+            let draining = draining.clone();
             // Boxed: hyper keeps a slot the size of this future for the
             // whole life of an HTTP/1.1 connection; boxed, the handler's
             // state (kilobytes) lives only while a request is in flight.
-            Box::pin(async move { Ok::<_, Infallible>(handler.call(req, info).await) })
+            Box::pin(async move {
+                let mut resp = handler.call(req, info).await;
+                // Once the listener drains, every HTTP/1.1 connection
+                // closes after its in-flight answer, which must say
+                // `Connection: close`, or a keep-alive client sends its next
+                // request into the closing socket. hyper adds it when
+                // `graceful_shutdown` reaches the connection before the
+                // answer's head is written; an answer finished in between
+                // gets it here. (HTTP/2 drops the header and sends GOAWAY.)
+                if draining.is_cancelled() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(resp)
+            })
         });
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);

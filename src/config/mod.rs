@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Runtime worker threads; 0 means one per core.
     pub worker_threads: usize,
     pub shutdown_grace: Duration,
+    /// After `SIGTERM`, how long porteiro keeps serving (with `/readyz`
+    /// already 503) before it stops accepting; default 0.
+    pub shutdown_delay: Duration,
     pub max_connections: usize,
     /// Time to receive a request head; on HTTP/1.1 keep-alive connections it
     /// also bounds the wait for the next request.

@@ -35,6 +35,7 @@ pub struct RawServer {
     pub trusted_proxies: Vec<Spanned<String>>,
     pub worker_threads: Option<Spanned<u64>>,
     pub shutdown_grace_seconds: Option<Spanned<u64>>,
+    pub shutdown_delay_seconds: Option<Spanned<u64>>,
     pub max_connections: Option<Spanned<u64>>,
     pub header_read_timeout_seconds: Option<Spanned<u64>>,
     pub max_header_bytes: Option<Spanned<u64>>,

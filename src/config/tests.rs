@@ -26,6 +26,17 @@ fn minimal_config_gets_defaults() {
 }
 
 #[test]
+fn shutdown_delay_defaults_to_0_and_is_bounded() {
+    assert_eq!(load(MINIMAL).map(|c| c.server.shutdown_delay).ok(), Some(Duration::ZERO));
+    let five =
+        MINIMAL.replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:8080\"\nshutdown_delay_seconds = 5");
+    assert_eq!(load(&five).map(|c| c.server.shutdown_delay).ok(), Some(Duration::from_secs(5)));
+    let long = five.replace("= 5", "= 3601");
+    let e = load(&long).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(e, "test.toml:4:26: server.shutdown_delay_seconds: must be between 0 and 3600");
+}
+
+#[test]
 fn unknown_key_names_key_and_line() {
     let text = MINIMAL.replace("public = true", "public = true\nupstrem = \"x\"");
     let e = load(&text).err().map(|e| e.to_string()).unwrap_or_default();

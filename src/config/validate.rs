@@ -262,6 +262,14 @@ fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         trusted_proxies,
         worker_threads: count(ctx, "server.worker_threads", raw.worker_threads.as_ref(), 0, 0..1025)?,
         shutdown_grace: seconds(ctx, "server.shutdown_grace_seconds", raw.shutdown_grace_seconds.as_ref(), 30)?,
+        // 0 is allowed: stop accepting at once, as without the key.
+        shutdown_delay: Duration::from_secs(count(
+            ctx,
+            "server.shutdown_delay_seconds",
+            raw.shutdown_delay_seconds.as_ref(),
+            0,
+            0..3601,
+        )? as u64),
         max_connections: count(ctx, "server.max_connections", raw.max_connections.as_ref(), 10_000, 1..10_000_001)?,
         header_read_timeout: seconds(
             ctx,

@@ -1,7 +1,10 @@
 //! The request path. Every request to the main listener goes through these
 //! phases, in order:
 //!
-//! 1. **Drain check** — while shutting down, new requests get `503`.
+//! 1. **Draining** — nothing to refuse: after `SIGTERM` porteiro serves as
+//!    usual for `server.shutdown_delay_seconds`, then its listener
+//!    ([`crate::server`]) stops accepting, and what is still in flight is
+//!    answered with `Connection: close`.
 //! 2. **Canonical request** — host and path are validated and normalised
 //!    once ([`crate::canonical`]); a request that could be read two ways
 //!    gets `400`. Everything after decides on this [`canonical::Target`], and the
@@ -291,14 +294,6 @@ impl Gateway {
             let mut resp = self.reject(&req, refusal);
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-            return resp;
-        }
-
-        // Phase 1: drain.
-        if self.shared.draining.load(Ordering::Relaxed) {
-            let refusal = Reject::new(Class::Unavailable, "draining", "The gateway is shutting down; try again.");
-            let mut resp = refusal.answer(error::wants_html(req.headers()));
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
         }
 

@@ -1,10 +1,12 @@
 //! The request path. Every request to the main listener goes through these
 //! phases, in order:
 //!
-//! 1. **Draining** — nothing to refuse: after `SIGTERM` porteiro serves as
-//!    usual for `server.shutdown_delay_seconds`, then its listener
-//!    ([`crate::server`]) stops accepting, and what is still in flight is
-//!    answered with `Connection: close`.
+//! 1. **Request id** — `X-Request-Id` kept from a trusted proxy when sane,
+//!    else generated ([`request_id`]); set on the request that goes upstream
+//!    and on every answer, and a field of the `request` span every log line
+//!    about the request carries. (Draining refuses nothing here: after
+//!    `SIGTERM` porteiro serves as usual for `server.shutdown_delay_seconds`,
+//!    then [`crate::server`] stops accepting and says `Connection: close`.)
 //! 2. **Canonical request** — host and path are validated and normalised
 //!    once ([`crate::canonical`]); a request that could be read two ways
 //!    gets `400`. Everything after decides on this [`canonical::Target`], and the
@@ -32,12 +34,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 mod api_key_endpoints;
 mod asked_url;
 mod endpoints;
 mod forward_auth;
+pub mod request_id;
 
 use crate::auth::api_keys;
 use crate::auth::jwks::JwksRegistry;
@@ -287,7 +290,24 @@ impl Gateway {
     }
 
     /// Answers one request (see the module docs for the phases).
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        // Phase 1: the request id.
+        let fwd = Forwarding { peer: conn.peer.ip(), tls: conn.tls, trusted: self.trusted(conn.peer.ip()) };
+        let id = request_id::choose(req.headers(), fwd.trusted);
+        req.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
+        let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
+        let mut resp = self.phases(req, fwd).instrument(span).await;
+        resp.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id);
+        resp
+    }
+
+    /// Whether `peer` is one of `server.trusted_proxies`.
+    fn trusted(&self, peer: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+
+    /// Phases 2 to 6.
+    async fn phases(&self, req: Request<Incoming>, fwd: Forwarding) -> Response<Body> {
         // A tunnel to anywhere is no request for an application (DESIGN §8.1).
         if req.method() == Method::CONNECT {
             let refusal = Reject::new(Class::MethodNotAllowed, "connect", "CONNECT is not supported.");
@@ -341,7 +361,7 @@ impl Gateway {
 
         // Phase 6: proxy.
         let (host, rewritten) = target.into_upstream();
-        let resp = self.proxy(req, route, host, rewritten, identity.as_deref(), conn).await;
+        let resp = self.proxy(req, route, host, rewritten, identity.as_deref(), fwd).await;
         route.metrics.answered(resp.status());
         resp
     }
@@ -555,11 +575,9 @@ impl Gateway {
         host: Option<HeaderValue>,
         rewritten: Option<String>,
         identity: Option<&Identity>,
-        conn: ConnInfo,
+        fwd: Forwarding,
     ) -> Response<Body> {
-        let trusted = self.trusted_proxies.iter().any(|n| n.contains(&conn.peer.ip()));
-        let fwd = Forwarding { peer: conn.peer.ip(), tls: conn.tls, trusted };
-        let strip = if trusted { &route.strip_trusted } else { &route.strip_untrusted };
+        let strip = if fwd.trusted { &route.strip_trusted } else { &route.strip_untrusted };
         if identity.is_some() {
             // Room for the identity headers too: the map then grows once, not
             // twice (each growth rehashes every header).

@@ -88,7 +88,10 @@ impl Reject {
             let title = self.status().canonical_reason().unwrap_or("Error");
             let heading = escape_html(title);
             let body = format!("<p>{}</p>", escape_html(&self.message));
-            page(self.status(), &format!("{} {heading}", self.status().as_u16()), &heading, &body)
+            let mut resp: Response<B> =
+                page(self.status(), &format!("{} {heading}", self.status().as_u16()), &heading, &body);
+            resp.extensions_mut().insert(Refused(self.reason));
+            resp
         } else {
             self.json()
         }
@@ -101,9 +104,14 @@ impl Reject {
         if let Some(v) = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
+        resp.extensions_mut().insert(Refused(self.reason));
         resp
     }
 }
+
+/// On an answer made from a [`Reject`]: its reason, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
 
 /// Does the client prefer HTML (a browser navigation)?
 pub fn wants_html(headers: &HeaderMap) -> bool {

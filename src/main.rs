@@ -70,14 +70,19 @@ fn main() -> ExitCode {
             }
         },
         None => match Config::from_path(&path) {
-            Ok(config) => match serve(path, config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!("{e:#}");
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
+            Ok(config) => {
+                // Kept to the end: dropping it writes out what is queued,
+                // the error below included.
+                let _logging = init_logging(config.server.log_format);
+                match serve(path, config) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        error!("{e:#}");
+                        eprintln!("error: {e:#}");
+                        ExitCode::FAILURE
+                    }
                 }
-            },
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -86,21 +91,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr through a writer thread: the request path only queues a
+/// formatted line (the access log's among them) and never waits on stderr.
+/// Lines written while the queue is full (a stderr that stopped reading)
+/// are dropped rather than block. The guard flushes the queue when dropped:
+/// keep it until the end.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour escapes help a person at a terminal and litter a file, a pipe
     // or journald with `\x1b[...m` sequences.
     let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
-    init_logging(config.server.log_format);
     for w in &config.warnings {
         warn!("{w}");
     }

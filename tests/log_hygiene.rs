@@ -62,13 +62,29 @@ impl Proc {
     }
 
     /// Stops the process (so every line is written) and checks that no
-    /// log line contains any of `secrets`, nor a 12-character piece of one.
+    /// log line, access-log lines included, contains any of `secrets`, nor
+    /// a 12-character piece of one, and that no access-log line carries a
+    /// query string.
     async fn assert_clean(mut self, secrets: &[String]) {
-        // Every line: the process is gone and its stderr read to the end.
-        self.child.kill().await.unwrap();
+        // Every line: SIGTERM lets porteiro flush its log writer; then the
+        // process is gone and its stderr read to the end.
+        let pid = self.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("exited in time").unwrap();
+        assert_eq!(status.code(), Some(0));
         tokio::time::timeout(PATIENCE, &mut self.reader).await.expect("stderr closed").unwrap();
         let logs = self.logs.lock().unwrap().join("\n");
         assert!(logs.lines().count() > 5, "too few log lines to mean anything:\n{logs}");
+        let access: Vec<Value> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["target"] == "porteiro::access")
+            .collect();
+        assert!(access.len() >= 3, "too few access-log lines:\n{logs}");
+        for line in &access {
+            let path = line["fields"]["path"].as_str().unwrap();
+            assert!(!path.contains('?') && !line.to_string().contains("redirectUrl"), "a query is logged: {line}");
+        }
         for secret in secrets {
             assert!(secret.len() >= 12, "too short to search for: {secret:?}");
             let pieces: Vec<&str> = (0..=secret.len() - 12).step_by(6).map(|i| &secret[i..i + 12]).collect();

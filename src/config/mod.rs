@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub upstream_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// One `porteiro::access` log line per answered request; default on.
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

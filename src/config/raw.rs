@@ -44,6 +44,7 @@ pub struct RawServer {
     pub upstream_timeout_seconds: Option<Spanned<u64>>,
     pub upstream_ca_file: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
+    pub access_log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

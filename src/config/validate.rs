@@ -288,6 +288,7 @@ fn server(ctx: &mut Ctx, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         upstream_timeout: seconds(ctx, "server.upstream_timeout_seconds", raw.upstream_timeout_seconds.as_ref(), 60)?,
         upstream_ca_file: raw.upstream_ca_file.as_ref().map(|v| PathBuf::from(v.get_ref())),
         log_format,
+        access_log: raw.access_log.unwrap_or(true),
     })
 }
 

@@ -236,6 +236,7 @@ impl Gateway {
         for c in cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
+        resp.extensions_mut().insert(super::access::SignedInAs(identity.sub.clone()));
         resp
     }
 

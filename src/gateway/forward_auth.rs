@@ -59,7 +59,7 @@ impl Gateway {
             .unwrap_or_else(|| if envoy.is_some() { req.method().clone() } else { Method::GET });
         let redirect_mode = envoy.is_some() || query_flag(req.uri().query(), "redirect");
         let resp = match self.authenticate(&method, headers, route, &target).await {
-            Verdict::Pass(identity) => {
+            Verdict::Pass(identity, _) => {
                 let mut resp = Response::new(Body::empty());
                 if let Some(id) = identity {
                     put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);

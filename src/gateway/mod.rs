@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 use tracing::{Instrument, info, warn};
 
+mod access;
 mod api_key_endpoints;
 mod asked_url;
 mod endpoints;
@@ -139,7 +140,8 @@ fn permits(rules: &AllowRules, id: &Identity) -> bool {
 /// The outcome of the authenticate phase: go on (with an identity, or
 /// none on a public path), or a refusal for the caller to answer.
 pub(crate) enum Verdict {
-    Pass(Option<Arc<Identity>>),
+    /// How it passed: `Public`, `Session` or `Bearer` (for the access log).
+    Pass(Option<Arc<Identity>>, access::Auth),
     /// No valid session: a login for a browser navigation, else `401`.
     SignIn,
     /// Signed in, but the route's `allow` rules say no: `403`.
@@ -190,6 +192,8 @@ pub struct Gateway {
     /// `api_keys = true`).
     pub(crate) api_key_providers: Vec<String>,
     pub(crate) api_keys_per_user: usize,
+    /// `server.access_log`.
+    access_log: bool,
 }
 
 impl Gateway {
@@ -272,6 +276,7 @@ impl Gateway {
                 ids
             },
             api_keys_per_user: config.session.api_keys_per_user,
+            access_log: config.server.access_log,
             shared,
         })
     }
@@ -292,12 +297,22 @@ impl Gateway {
     /// Answers one request (see the module docs for the phases).
     pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         // Phase 1: the request id.
-        let fwd = Forwarding { peer: conn.peer.ip(), tls: conn.tls, trusted: self.trusted(conn.peer.ip()) };
+        let peer = conn.peer.ip();
+        let fwd = Forwarding { peer, tls: conn.tls, trusted: self.trusted(peer) };
         let id = request_id::choose(req.headers(), fwd.trusted);
         req.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
-        let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
-        let mut resp = self.phases(req, fwd).instrument(span).await;
-        resp.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id);
+        let id_text = id.to_str().unwrap_or("-");
+        let line = self.access_log.then(|| {
+            let client = access::client_addr(req.headers(), peer, &self.trusted_proxies);
+            access::Line::of(req.headers(), req.method(), req.uri(), client)
+        });
+        let mut note = access::Note::default();
+        let span = tracing::info_span!("request", id = id_text);
+        let mut resp = self.phases(req, fwd, &mut note).instrument(span).await;
+        resp.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
+        if let Some(line) = line {
+            line.write(id_text, &mut resp, note);
+        }
         resp
     }
 
@@ -307,7 +322,12 @@ impl Gateway {
     }
 
     /// Phases 2 to 6.
-    async fn phases(&self, req: Request<Incoming>, fwd: Forwarding) -> Response<Body> {
+    async fn phases<'g>(
+        &'g self,
+        req: Request<Incoming>,
+        fwd: Forwarding,
+        note: &mut access::Note<'g>,
+    ) -> Response<Body> {
         // A tunnel to anywhere is no request for an application (DESIGN §8.1).
         if req.method() == Method::CONNECT {
             let refusal = Reject::new(Class::MethodNotAllowed, "connect", "CONNECT is not supported.");
@@ -339,17 +359,24 @@ impl Gateway {
             Ok(route) => route,
             Err(refusal) => return self.reject(&req, refusal.reject()),
         };
+        note.route = Some(&route.id);
 
         // Phase 5: authenticate.
         let (method, headers) = (req.method(), req.headers());
         let identity = match self.authenticate(method, headers, route, &target).await {
-            Verdict::Pass(identity) => identity,
+            Verdict::Pass(identity, how) => {
+                note.auth = how;
+                note.user.clone_from(&identity);
+                identity
+            }
             Verdict::SignIn => {
+                note.auth = access::Auth::Refused("no_session");
                 let resp = self.sign_in_required(method, headers, route, &target.return_path()).await;
                 route.metrics.answered(resp.status());
                 return resp;
             }
             Verdict::Forbidden => {
+                note.auth = access::Auth::Refused("forbidden");
                 route.metrics.answered(StatusCode::FORBIDDEN);
                 return forbidden(is_navigation(method, headers));
             }
@@ -361,7 +388,8 @@ impl Gateway {
 
         // Phase 6: proxy.
         let (host, rewritten) = target.into_upstream();
-        let resp = self.proxy(req, route, host, rewritten, identity.as_deref(), fwd).await;
+        let (resp, took) = self.proxy(req, route, host, rewritten, identity.as_deref(), fwd).await;
+        note.upstream = took;
         route.metrics.answered(resp.status());
         resp
     }
@@ -407,7 +435,7 @@ impl Gateway {
             route.public_paths.iter().any(|p| prefix_matches(p, &decision))
         };
         if public {
-            return Verdict::Pass(None);
+            return Verdict::Pass(None, access::Auth::Public);
         }
         if route.api_keys {
             if let bearer::Credential::Bearer(token) = credential {
@@ -420,15 +448,15 @@ impl Gateway {
             return self.authenticate_bearer(route, credential.token()).await;
         }
         match route.login.as_ref().and_then(|login| self.session(headers, Some(login.id()))) {
-            Some(identity) => self.allowed(route, identity),
+            Some(identity) => self.allowed(route, identity, access::Auth::Session),
             None => Verdict::SignIn,
         }
     }
 
     /// The route's `allow` rules on an identity.
-    fn allowed(&self, route: &Route, identity: Arc<Identity>) -> Verdict {
+    fn allowed(&self, route: &Route, identity: Arc<Identity>, how: access::Auth) -> Verdict {
         if permits(&route.allow, &identity) {
-            return Verdict::Pass(Some(identity));
+            return Verdict::Pass(Some(identity), how);
         }
         info!(route = %route.id, user = %identity.sub, "signed in but not allowed");
         Verdict::Forbidden
@@ -481,7 +509,10 @@ impl Gateway {
         let (provider, e) = refused.unwrap_or(("-", auth::token::TokenError::Malformed));
         info!(route = %route.id, provider, reason = e.reason(), "bearer token refused");
         self.shared.metrics.auth_failure(provider, e.reason());
-        Verdict::Respond(bearer_refusal(e.class(), Some("invalid_token"), e.description()).json())
+        let mut resp: Response<Body> = bearer_refusal(e.class(), Some("invalid_token"), e.description()).json();
+        // The access log says why (`expired`...), not only RFC 6750's word.
+        resp.extensions_mut().insert(error::Refused(e.reason()));
+        Verdict::Respond(resp)
     }
 
     /// `Authorization: Bearer pk_...` on a route that takes API keys: a key
@@ -494,14 +525,17 @@ impl Gateway {
             info!(route = %route.id, reason, "API key refused");
             metrics.api_key_refused(reason);
             let text = "The API key is unknown, revoked, or not valid for this application.";
-            Verdict::Respond(bearer_refusal(Class::Unauthorized, Some("invalid_token"), text.into()).json())
+            let mut resp: Response<Body> =
+                bearer_refusal(Class::Unauthorized, Some("invalid_token"), text.into()).json();
+            resp.extensions_mut().insert(error::Refused(reason));
+            Verdict::Respond(resp)
         };
         match self.shared.api_keys.check(token).await {
             api_keys::Check::Valid(identity) => {
                 if route.login.as_ref().is_none_or(|l| l.id() != identity.provider) {
                     return refused("wrong_provider");
                 }
-                match self.allowed(route, identity) {
+                match self.allowed(route, identity, access::Auth::ApiKey) {
                     Verdict::Forbidden => {
                         metrics.api_key_refused("not_allowed");
                         Verdict::Forbidden
@@ -534,7 +568,7 @@ impl Gateway {
             let refusal = Reject::new(Class::Forbidden, "insufficient_scope", text).challenge(scope);
             return Verdict::Respond(refusal.json());
         }
-        self.allowed(route, accepted.identity)
+        self.allowed(route, accepted.identity, access::Auth::Bearer)
     }
 
     /// The session in the request's cookies, not revoked; only from
@@ -576,7 +610,7 @@ impl Gateway {
         rewritten: Option<String>,
         identity: Option<&Identity>,
         fwd: Forwarding,
-    ) -> Response<Body> {
+    ) -> (Response<Body>, Option<std::time::Duration>) {
         let strip = if fwd.trusted { &route.strip_trusted } else { &route.strip_untrusted };
         if identity.is_some() {
             // Room for the identity headers too: the map then grows once, not
@@ -608,7 +642,7 @@ impl Gateway {
         match &route.target {
             Target::Whoami => {
                 let path = rewritten.as_deref().unwrap_or(req.uri().path());
-                proxy::whoami(&req, path, &route.identity)
+                (proxy::whoami(&req, path, &route.identity), None)
             }
             Target::Http(upstream) => {
                 // The upstream's own name, unless the route keeps the client's
@@ -622,13 +656,13 @@ impl Gateway {
                 match self.proxy.forward(req, upstream, rewritten, upgrade).await {
                     Ok((resp, took)) => {
                         route.metrics.upstream_duration(took.as_secs_f64());
-                        resp
+                        (resp, Some(took))
                     }
                     Err(proxy::UpstreamError::ClientBody(why)) => {
                         info!(route = %route.id, error = %why, "request body malformed or cut short");
                         self.shared.metrics.rejected("bad_request_body");
                         let text = "The request body is malformed or incomplete.";
-                        Reject::new(Class::BadRequest, "bad_request_body", text).answer(html)
+                        (Reject::new(Class::BadRequest, "bad_request_body", text).answer(html), None)
                     }
                     Err(e) => {
                         warn!(route = %route.id, upstream = %upstream.authority(), error = %e, "upstream failed");
@@ -640,7 +674,7 @@ impl Gateway {
                             ),
                             _ => Reject::new(Class::BadGateway, "bad_gateway", "The application is unreachable."),
                         };
-                        refusal.answer(html)
+                        (refusal.answer(html), None)
                     }
                 }
             }

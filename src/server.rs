@@ -52,6 +52,10 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// Once the listener drains, how long a connection may stay open for one
+/// more answer (which says `Connection: close`) before it is closed as idle.
+const DRAIN_LINGER: Duration = Duration::from_millis(250);
+
 /// A TLS server config that a reload can replace (certificate rotation).
 pub type TlsSwap = Arc<ArcSwap<rustls::ServerConfig>>;
 
@@ -239,8 +243,19 @@ impl<H: Handler> Connection<H> {
         let result = tokio::select! {
             r = conn.as_mut() => r,
             () = self.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+                // Closing an idle HTTP/1.1 connection races with the
+                // client's next request, already on its way: it would get a
+                // read error. A connection in use gets its next answer
+                // first, saying `Connection: close` (above), and the client
+                // reconnects instead; only one still quiet after DRAIN_LINGER
+                // is closed (HTTP/2: told GOAWAY) then.
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = tokio::time::sleep(DRAIN_LINGER) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
             }
         };
         if let Err(e) = result {

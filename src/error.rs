@@ -27,6 +27,8 @@ pub enum Class {
     TooLarge,
     /// A body of a type the endpoint does not take.
     UnsupportedMediaType,
+    /// Over a rate limit (the answer says when to try again).
+    TooManyRequests,
     /// porteiro or a peer it needs (store, keys, identity provider) is not
     /// available now; trying again may work.
     Unavailable,
@@ -48,6 +50,7 @@ impl Class {
             Class::Conflict => StatusCode::CONFLICT,
             Class::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Class::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Class::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Class::BadGateway => StatusCode::BAD_GATEWAY,
             Class::Timeout => StatusCode::GATEWAY_TIMEOUT,

@@ -167,6 +167,13 @@ impl App {
     }
 
     /// The clock every expiry reads.
+    /// Client addresses the rate limits remember now (login, refused
+    /// credentials, blocked): for tests of their bound.
+    #[doc(hidden)]
+    pub fn rate_limited_clients(&self) -> [u64; 3] {
+        self.gateway.load().limits.clients()
+    }
+
     pub fn clock(&self) -> &Clock {
         &self.shared.clock
     }

@@ -37,6 +37,9 @@ pub mod names {
     /// Counter: API keys refused, by `reason` (`malformed`, `unknown`,
     /// `revoked`, `wrong_provider`, `unavailable`, `not_allowed`).
     pub const API_KEY_REFUSALS: &str = "api_key_refusals";
+    /// Counter: requests refused with `429`, by `bucket` (`login`,
+    /// `failed_auth`).
+    pub const RATE_LIMITED: &str = "rate_limited";
     /// Counter: actions on the admin API, by `action`.
     pub const ADMIN_ACTIONS: &str = "admin_actions";
 }
@@ -77,6 +80,11 @@ struct EventLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabel {
+    bucket: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabel {
     action: &'static str,
 }
@@ -100,6 +108,7 @@ pub struct Metrics {
     api_key_used: Counter,
     api_key_refusals: Family<ReasonLabel, Counter>,
     admin_actions: Family<ActionLabel, Counter>,
+    rate_limited: Family<BucketLabel, Counter>,
     pub connections_open: Gauge,
     pub connections: Counter,
 }
@@ -128,6 +137,7 @@ impl Metrics {
         let api_key_used = api_keys.get_or_create(&EventLabel { event: "used" }).clone();
         let api_key_refusals = Family::<ReasonLabel, Counter>::default();
         let admin_actions = Family::<ActionLabel, Counter>::default();
+        let rate_limited = Family::<BucketLabel, Counter>::default();
         let connections_open = Gauge::default();
         let connections = Counter::default();
         registry.register(names::REQUESTS, "Answered requests by route and status class", requests.clone());
@@ -149,12 +159,14 @@ impl Metrics {
         registry.register(names::API_KEYS, "API key events: minted, revoked, used", api_keys.clone());
         registry.register(names::API_KEY_REFUSALS, "API keys refused, by reason", api_key_refusals.clone());
         registry.register(names::ADMIN_ACTIONS, "Admin API actions, by action", admin_actions.clone());
+        registry.register(names::RATE_LIMITED, "Requests refused with 429, by limit", rate_limited.clone());
         Metrics {
             registry,
             api_keys,
             api_key_used,
             api_key_refusals,
             admin_actions,
+            rate_limited,
             requests,
             upstream_duration,
             rejected,
@@ -199,6 +211,10 @@ impl Metrics {
 
     pub fn api_key_refused(&self, reason: &'static str) {
         self.api_key_refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn rate_limited(&self, bucket: &'static str) {
+        self.rate_limited.get_or_create(&BucketLabel { bucket }).inc();
     }
 
     pub fn admin_action(&self, action: &'static str) {

@@ -117,22 +117,30 @@ impl ApiKeys {
         self.store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat)
     }
 
+    /// The answer for a presented key from memory alone: `None` when this
+    /// replica has not seen it (then [`ApiKeys::check`] asks the records).
+    pub fn known(&self, token: &str) -> Option<Check> {
+        if !is_key(token) {
+            return Some(Check::Unknown("malformed"));
+        }
+        let hash = hash(token);
+        let known = self.known.get(&hash)?;
+        if known.revoked.load(Ordering::Relaxed) || self.revoked(&known.identity) {
+            known.revoked.store(true, Ordering::Relaxed);
+            return Some(Check::Unknown("revoked"));
+        }
+        self.maintain(&hash, &known, self.clock.now());
+        Some(Check::Valid(known.identity.clone()))
+    }
+
     /// Checks a presented key: from memory when this replica has seen it,
     /// else from the records.
     pub async fn check(&self, token: &str) -> Check {
-        if !is_key(token) {
-            return Check::Unknown("malformed");
+        if let Some(answer) = self.known(token) {
+            return answer;
         }
         let hash = hash(token);
         let now = self.clock.now();
-        if let Some(known) = self.known.get(&hash) {
-            if known.revoked.load(Ordering::Relaxed) || self.revoked(&known.identity) {
-                known.revoked.store(true, Ordering::Relaxed);
-                return Check::Unknown("revoked");
-            }
-            self.maintain(&hash, &known, now);
-            return Check::Valid(known.identity.clone());
-        }
         let record = match self.records.key_by_hash(&hash).await {
             Ok(Some(record)) => record,
             Ok(None) => return Check::Unknown("unknown"),

@@ -33,8 +33,21 @@ pub struct Config {
     pub session: SessionConfig,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
+    pub rate_limit: RateLimitConfig,
     /// Things that load but deserve attention (clamped values, literal secrets).
     pub warnings: Vec<String>,
+}
+
+/// `[rate_limit]`: per client address, per replica. 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Requests to the login endpoints per minute (also the burst).
+    pub login_per_minute: u32,
+    /// Refused bearer tokens and API keys per minute (also the burst).
+    pub failed_auth_per_minute: u32,
+    /// Client addresses remembered per limit; past it the least recently
+    /// seen are forgotten, so memory stays bounded.
+    pub max_clients: u64,
 }
 
 /// `[server]`: listeners, limits and upstream client settings.

@@ -19,6 +19,15 @@ pub struct RawConfig {
     pub providers: Vec<super::provider::RawProvider>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub login_per_minute: Option<Spanned<u64>>,
+    pub failed_auth_per_minute: Option<Spanned<u64>>,
+    pub max_clients: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

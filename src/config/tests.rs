@@ -359,3 +359,18 @@ api_keys = true
     let e = load(&bearer_only).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("routes[0].api_keys: API keys are minted by users of a login provider"), "{e}");
 }
+
+#[test]
+fn rate_limits_have_generous_defaults_and_checked_values() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(
+        c.rate_limit,
+        RateLimitConfig { login_per_minute: 300, failed_auth_per_minute: 120, max_clients: 100_000 }
+    );
+    let c = load(&format!("{MINIMAL}\n[rate_limit]\nlogin_per_minute = 0\nmax_clients = 500\n")).unwrap();
+    assert_eq!((c.rate_limit.login_per_minute, c.rate_limit.max_clients), (0, 500));
+    let e = load(&format!("{MINIMAL}\n[rate_limit]\nmax_clients = 5\n")).err().map(|e| e.to_string()).unwrap();
+    assert!(e.starts_with("test.toml:11:15: rate_limit.max_clients: must be between 100 and"), "{e}");
+    let e = load(&format!("{MINIMAL}\n[rate_limit]\nlogins = 5\n")).err().map(|e| e.to_string()).unwrap();
+    assert!(e.contains("unknown field `logins`"), "{e}");
+}

@@ -12,11 +12,11 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::provider;
-use super::raw::{RawAllow, RawConfig, RawRoute, RawServer, RawSession};
+use super::raw::{RawAllow, RawConfig, RawRateLimit, RawRoute, RawServer, RawSession};
 use super::secret::{self, Resolved, Secret};
 use super::{
-    Access, AllowRules, Config, ConfigError, HostPattern, LogFormat, ProviderConfig, ProviderKind, RouteConfig,
-    ServerConfig, SessionConfig, StoreKind, TlsFiles, Upstream, VALIDITY_MINUTES,
+    Access, AllowRules, Config, ConfigError, HostPattern, LogFormat, ProviderConfig, ProviderKind, RateLimitConfig,
+    RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, Upstream, VALIDITY_MINUTES,
 };
 
 /// Where errors point: the text (for line numbers) and its name.
@@ -151,7 +151,8 @@ pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
             ));
         }
     }
-    Ok(Config { server, session, providers, routes, warnings: ctx.warnings })
+    let rate_limit = rate_limit(&ctx, raw.rate_limit.as_ref())?;
+    Ok(Config { server, session, providers, routes, rate_limit, warnings: ctx.warnings })
 }
 
 fn socket_addr(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
@@ -404,6 +405,34 @@ fn session(ctx: &mut Ctx, raw: Option<&RawSession>, https: bool) -> Result<Sessi
             API_KEYS_PER_USER,
             1..10_001,
         )?,
+    })
+}
+
+/// `[rate_limit]`: defaults no person reaches (a login takes a handful of
+/// requests; a script with a wrong token retries far slower).
+fn rate_limit(ctx: &Ctx, raw: Option<&RawRateLimit>) -> Result<RateLimitConfig, ConfigError> {
+    let per_minute = |key: &str, v: Option<&Spanned<u64>>, default: usize| -> Result<u32, ConfigError> {
+        let n = count(ctx, key, v, default, 0..1_000_001)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Ok(RateLimitConfig {
+        login_per_minute: per_minute(
+            "rate_limit.login_per_minute",
+            raw.and_then(|r| r.login_per_minute.as_ref()),
+            300,
+        )?,
+        failed_auth_per_minute: per_minute(
+            "rate_limit.failed_auth_per_minute",
+            raw.and_then(|r| r.failed_auth_per_minute.as_ref()),
+            120,
+        )?,
+        max_clients: count(
+            ctx,
+            "rate_limit.max_clients",
+            raw.and_then(|r| r.max_clients.as_ref()),
+            100_000,
+            100..100_000_001,
+        )? as u64,
     })
 }
 

@@ -5,6 +5,8 @@
 //! [`Gateway::answer`] turns into the response and, for a login, the
 //! session cookie. They never reach an upstream.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -119,7 +121,7 @@ impl Gateway {
     }
 
     /// Phase 3: porteiro's own endpoints. `endpoint` is the path below the prefix.
-    pub(super) async fn internal(&self, req: Request<Incoming>, endpoint: &str) -> Response<Body> {
+    pub(super) async fn internal(&self, req: Request<Incoming>, endpoint: &str, client: IpAddr) -> Response<Body> {
         let entry = match find(endpoint) {
             Some(e) if e.endpoint != Endpoint::DemoLogin || self.demo.is_some() => e,
             _ => return self.reject(&req, Reject::new(Class::NotFound, "not_found", "No such endpoint.")),
@@ -129,9 +131,19 @@ impl Gateway {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(entry.allow));
             return resp;
         }
+        // Login endpoints: a rate per client address (DESIGN §9).
+        let login = matches!(
+            entry.endpoint,
+            Endpoint::Callback | Endpoint::Authorize | Endpoint::Code | Endpoint::Start | Endpoint::SamlAcs
+        );
+        if login {
+            if let Err(wait) = self.limits.login(client) {
+                return self.too_many("login", wait, error::wants_html(req.headers()));
+            }
+        }
         let q = query(&req);
         match entry.endpoint {
-            Endpoint::ForwardAuth => return self.forward_auth(&req).await,
+            Endpoint::ForwardAuth => return self.forward_auth(&req, client).await,
             Endpoint::Start => return self.start(&req, &q).await,
             Endpoint::Logout => return self.logout(req.headers()).await,
             Endpoint::Userinfo => return self.userinfo(req.headers()),

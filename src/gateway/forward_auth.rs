@@ -21,7 +21,7 @@ impl Gateway {
     /// ever `200`, `401`, `403` or, with `?redirect=true` or in Envoy's form,
     /// a login redirect for a browser: nginx turns anything else into a
     /// `500` for the user.
-    pub(super) async fn forward_auth<B>(&self, req: &Request<B>) -> Response<Body> {
+    pub(super) async fn forward_auth<B>(&self, req: &Request<B>, client: std::net::IpAddr) -> Response<Body> {
         let headers = req.headers();
         // Envoy's form is read from the path as received: the normalised one
         // already had its own `..` resolved against `{auth_prefix}/auth`.
@@ -58,7 +58,7 @@ impl Gateway {
             .find_map(|n| headers.get(*n).and_then(|m| Method::from_bytes(m.as_bytes()).ok()))
             .unwrap_or_else(|| if envoy.is_some() { req.method().clone() } else { Method::GET });
         let redirect_mode = envoy.is_some() || query_flag(req.uri().query(), "redirect");
-        let resp = match self.authenticate(&method, headers, route, &target).await {
+        let resp = match self.authenticate(&method, headers, route, &target, client).await {
             Verdict::Pass(identity, _) => {
                 let mut resp = Response::new(Body::empty());
                 if let Some(id) = identity {

@@ -27,6 +27,7 @@
 //! the URL its caller names ([`asked_url`]), so it judges exactly as
 //! proxying would. Every refusal is an [`crate::error::Reject`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,6 +42,7 @@ mod api_key_endpoints;
 mod asked_url;
 mod endpoints;
 mod forward_auth;
+mod limits;
 pub mod request_id;
 
 use crate::auth::api_keys;
@@ -194,6 +196,8 @@ pub struct Gateway {
     pub(crate) api_keys_per_user: usize,
     /// `server.access_log`.
     access_log: bool,
+    /// `[rate_limit]`: per client address, reset by a reload.
+    pub(crate) limits: limits::RateLimits,
 }
 
 impl Gateway {
@@ -277,6 +281,7 @@ impl Gateway {
             },
             api_keys_per_user: config.session.api_keys_per_user,
             access_log: config.server.access_log,
+            limits: limits::RateLimits::new(&config.rate_limit),
             shared,
         })
     }
@@ -302,13 +307,13 @@ impl Gateway {
         let id = request_id::choose(req.headers(), fwd.trusted);
         req.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
         let id_text = id.to_str().unwrap_or("-");
-        let line = self.access_log.then(|| {
-            let client = access::client_addr(req.headers(), peer, &self.trusted_proxies);
-            access::Line::of(req.headers(), req.method(), req.uri(), client)
-        });
+        // The client as trusted proxies report it: rate limits and the
+        // access log count it.
+        let client = access::client_addr(req.headers(), peer, &self.trusted_proxies);
+        let line = self.access_log.then(|| access::Line::of(req.headers(), req.method(), req.uri(), client));
         let mut note = access::Note::default();
         let span = tracing::info_span!("request", id = id_text);
-        let mut resp = self.phases(req, fwd, &mut note).instrument(span).await;
+        let mut resp = self.phases(req, fwd, client, &mut note).instrument(span).await;
         resp.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
         if let Some(line) = line {
             line.write(id_text, &mut resp, note);
@@ -326,6 +331,7 @@ impl Gateway {
         &'g self,
         req: Request<Incoming>,
         fwd: Forwarding,
+        client: IpAddr,
         note: &mut access::Note<'g>,
     ) -> Response<Body> {
         // A tunnel to anywhere is no request for an application (DESIGN §8.1).
@@ -351,7 +357,7 @@ impl Gateway {
             drop(target);
             // Boxed: login flows need KBs of future state, which every
             // proxied request's future would otherwise carry and copy.
-            return Box::pin(self.internal(req, &endpoint)).await;
+            return Box::pin(self.internal(req, &endpoint, client)).await;
         }
 
         // Phase 4: route.
@@ -363,7 +369,7 @@ impl Gateway {
 
         // Phase 5: authenticate.
         let (method, headers) = (req.method(), req.headers());
-        let identity = match self.authenticate(method, headers, route, &target).await {
+        let identity = match self.authenticate(method, headers, route, &target, client).await {
             Verdict::Pass(identity, how) => {
                 note.auth = how;
                 note.user.clone_from(&identity);
@@ -421,6 +427,7 @@ impl Gateway {
         headers: &http::HeaderMap,
         route: &Route,
         target: &canonical::Target<'_>,
+        client: IpAddr,
     ) -> Verdict {
         let credential = bearer::credential(headers);
         if credential == bearer::Credential::Several {
@@ -440,12 +447,12 @@ impl Gateway {
         if route.api_keys {
             if let bearer::Credential::Bearer(token) = credential {
                 if token.starts_with(api_keys::PREFIX) {
-                    return self.authenticate_api_key(route, token).await;
+                    return self.authenticate_api_key(route, token, client).await;
                 }
             }
         }
         if !route.bearer.is_empty() && (credential != bearer::Credential::Absent || route.login.is_none()) {
-            return self.authenticate_bearer(route, credential.token()).await;
+            return self.authenticate_bearer(route, credential.token(), client).await;
         }
         match route.login.as_ref().and_then(|login| self.session(headers, Some(login.id()))) {
             Some(identity) => self.allowed(route, identity, access::Auth::Session),
@@ -468,6 +475,7 @@ impl Gateway {
         &self,
         route: &Route,
         token: Result<&str, Option<auth::token::TokenError>>,
+        client: IpAddr,
     ) -> Verdict {
         let now = self.shared.clock.now();
         let mut refused = None;
@@ -490,6 +498,11 @@ impl Gateway {
         if let Some((b, accepted)) = bearers().find_map(|b| b.cached(&key, now).map(|a| (b, a))) {
             return self.bearer_accepted(route, b, accepted);
         }
+        // A client that sent too many bad credentials waits before any
+        // more are verified.
+        if let Some(wait) = self.limits.blocked(client) {
+            return Verdict::Respond(self.too_many("failed_auth", wait, false));
+        }
         if refused.is_none() && !bearer::well_formed(token) {
             refused = Some(("-", auth::token::TokenError::Malformed));
         }
@@ -509,6 +522,7 @@ impl Gateway {
         let (provider, e) = refused.unwrap_or(("-", auth::token::TokenError::Malformed));
         info!(route = %route.id, provider, reason = e.reason(), "bearer token refused");
         self.shared.metrics.auth_failure(provider, e.reason());
+        self.limits.failed(client);
         let mut resp: Response<Body> = bearer_refusal(e.class(), Some("invalid_token"), e.description()).json();
         // The access log says why (`expired`...), not only RFC 6750's word.
         resp.extensions_mut().insert(error::Refused(e.reason()));
@@ -519,18 +533,28 @@ impl Gateway {
     /// of a user of the route's login provider, not revoked, then the
     /// route's `allow` rules. Answered from memory once this replica has
     /// seen the key.
-    async fn authenticate_api_key(&self, route: &Route, token: &str) -> Verdict {
+    async fn authenticate_api_key(&self, route: &Route, token: &str, client: IpAddr) -> Verdict {
         let metrics = &self.shared.metrics;
         let refused = |reason: &'static str| {
             info!(route = %route.id, reason, "API key refused");
             metrics.api_key_refused(reason);
+            self.limits.failed(client);
             let text = "The API key is unknown, revoked, or not valid for this application.";
             let mut resp: Response<Body> =
                 bearer_refusal(Class::Unauthorized, Some("invalid_token"), text.into()).json();
             resp.extensions_mut().insert(error::Refused(reason));
             Verdict::Respond(resp)
         };
-        match self.shared.api_keys.check(token).await {
+        let answer = match self.shared.api_keys.known(token) {
+            Some(answer) => answer,
+            // Not seen here: a store lookup, which a client that sent too
+            // many bad credentials does not get.
+            None => match self.limits.blocked(client) {
+                Some(wait) => return Verdict::Respond(self.too_many("failed_auth", wait, false)),
+                None => self.shared.api_keys.check(token).await,
+            },
+        };
+        match answer {
             api_keys::Check::Valid(identity) => {
                 if route.login.as_ref().is_none_or(|l| l.id() != identity.provider) {
                     return refused("wrong_provider");
@@ -553,6 +577,19 @@ impl Gateway {
                 Verdict::Respond(Reject::new(Class::Unavailable, "store_unavailable", text).json())
             }
         }
+    }
+
+    /// `429` with `Retry-After`, counted under `bucket` (`login`,
+    /// `failed_auth`); a page for a browser navigation when `html`.
+    pub(crate) fn too_many(&self, bucket: &'static str, wait: std::time::Duration, html: bool) -> Response<Body> {
+        let seconds = limits::retry_after(wait);
+        let what = if bucket == "login" { "sign-in requests" } else { "refused credentials" };
+        self.shared.metrics.rate_limited(bucket);
+        info!(bucket, retry_after = seconds, "rate limited");
+        let text = format!("Too many {what} from your address; try again in {seconds} s.");
+        let mut resp = Reject::new(Class::TooManyRequests, "rate_limited", text).answer(html);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        resp
     }
 
     /// A verified bearer token: the provider's required scopes, then the

@@ -310,10 +310,18 @@ impl Gateway {
         // The client as trusted proxies report it: rate limits and the
         // access log count it.
         let client = access::client_addr(req.headers(), peer, &self.trusted_proxies);
-        let line = self.access_log.then(|| access::Line::of(req.headers(), req.method(), req.uri(), client));
+        // Nothing is kept for a line the log level would drop.
+        let line = (self.access_log && tracing::enabled!(target: "porteiro::access", tracing::Level::INFO))
+            .then(|| access::Line::of(req.headers(), req.method(), req.uri(), client));
         let mut note = access::Note::default();
         let span = tracing::info_span!("request", id = id_text);
-        let mut resp = self.phases(req, fwd, client, &mut note).instrument(span).await;
+        // A disabled span is not worth wrapping the request's future in: the
+        // wrapper moves the whole (large) future once more.
+        let mut resp = if span.is_disabled() {
+            self.phases(req, fwd, client, &mut note).await
+        } else {
+            self.phases(req, fwd, client, &mut note).instrument(span).await
+        };
         resp.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
         if let Some(line) = line {
             line.write(id_text, &mut resp, note);

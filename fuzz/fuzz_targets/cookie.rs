@@ -29,6 +29,7 @@ static COOKIES: LazyLock<SessionCookies> = LazyLock::new(|| {
         cookie_name: NAME.into(),
         cookie_domain: None,
         store: StoreKind::Memory,
+        api_keys_per_user: 20,
     };
     SessionCookies::new(&config, true).expect("a secret is configured")
 });
@@ -64,6 +65,7 @@ fn identity(groups: usize) -> Identity {
         claims: BTreeMap::new(),
         iat: NOW - 100,
         exp: NOW + 800,
+        oidc_sid: None,
         header_values: Default::default(),
     }
 }

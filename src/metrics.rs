@@ -42,6 +42,15 @@ pub mod names {
     pub const RATE_LIMITED: &str = "rate_limited";
     /// Counter: actions on the admin API, by `action`.
     pub const ADMIN_ACTIONS: &str = "admin_actions";
+    /// Counter: OpenID Connect back-channel logout requests, by `provider`
+    /// (`-` when no configured provider matched) and `result`: `ok`, or
+    /// why the logout token was refused (`malformed_token`,
+    /// `bad_signature`, `unknown_key`, `algorithm_not_allowed`,
+    /// `wrong_issuer`, `wrong_audience`, `too_old`, `not_yet_valid`,
+    /// `expired`, `replayed`, `missing_claim`, `bad_claim`,
+    /// `not_a_logout_token`, `nonce_present`, `no_sid_nor_sub`,
+    /// `bad_request`, `idp_unavailable`, `store_unavailable`...).
+    pub const BACKCHANNEL_LOGOUTS: &str = "backchannel_logouts";
 }
 
 /// Label used for requests that matched no route.
@@ -90,6 +99,12 @@ struct ActionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderResult {
+    provider: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -109,6 +124,7 @@ pub struct Metrics {
     api_key_refusals: Family<ReasonLabel, Counter>,
     admin_actions: Family<ActionLabel, Counter>,
     rate_limited: Family<BucketLabel, Counter>,
+    backchannel_logouts: Family<ProviderResult, Counter>,
     pub connections_open: Gauge,
     pub connections: Counter,
 }
@@ -138,6 +154,7 @@ impl Metrics {
         let api_key_refusals = Family::<ReasonLabel, Counter>::default();
         let admin_actions = Family::<ActionLabel, Counter>::default();
         let rate_limited = Family::<BucketLabel, Counter>::default();
+        let backchannel_logouts = Family::<ProviderResult, Counter>::default();
         let connections_open = Gauge::default();
         let connections = Counter::default();
         registry.register(names::REQUESTS, "Answered requests by route and status class", requests.clone());
@@ -160,6 +177,11 @@ impl Metrics {
         registry.register(names::API_KEY_REFUSALS, "API keys refused, by reason", api_key_refusals.clone());
         registry.register(names::ADMIN_ACTIONS, "Admin API actions, by action", admin_actions.clone());
         registry.register(names::RATE_LIMITED, "Requests refused with 429, by limit", rate_limited.clone());
+        registry.register(
+            names::BACKCHANNEL_LOGOUTS,
+            "OpenID Connect back-channel logouts, by provider and result",
+            backchannel_logouts.clone(),
+        );
         Metrics {
             registry,
             api_keys,
@@ -167,6 +189,7 @@ impl Metrics {
             api_key_refusals,
             admin_actions,
             rate_limited,
+            backchannel_logouts,
             requests,
             upstream_duration,
             rejected,
@@ -219,6 +242,11 @@ impl Metrics {
 
     pub fn admin_action(&self, action: &'static str) {
         self.admin_actions.get_or_create(&ActionLabel { action }).inc();
+    }
+
+    /// A back-channel logout: `ok` or the refusal's reason (a fixed word).
+    pub fn backchannel_logout(&self, provider: &str, result: &'static str) {
+        self.backchannel_logouts.get_or_create(&ProviderResult { provider: provider.to_string(), result }).inc();
     }
 
     pub fn reload(&self, ok: bool) {

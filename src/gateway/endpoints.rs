@@ -16,7 +16,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Gateway, redirect};
-use crate::auth::provider::{Ctx, Outcome, Params, Provider, Reply, code, jwt, oidc, param, saml};
+use crate::auth::provider::{Ctx, Outcome, Params, Provider, Reply, code, jwt, oidc, oidc_logout, param, saml};
 use crate::auth::records::SessionEntry;
 use crate::auth::{Failure, Identity, claims};
 use crate::canonical::Target;
@@ -29,6 +29,10 @@ enum Endpoint {
     Callback,
     Start,
     Logout,
+    /// Where an OpenID provider sends the browser back after its logout.
+    LogoutDone,
+    /// OpenID Connect Back-Channel Logout.
+    BackchannelLogout,
     Userinfo,
     ForwardAuth,
     SamlAcs,
@@ -60,6 +64,13 @@ const ENDPOINTS: &[Entry] = &[
     Entry { path: "/callback", allow: "GET, HEAD", endpoint: Endpoint::Callback, max_body: 0 },
     Entry { path: "/start", allow: "GET, HEAD", endpoint: Endpoint::Start, max_body: 0 },
     Entry { path: "/logout", allow: "GET, HEAD, POST", endpoint: Endpoint::Logout, max_body: 0 },
+    Entry { path: oidc_logout::LOGOUT_DONE, allow: "GET, HEAD", endpoint: Endpoint::LogoutDone, max_body: 0 },
+    Entry {
+        path: "/backchannel-logout",
+        allow: "POST",
+        endpoint: Endpoint::BackchannelLogout,
+        max_body: oidc_logout::MAX_BODY_BYTES,
+    },
     Entry { path: "/userinfo", allow: "GET, HEAD", endpoint: Endpoint::Userinfo, max_body: 0 },
     // Any method: Envoy's check request keeps the original one. Also
     // `/auth/<original path>` (Envoy), matched below.
@@ -134,7 +145,12 @@ impl Gateway {
         // Login endpoints: a rate per client address (DESIGN §9).
         let login = matches!(
             entry.endpoint,
-            Endpoint::Callback | Endpoint::Authorize | Endpoint::Code | Endpoint::Start | Endpoint::SamlAcs
+            Endpoint::Callback
+                | Endpoint::Authorize
+                | Endpoint::Code
+                | Endpoint::Start
+                | Endpoint::SamlAcs
+                | Endpoint::BackchannelLogout
         );
         if login {
             if let Err(wait) = self.limits.login(client) {
@@ -146,6 +162,8 @@ impl Gateway {
             Endpoint::ForwardAuth => return self.forward_auth(&req, client).await,
             Endpoint::Start => return self.start(&req, &q).await,
             Endpoint::Logout => return self.logout(req.headers()).await,
+            Endpoint::LogoutDone => return self.logout_done(req.headers(), &q),
+            Endpoint::BackchannelLogout => return self.backchannel_logout(req, entry.max_body).await,
             Endpoint::Userinfo => return self.userinfo(req.headers()),
             Endpoint::ApiKeys => return self.api_keys(req, entry.max_body).await,
             Endpoint::ApiKey => {
@@ -179,6 +197,8 @@ impl Gateway {
             Endpoint::ForwardAuth
             | Endpoint::Start
             | Endpoint::Logout
+            | Endpoint::LogoutDone
+            | Endpoint::BackchannelLogout
             | Endpoint::Userinfo
             | Endpoint::ApiKeys
             | Endpoint::ApiKey => unreachable!("answered above"),
@@ -367,7 +387,9 @@ impl Gateway {
     }
 
     /// `GET|POST /sso/logout`: revoke the session, clear the cookies, then
-    /// the provider's `logout_url` or a signed-out page.
+    /// the OpenID provider's end-session endpoint (RP-Initiated Logout,
+    /// which comes back to [`Gateway::logout_done`]), else the provider's
+    /// `logout_url`, else a signed-out page.
     async fn logout(&self, headers: &HeaderMap) -> Response<Body> {
         let identity = self.session(headers, None);
         if let Some(id) = &identity {
@@ -382,16 +404,18 @@ impl Gateway {
             }
             info!(provider = %id.provider, user = %id.sub, "signed out");
         }
-        let next = identity.as_ref().and_then(|id| self.provider(&id.provider)).and_then(|p| p.logout_url());
+        let provider = identity.as_ref().and_then(|id| Some((id, self.provider(&id.provider)?)));
+        let at_provider = match provider {
+            Some((id, p)) => match p.as_oidc() {
+                Some(o) => oidc_logout::end_session_url(o, self.shared.store.as_ref(), id).await,
+                None => None,
+            },
+            None => None,
+        };
+        let next = at_provider.as_deref().or_else(|| provider.and_then(|(_, p)| p.logout_url()));
         let mut resp = match next {
             Some(url) => redirect(url),
-            None if error::wants_html(headers) => error::page(
-                StatusCode::OK,
-                "Signed out",
-                "Signed out",
-                "<p>You have been signed out.</p><p><a href=\"/\">Sign in again</a></p>",
-            ),
-            None => error::json(StatusCode::OK, &json!({ "signed_out": true })),
+            None => signed_out(headers),
         };
         if let Some(sessions) = &self.sessions {
             for c in sessions.clear(headers) {
@@ -399,6 +423,17 @@ impl Gateway {
             }
         }
         resp
+    }
+
+    /// `GET /sso/logout/done[?state=<provider>]`: an OpenID provider's way
+    /// back after its logout (the `post_logout_redirect_uri`): on to that
+    /// provider's `logout_url`, else the signed-out page. Changes nothing:
+    /// the session ended before the browser went to the provider.
+    fn logout_done(&self, headers: &HeaderMap, q: &Params) -> Response<Body> {
+        match param(q, "state").and_then(|id| self.provider(id)).and_then(|p| p.logout_url()) {
+            Some(url) => redirect(url),
+            None => signed_out(headers),
+        }
     }
 
     /// `GET /sso/userinfo`: the current identity as JSON, or 401.
@@ -466,6 +501,21 @@ impl Gateway {
             .append_pair("provider", &demo.provider)
             .finish();
         redirect(&format!("{}/callback?{query}", self.auth_prefix))
+    }
+}
+
+/// The end of a logout without anywhere else to go: a page for a browser,
+/// JSON for a script.
+fn signed_out(headers: &HeaderMap) -> Response<Body> {
+    if error::wants_html(headers) {
+        error::page(
+            StatusCode::OK,
+            "Signed out",
+            "Signed out",
+            "<p>You have been signed out.</p><p><a href=\"/\">Sign in again</a></p>",
+        )
+    } else {
+        error::json(StatusCode::OK, &json!({ "signed_out": true }))
     }
 }
 

@@ -40,6 +40,7 @@ use tracing::{Instrument, info, warn};
 mod access;
 mod api_key_endpoints;
 mod asked_url;
+mod backchannel;
 mod endpoints;
 mod forward_auth;
 mod limits;

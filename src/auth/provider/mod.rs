@@ -10,6 +10,7 @@ pub mod bearer;
 pub mod code;
 pub mod jwt;
 pub mod oidc;
+pub mod oidc_logout;
 pub mod saml;
 
 use std::sync::Arc;

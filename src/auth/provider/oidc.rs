@@ -55,6 +55,7 @@ pub struct Endpoints {
     pub token: String,
     pub jwks: String,
     pub userinfo: Option<String>,
+    pub end_session: Option<String>,
 }
 
 pub struct OidcSettings {
@@ -73,9 +74,14 @@ pub struct OidcSettings {
     pub leeway: u64,
     pub audience: Option<String>,
     pub logout_url: Option<String>,
+    /// Send `/sso/logout` on to the provider's end-session endpoint.
+    pub logout_at_provider: bool,
     pub claims: ClaimMap,
     /// `{public_url}{auth_prefix}/callback`.
     pub redirect_uri: String,
+    /// `{public_url}{auth_prefix}/logout/done`: where the provider sends the
+    /// browser back after logging out there.
+    pub post_logout_redirect_uri: String,
     /// Session validity in seconds.
     pub validity: u64,
     pub jwks: JwksSettings,
@@ -86,6 +92,8 @@ pub struct Resolved {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub userinfo_endpoint: Option<String>,
+    /// OpenID Connect RP-Initiated Logout 1.0.
+    pub end_session_endpoint: Option<String>,
     /// The provider promises RFC 9207 `iss` in authorization responses.
     pub iss_parameter: bool,
     pub jwks: Arc<Jwks>,
@@ -98,6 +106,7 @@ struct Discovery {
     token_endpoint: String,
     jwks_uri: String,
     userinfo_endpoint: Option<String>,
+    end_session_endpoint: Option<String>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
 }
@@ -157,13 +166,16 @@ impl OidcLogin {
                     token: e.token.clone(),
                     jwks: e.jwks.clone(),
                     userinfo: e.userinfo.clone(),
+                    end_session: e.end_session.clone(),
                 }),
                 algorithms: o.algorithms.clone(),
                 leeway: o.leeway_seconds,
                 audience: o.audience.clone(),
                 logout_url: o.logout_url.clone(),
+                logout_at_provider: o.logout_at_provider,
                 claims: ClaimMap { groups_claim: o.groups_claim.clone(), keep: setup.keep.to_vec() },
                 redirect_uri: setup.endpoint_url("/callback"),
+                post_logout_redirect_uri: setup.endpoint_url(super::oidc_logout::LOGOUT_DONE),
                 validity: setup.validity(),
                 jwks: JwksSettings {
                     min_refresh: o.jwks_min_refresh,
@@ -186,6 +198,7 @@ impl OidcLogin {
                 authorization_endpoint: e.authorization.clone(),
                 token_endpoint: e.token.clone(),
                 userinfo_endpoint: e.userinfo.clone(),
+                end_session_endpoint: e.end_session.clone(),
                 iss_parameter: false,
                 jwks,
             })));
@@ -206,6 +219,11 @@ impl OidcLogin {
     /// Discovery done and keys fetched.
     pub fn ready(&self) -> bool {
         self.resolved.load().as_ref().is_some_and(|r| r.jwks.ready())
+    }
+
+    /// What discovery found, once it has.
+    pub fn resolved(&self) -> Option<Arc<Resolved>> {
+        self.resolved.load_full()
     }
 
     /// Begins a login: the authorization URL to send the browser to, and the
@@ -334,6 +352,7 @@ impl OidcLogin {
             self.merge_userinfo(&resolved, access, &mut claims).await.map_err(fail)?;
         }
         let identity = self.identity(&claims, now).map_err(fail)?;
+        super::oidc_logout::keep_id_token(self, &resolved, store, &identity, id_token).await;
         Ok((identity, attempt.r))
     }
 
@@ -577,6 +596,7 @@ async fn discover_loop(
                     authorization_endpoint: d.authorization_endpoint,
                     token_endpoint: d.token_endpoint,
                     userinfo_endpoint: d.userinfo_endpoint,
+                    end_session_endpoint: d.end_session_endpoint,
                     iss_parameter: d.authorization_response_iss_parameter_supported,
                     jwks,
                 })));
@@ -605,6 +625,15 @@ async fn discover(url: &str, issuer: &str, fetcher: &Fetcher) -> Result<Discover
         url_allowed(u)?;
     }
     url::Url::parse(&d.authorization_endpoint).map_err(|e| format!("authorization_endpoint: {e}"))?;
+    let mut d = d;
+    // A browser goes there at logout; one that is no web URL is ignored
+    // (logout then ends at porteiro), not a reason to refuse every login.
+    if let Some(e) = &d.end_session_endpoint {
+        if !url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some()) {
+            warn!(issuer, "the discovery document's end_session_endpoint is not a web URL; ignored");
+            d.end_session_endpoint = None;
+        }
+    }
     Ok(d)
 }
 

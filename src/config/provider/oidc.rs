@@ -34,6 +34,8 @@ pub struct RawOidc {
     pub leeway_seconds: Option<Spanned<u64>>,
     pub groups_claim: Option<Spanned<String>>,
     pub logout_url: Option<Spanned<String>>,
+    pub end_session_endpoint: Option<Spanned<String>>,
+    pub logout_at_provider: Option<bool>,
     pub jwks_min_refresh_seconds: Option<Spanned<u64>>,
     pub jwks_max_refresh_seconds: Option<Spanned<u64>>,
 }
@@ -59,6 +61,9 @@ pub struct OidcConfig {
     pub leeway_seconds: u64,
     pub groups_claim: String,
     pub logout_url: Option<String>,
+    /// `/sso/logout` also ends the session at the provider (RP-Initiated
+    /// Logout) when it has an end-session endpoint. Default true.
+    pub logout_at_provider: bool,
     pub jwks_min_refresh: Duration,
     pub jwks_max_refresh: Duration,
 }
@@ -75,6 +80,8 @@ pub struct OidcEndpoints {
     pub token: String,
     pub jwks: String,
     pub userinfo: Option<String>,
+    /// RP-Initiated Logout: where `/sso/logout` sends the browser.
+    pub end_session: Option<String>,
 }
 
 pub(super) fn validate(ctx: &mut Ctx, i: usize, raw: &RawOidc) -> Result<OidcConfig, ConfigError> {
@@ -124,7 +131,18 @@ pub(super) fn validate(ctx: &mut Ctx, i: usize, raw: &RawOidc) -> Result<OidcCon
                 }
                 None => None,
             };
-            Some(OidcEndpoints { authorization, token: t.get_ref().clone(), jwks: j.get_ref().clone(), userinfo })
+            let end_session = raw
+                .end_session_endpoint
+                .as_ref()
+                .map(|e| absolute_url(ctx, &key("end_session_endpoint"), e))
+                .transpose()?;
+            Some(OidcEndpoints {
+                authorization,
+                token: t.get_ref().clone(),
+                jwks: j.get_ref().clone(),
+                userinfo,
+                end_session,
+            })
         }
         _ => {
             return Err(ctx.at(
@@ -139,6 +157,13 @@ pub(super) fn validate(ctx: &mut Ctx, i: usize, raw: &RawOidc) -> Result<OidcCon
             key("kind"),
             &raw.kind,
             "userinfo_endpoint goes with explicit endpoints; discovery finds it otherwise",
+        ));
+    }
+    if let (None, Some(e)) = (&endpoints, &raw.end_session_endpoint) {
+        return Err(ctx.at(
+            key("end_session_endpoint"),
+            e,
+            "end_session_endpoint goes with explicit endpoints; discovery finds it otherwise",
         ));
     }
     let algorithms =
@@ -180,6 +205,7 @@ pub(super) fn validate(ctx: &mut Ctx, i: usize, raw: &RawOidc) -> Result<OidcCon
         leeway_seconds: raw.leeway_seconds.as_ref().map_or(60, |v| *v.get_ref()),
         groups_claim: raw.groups_claim.as_ref().map_or_else(|| "groups".to_string(), |g| g.get_ref().clone()),
         logout_url: raw.logout_url.as_ref().map(|u| absolute_url(ctx, &key("logout_url"), u)).transpose()?,
+        logout_at_provider: raw.logout_at_provider.unwrap_or(true),
         jwks_min_refresh: min,
         jwks_max_refresh: max.max(min),
     })

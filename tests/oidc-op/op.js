@@ -7,7 +7,9 @@
 // PORT 0 picks a free port. The issuer is `http://127.0.0.1:<port>`; once the
 // provider listens, the port alone is printed on the first line of stdout.
 // OPTIONS_JSON (all optional):
-//   clients        [{client_id, client_secret, redirect_uris, token_endpoint_auth_method}]
+//   clients        [{client_id, client_secret, redirect_uris, token_endpoint_auth_method,
+//                  post_logout_redirect_uris, backchannel_logout_uri,
+//                  backchannel_logout_session_required}]
 //   conform        true: claims beyond `sub` go to userinfo only, as the
 //                  OpenID Connect spec describes (default false: the ID token
 //                  carries every claim of the granted scopes)
@@ -15,6 +17,17 @@
 //                  (default "profile", so the usual scopes suffice)
 //   cookie_prefix  prefix of the provider's cookie names, so two providers
 //                  on 127.0.0.1 (cookies ignore ports) keep their sessions apart
+//
+// Logout: RP-Initiated Logout (`end_session_endpoint` = {issuer}/session/end,
+// a confirmation page with a form) and Back-Channel Logout are on. The
+// provider posts logout tokens to each client's `backchannel_logout_uri`;
+// since the tests publish porteiro under a name only their own HTTP client
+// resolves, two test-only routes (never part of the provider) steer that:
+//   POST /__test/hosts        JSON {"name": "127.0.0.1:port", ...}: requests
+//                             the provider makes to http://name/... go to
+//                             that address instead (loopback allowed)
+//   GET  /__test/backchannel  JSON list of the logout tokens sent so far:
+//                             {client_id, sid, ok, error}
 //
 // Accounts: the development login page takes any login and any password.
 // Known logins get the claims in ACCOUNTS; `bruno` lacks `agencydocument`.
@@ -80,6 +93,50 @@ const options = JSON.parse(process.argv[3] ?? '{}');
 const agencyScope = options.agency_scope ?? 'profile';
 const prefix = options.cookie_prefix ?? 'op';
 
+// Name -> "127.0.0.1:port", set by the test (POST /__test/hosts).
+const hosts = {};
+// Every back-channel logout the provider sent, with its outcome.
+const backchannel = [];
+
+// The provider's own outgoing requests. Its default refuses loopback and
+// private addresses (SSRF protection), which is right in production and
+// exactly where porteiro listens in the tests.
+async function testFetch(url, options) {
+  const target = new URL(url);
+  if (hosts[target.host]) {
+    target.host = hosts[target.host];
+  }
+  const { dispatcher, ...rest } = options;
+  return globalThis.fetch(target.href, rest);
+}
+
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(body || '{}'));
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
+
+async function testRoute(req, res) {
+  if (req.method === 'POST' && req.url === '/__test/hosts') {
+    Object.assign(hosts, await readJson(req));
+    res.writeHead(204).end();
+    return true;
+  }
+  if (req.method === 'GET' && req.url === '/__test/backchannel') {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(backchannel));
+    return true;
+  }
+  return false;
+}
+
 const server = createServer();
 server.listen(port, '127.0.0.1', () => {
   const actual = server.address().port;
@@ -110,7 +167,12 @@ server.listen(port, '127.0.0.1', () => {
         resume: `${prefix}_interaction_resume`,
       },
     },
-    features: { devInteractions: { enabled: true } },
+    features: {
+      devInteractions: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
+    },
+    fetch: testFetch,
     async findAccount(ctx, id) {
       const known = ACCOUNTS[id] ?? { email: `${id}@example.com`, email_verified: false, name: id };
       return {
@@ -123,8 +185,24 @@ server.listen(port, '127.0.0.1', () => {
   });
   // Shows on stderr, which the tests print when the provider misbehaves.
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  provider.on('backchannel.success', (ctx, client, accountId, sid) => {
+    backchannel.push({ client_id: client.clientId, sub: accountId, sid, ok: true });
+  });
+  provider.on('backchannel.error', (ctx, err, client, accountId, sid) => {
+    console.error('backchannel.error', client.clientId, err);
+    backchannel.push({ client_id: client.clientId, sub: accountId, sid, ok: false, error: String(err) });
+  });
 
-  server.on('request', provider.callback());
+  const callback = provider.callback();
+  server.on('request', async (req, res) => {
+    if (req.url.startsWith('/__test/')) {
+      if (!(await testRoute(req, res))) {
+        res.writeHead(404).end();
+      }
+      return;
+    }
+    callback(req, res);
+  });
   process.stdout.write(`${actual}\n`);
 });
 

@@ -204,6 +204,26 @@ pub fn op_client(id: &str, secret: &str, auth_method: &str) -> Value {
     })
 }
 
+/// `{public_url}/sso/logout/done`: the `post_logout_redirect_uri` porteiro
+/// sends to a provider's end-session endpoint.
+pub const LOGOUT_DONE: &str = "http://porteiro.test/sso/logout/done";
+/// `{public_url}/sso/backchannel-logout`, as registered at a provider.
+pub const BACKCHANNEL_LOGOUT: &str = "http://porteiro.test/sso/backchannel-logout";
+
+/// [`op_client`] with logout at the provider: porteiro's
+/// `post_logout_redirect_uri` registered and, when `backchannel`, its
+/// back-channel logout URI with `backchannel_logout_session_required`
+/// (the provider then puts `sid` in ID and logout tokens).
+pub fn op_logout_client(id: &str, secret: &str, backchannel: bool) -> Value {
+    let mut client = op_client(id, secret, "client_secret_basic");
+    client["post_logout_redirect_uris"] = json!([LOGOUT_DONE]);
+    if backchannel {
+        client["backchannel_logout_uri"] = json!(BACKCHANNEL_LOGOUT);
+        client["backchannel_logout_session_required"] = json!(true);
+    }
+    client
+}
+
 /// panva's `oidc-provider` running as `node tests/oidc-op/op.js 0 OPTIONS`
 /// (see that file for the options and accounts).
 ///
@@ -306,6 +326,60 @@ impl RealOp {
     /// What the provider wrote on stderr so far (warnings, server errors).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Requests the provider itself makes to `http://{name}/...` (its
+    /// back-channel logouts) go to `to` instead: porteiro's listener.
+    pub async fn route_host(&self, name: &str, to: SocketAddr) {
+        let resp = super::client()
+            .post(format!("{}/__test/hosts", self.issuer))
+            .json(&json!({ name: to.to_string() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    }
+
+    /// The back-channel logouts the provider sent so far, each
+    /// `{client_id, sub, sid, ok, error}` (`ok`: porteiro answered 200).
+    pub async fn backchannel_sent(&self) -> Vec<Value> {
+        let resp = super::client().get(format!("{}/__test/backchannel", self.issuer)).send().await.unwrap();
+        resp.json::<Vec<Value>>().await.unwrap()
+    }
+
+    /// The user logs out at the provider itself (its end-session page,
+    /// "Yes, sign me out"), from `browser`. `end_session` is the URL the
+    /// browser is sent to, with whatever parameters it carries. Returns
+    /// the provider's redirect once the logout is done (the provider has
+    /// sent its back-channel logouts by then).
+    pub async fn log_out(&self, browser: &Browser, end_session: &str) -> Page {
+        let page = browser.get(end_session).await;
+        assert_eq!(page.status, StatusCode::OK, "{}: {}\n{}", page.url, page.body, self.stderr());
+        assert!(page.body.contains("op.logoutForm"), "not the logout confirmation page: {}", page.body);
+        let action = attribute(&page.body, "<form", "action").unwrap_or_else(|| panic!("no form: {}", page.body));
+        let action = page.url.join(&action).unwrap();
+        let mut form = hidden_inputs(&page.body);
+        // The "Yes, sign me out" button: end the provider's whole session.
+        form.push(("logout".into(), "yes".into()));
+        let done = browser.post_form(action.as_str(), &form).await;
+        assert!(done.status.is_redirection(), "{}: {} {}\n{}", done.url, done.status, done.body, self.stderr());
+        done
+    }
+
+    /// The first page the provider shows `browser` for porteiro's
+    /// authorization request `to_authorize`: its interaction's `prompt`
+    /// (`login`, `consent`), or `None` when it sends the browser straight
+    /// back (its session still signed in and consented).
+    pub async fn first_prompt(&self, browser: &Browser, to_authorize: &Page) -> Option<String> {
+        let mut page = browser.get(to_authorize.location().as_str()).await;
+        while page.status.is_redirection() {
+            if page.location().as_str().starts_with(CALLBACK) {
+                return None;
+            }
+            page = browser.follow(&page).await;
+        }
+        assert_eq!(page.status, StatusCode::OK, "{}: {}\n{}", page.url, page.body, self.stderr());
+        hidden_inputs(&page.body).into_iter().find(|(k, _)| k == "prompt").map(|(_, v)| v)
     }
 
     /// Drives the provider's development login and consent pages, hop by
@@ -543,6 +617,21 @@ impl TestIdp {
 
     pub fn client_id(&self) -> &str {
         &self.idp.client_id
+    }
+
+    /// The key the IdP signs ID tokens with (ES256, published in its JWKS).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.idp.es256
+    }
+
+    /// A key under the same `kid` that the JWKS does not hold.
+    pub fn rogue_key(&self) -> &SigningKey {
+        &self.idp.rogue
+    }
+
+    /// An ES384 key the JWKS holds (`algorithms = ["ES256"]` refuses it).
+    pub fn es384_key(&self) -> &SigningKey {
+        &self.idp.es384
     }
 
     /// A `[[providers]]` entry for this IdP (`extra`: more keys).

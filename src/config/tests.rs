@@ -374,3 +374,39 @@ fn rate_limits_have_generous_defaults_and_checked_values() {
     let e = load(&format!("{MINIMAL}\n[rate_limit]\nlogins = 5\n")).err().map(|e| e.to_string()).unwrap();
     assert!(e.contains("unknown field `logins`"), "{e}");
 }
+
+#[test]
+fn oidc_logout_settings() {
+    let provider = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[session]\nsecret = \"a-session-secret-of-32-bytes-or-more\"\n\n\
+             [[providers]]\nid = \"op\"\nkind = \"oidc\"\nissuer = \"https://op.example.com\"\n\
+             client_id = \"c\"\nclient_secret = \"s\"\n{extra}\n"
+        )
+    };
+    let oidc = |c: &Config| match &c.providers[0].kind {
+        ProviderKind::Oidc(o) => o.clone(),
+        _ => panic!("an oidc provider"),
+    };
+    let c = load(&provider("")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(oidc(&c).logout_at_provider, "on by default");
+    let c = load(&provider("logout_at_provider = false")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!oidc(&c).logout_at_provider);
+    // With discovery, the end-session endpoint is discovered, not set.
+    let e = load(&provider("end_session_endpoint = \"https://op.example.com/logout\""))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("providers[0].end_session_endpoint") && e.contains("explicit endpoints"), "{e}");
+    let explicit = "authorization_endpoint = \"https://op.example.com/auth\"\n\
+                    token_endpoint = \"https://op.example.com/token\"\njwks_uri = \"https://op.example.com/jwks\"\n";
+    let c = load(&provider(&format!("{explicit}end_session_endpoint = \"https://op.example.com/logout\"")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let end = oidc(&c).endpoints.and_then(|e| e.end_session);
+    assert_eq!(end.as_deref(), Some("https://op.example.com/logout"));
+    let e = load(&provider(&format!("{explicit}end_session_endpoint = \"/logout\"")))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("end_session_endpoint") && e.contains("absolute"), "{e}");
+}

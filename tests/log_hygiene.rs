@@ -274,8 +274,32 @@ async fn an_oidc_login_and_hostile_answers_leave_no_secret_in_the_logs() {
     let forged = browser.get(&format!("{CALLBACK}?code={code}&state=ForgedState0123456789abcdef")).await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
     assert_eq!(browser.get(&format!("{CALLBACK}?code={code}")).await.status, StatusCode::BAD_REQUEST);
+    // Back-channel logout: a hostile logout token (a nonce), then a good one.
+    let logout = |extra: Value| {
+        let mut claims = json!({
+            "iss": idp.issuer, "aud": idp.client_id(), "iat": support::now(), "jti": "hygiene-jti-0123456789",
+            "sub": "user-4711-ana", "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        idp.signing_key().sign(&claims)
+    };
+    let (hostile, good) = (logout(json!({"nonce": "hygiene-nonce-0123456789"})), logout(json!({})));
+    for (token, status) in [(&hostile, StatusCode::BAD_REQUEST), (&good, StatusCode::OK)] {
+        let resp = client()
+            .post(gw.url("/sso/backchannel-logout"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("logout_token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+    }
 
     let mut secrets = vec![support::oidc::IDP_CLIENT_SECRET.to_string(), SESSION_SECRET.into(), code, state];
+    // Each token's payload and signature (the header is any ES256 token's).
+    for token in [&hostile, &good] {
+        secrets.extend(token.split('.').skip(1).map(str::to_string));
+    }
     secrets.extend(replay.cookies(support::oidc::PUBLIC_HOST).into_iter().map(|c| c.value).filter(|v| v.len() >= 12));
     secrets.extend(browser.cookies(support::oidc::PUBLIC_HOST).into_iter().map(|c| c.value).filter(|v| v.len() >= 12));
     // The nonce and PKCE challenge the IdP received.

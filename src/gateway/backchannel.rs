@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -87,8 +87,8 @@ impl Gateway {
         warn!(provider = %r.provider, reason = r.reason, "back-channel logout refused");
         self.shared.metrics.backchannel_logout(&r.provider, r.reason);
         let mut resp: Response<Body> = Reject::new(Class::BadRequest, "invalid_request", r.text).json();
+        // The JSON answer carries `Cache-Control: no-store` already.
         resp.extensions_mut().insert(error::Refused(r.reason));
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 

@@ -18,6 +18,9 @@ pub mod names {
     pub const CONNECTIONS_OPEN: &str = "connections_open";
     /// Counter: client connections accepted.
     pub const CONNECTIONS: &str = "connections";
+    /// Gauge: HTTP/1.1 connections idle between requests that hold nothing
+    /// but their socket (parked).
+    pub const CONNECTIONS_PARKED: &str = "connections_parked";
     /// Counter: requests refused before reaching a route or upstream, by
     /// `reason`: the canonical request's (`no_host`, `several_hosts`,
     /// `bad_host`, `host_mismatch`, `bad_path`), the route's (`no_route`,
@@ -127,6 +130,7 @@ pub struct Metrics {
     backchannel_logouts: Family<ProviderResult, Counter>,
     pub connections_open: Gauge,
     pub connections: Counter,
+    pub connections_parked: Gauge,
 }
 
 /// One route's metric handles, looked up once at load.
@@ -157,6 +161,7 @@ impl Metrics {
         let backchannel_logouts = Family::<ProviderResult, Counter>::default();
         let connections_open = Gauge::default();
         let connections = Counter::default();
+        let connections_parked = Gauge::default();
         registry.register(names::REQUESTS, "Answered requests by route and status class", requests.clone());
         registry.register(
             names::UPSTREAM_DURATION,
@@ -165,6 +170,11 @@ impl Metrics {
         );
         registry.register(names::CONNECTIONS_OPEN, "Client connections open now", connections_open.clone());
         registry.register(names::CONNECTIONS, "Client connections accepted", connections.clone());
+        registry.register(
+            names::CONNECTIONS_PARKED,
+            "HTTP/1.1 connections idle between requests, holding only their socket",
+            connections_parked.clone(),
+        );
         registry.register(names::REJECTED, "Requests refused before routing or proxying, by reason", rejected.clone());
         registry.register(names::RELOADS, "Configuration reloads by result", reloads.clone());
         registry.register(names::LOGINS, "Sessions started, by provider", logins.clone());
@@ -198,6 +208,7 @@ impl Metrics {
             auth_failures,
             connections_open,
             connections,
+            connections_parked,
         }
     }
 

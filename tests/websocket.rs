@@ -51,3 +51,52 @@ async fn websocket_echo_through_the_gateway() {
     assert_eq!(header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert!(header("sec-websocket-key").is_some());
 }
+
+/// An upgrade asked on a keep-alive connection that was parked (quiet, it
+/// kept only its socket): the tunnel works as on a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_on_a_connection_that_was_parked() {
+    use http_body_util::Empty;
+    use hyper::Request;
+    use hyper_util::rt::TokioIo;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let up = FakeUpstream::new("ws").websocket_echo("/ws").start().await;
+    let gw = start_gateway("header_read_timeout_seconds = 120", &public_route("app", &up.url())).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let plain = Request::get("/plain").header("host", "app.test").body(Empty::new()).unwrap();
+    assert_eq!(sender.send_request(plain).await.unwrap().status(), 200);
+
+    // Quiet until porteiro parks it.
+    let parked = tokio::time::timeout(PATIENCE, async {
+        while support::metric(&gw.metrics().await, "porteiro_connections_parked") != Some(1.0) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(parked.is_ok(), "the connection was not parked");
+
+    sender.ready().await.expect("the parked connection is still open");
+    let upgrade = Request::get("/ws/chat")
+        .header("host", "app.test")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Empty::new())
+        .unwrap();
+    let resp = sender.send_request(upgrade).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    for text in ["after parking", "still there"] {
+        ws.send(Message::Text(text.into())).await.unwrap();
+        let echoed = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(echoed, Message::Text(text.into()));
+    }
+    ws.close(None).await.unwrap();
+}

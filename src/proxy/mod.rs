@@ -16,16 +16,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use tracing::warn;
 
 pub mod body;
+pub mod upgrade;
 pub mod upstream;
 
 use crate::config::Upstream;
 use crate::error::escape_html;
+use crate::proxy::upgrade::UpgradeSlot;
 pub use crate::proxy::upstream::UpstreamError;
-use crate::proxy::upstream::{Connector, HOP_BY_HOP, HOP_BY_HOP_LENGTHS, Pool, Upgraded};
+use crate::proxy::upstream::{Connector, HOP_BY_HOP, HOP_BY_HOP_LENGTHS, Pool};
 pub use body::Body;
 
 /// What the proxy needs to know about the client connection.
@@ -376,7 +377,9 @@ impl Proxy {
             }
             None => {}
         }
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // The listener puts a slot in every HTTP/1.1 request that asks to
+        // upgrade; without one (HTTP/2) nothing is switched.
+        let client_upgrade = if upgrade { req.extensions_mut().remove::<UpgradeSlot>() } else { None };
 
         let started = Instant::now();
         let mut resp = match tokio::time::timeout(self.timeout, upstream.send(req)).await {
@@ -390,25 +393,10 @@ impl Proxy {
             let (Some(client_side), Some(upstream_side)) = (client_upgrade, resp.body_mut().take_upgraded()) else {
                 return Err(UpstreamError::Request);
             };
-            tokio::spawn(tunnel(client_side, upstream_side));
+            client_side.fill(upstream_side);
             return Ok((resp.map(|_| Body::empty()), elapsed));
         }
         Ok((resp.map(Body::from), elapsed))
-    }
-}
-
-/// Copies bytes both ways between an upgraded client and upstream.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: Upgraded) {
-    let client = match client.await {
-        Ok(client) => client,
-        Err(e) => {
-            debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        debug!(error = %e, "upgraded connection ended");
     }
 }
 

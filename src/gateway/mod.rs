@@ -19,9 +19,11 @@
 //! 5. **Authenticate** — public routes and `public_paths` pass; protected
 //!    routes need an identity. The outcome is a [`Verdict`] — an identity
 //!    or a refusal — never an error.
-//! 6. **Proxy** — headers rewritten ([`crate::proxy`]), request streamed to
-//!    the upstream, answer streamed back; `502` when the upstream is down,
-//!    `504` when it is too slow.
+//! 6. **Proxy** — headers rewritten ([`crate::proxy`]), identity headers set
+//!    (with `identity_jwt`, the signed assertion of
+//!    [`crate::auth::identity_jwt`]), request streamed to the upstream,
+//!    answer streamed back; `502` when the upstream is down, `504` when it
+//!    is too slow.
 //!
 //! Forward-auth (`/sso/auth`, [`forward_auth`]) runs phases 2, 4 and 5 on
 //! the URL its caller names ([`asked_url`]), so it judges exactly as

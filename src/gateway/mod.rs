@@ -700,9 +700,11 @@ impl Gateway {
         }
         if let Some(identity) = identity {
             put_identity_headers(req.headers_mut(), identity, route, Audience::Upstream);
-            let host = host.as_ref().and_then(|h| h.to_str().ok());
-            if let Some(assertion) = self.identity_assertion(route, identity, host) {
-                req.headers_mut().insert(identity_jwt::HEADER_NAME.clone(), assertion);
+            if route.identity_jwt.is_some() {
+                let host = host.as_ref().and_then(|h| h.to_str().ok());
+                if let Some(assertion) = self.identity_assertion(route, identity, host) {
+                    req.headers_mut().insert(identity_jwt::HEADER_NAME.clone(), assertion);
+                }
             }
         }
         // The host that chose the route is the one the upstream receives

@@ -683,7 +683,8 @@ impl Gateway {
         if identity.is_some() {
             // Room for the identity headers too: the map then grows once, not
             // twice (each growth rehashes every header).
-            req.headers_mut().reserve(3 + 5 + route.claim_headers.len());
+            let signed = usize::from(route.identity_jwt.is_some());
+            req.headers_mut().reserve(3 + 4 + signed + route.claim_headers.len());
         }
         let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip, &route.upgrades);
         if let Some(sessions) = &self.sessions {

@@ -17,7 +17,7 @@ declare -A CASE_WRK_ARGS=()       # one argument per line
 # The floor of porteiro's req/s per proxy core over nginx's in the same case
 # (nginx always proxies plainly, so this is against nginx without any
 # authentication): plain proxying 0.90, authenticated cases 0.85.
-declare -A CASE_FLOOR=([public]=0.90 [cookie]=0.85 [bearer]=0.85 [apikey]=0.85)
+declare -A CASE_FLOOR=([public]=0.90 [cookie]=0.85 [bearer]=0.85 [apikey]=0.85 [identity]=0.85)
 
 # Case $1's config snippet for upstream URL $2, its @WORK@ under $WORK.
 case_config() { # case upstream-url
@@ -113,6 +113,31 @@ login = \"login\"
 api_keys = true
 "
 
+# Signed identity: the cookie case's route with identity_jwt = true, so the
+# upstream also gets X-Porteiro-Jwt-Assertion. porteiro signs it once per
+# session and audience and hands the same value out for 4 minutes, so after
+# the first request this costs a cache lookup, not an ECDSA signature.
+add_case identity "
+[session]
+secret = \"$SESSION_SECRET\"
+validity_minutes = 1440
+
+[[providers]]
+id = \"login\"
+kind = \"jwt\"
+login_url = \"http://127.0.0.1:9/login\"
+issuer = \"load.bench\"
+algorithms = [\"HS256\"]
+secret = \"$LOGIN_SECRET\"
+
+[[routes]]
+path_prefix = \"/\"
+upstream = \"@UPSTREAM@\"
+login = \"login\"
+identity_jwt = true
+identity_audience = \"load-bench\"
+"
+
 # A case whose request must be computed against the running porteiro defines
 # a function setup_NAME, called once porteiro is ready (PORTEIRO_PORT set);
 # it may append wrk arguments to CASE_WRK_ARGS[NAME], one per line. Before
@@ -137,6 +162,12 @@ setup_cookie() {
     local cookie
     cookie=$(login_cookie cookie) || exit 1
     add_wrk_args cookie -H "Cookie: $cookie"
+}
+
+setup_identity() {
+    local cookie
+    cookie=$(login_cookie identity) || exit 1
+    add_wrk_args identity -H "Cookie: $cookie"
 }
 
 # Signs in through the jwt login like a browser; prints the session cookie

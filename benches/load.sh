@@ -49,7 +49,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # === cases ===
 #
-# The cases (public, cookie, bearer), their porteiro configs and setups are
+# The cases (public, cookie, bearer, apikey, identity), their porteiro configs and setups are
 # in cases.sh, shared with instructions.sh.
 source "$REPO/benches/cases.sh"
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use porteiro::config::{Access, Config, LogFormat, ProviderKind, Upstream};
+use porteiro::config::{Access, Config, IdentityAudience, LogFormat, ProviderKind, Upstream};
 use tracing::{error, info, warn};
 
 /// Small, short-lived allocations (header maps, buffers, futures) are most
@@ -232,7 +232,12 @@ fn print_summary(path: &std::path::Path, config: &Config) {
                 parts.join(" ")
             }
         };
+        let signed = match &r.identity_jwt {
+            None => String::new(),
+            Some(IdentityAudience::RequestHost) => " identity_jwt".to_string(),
+            Some(IdentityAudience::Fixed(aud)) => format!(" identity_jwt aud={aud}"),
+        };
         let host = r.id.strip_suffix(&r.path_prefix).unwrap_or("*");
-        println!("  {host}{} -> {upstream}  [{access}]", r.path_prefix);
+        println!("  {host}{} -> {upstream}  [{access}{signed}]", r.path_prefix);
     }
 }

@@ -72,7 +72,9 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// Lower-case host without port or trailing dot; borrows when already clean.
-fn normalize_host(host: &str) -> Cow<'_, str> {
+/// A host as routes match it: without port or trailing dot, lower-case
+/// (an IPv6 literal without its brackets).
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {

@@ -11,9 +11,10 @@ mod support;
 
 use support::{Echo, FakeUpstream, Gateway, raw_request, start_gateway};
 
-/// Every identity header porteiro sets (its defaults plus the route's own
-/// `headers` entry below), in canonical spelling.
-const IDENTITY: [&str; 8] = [
+/// Every identity header porteiro sets (its defaults, the signed identity
+/// of routes with `identity_jwt`, and the route's own `headers` entry
+/// below), in canonical spelling.
+const IDENTITY: [&str; 9] = [
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",
@@ -22,6 +23,7 @@ const IDENTITY: [&str; 8] = [
     "x-auth-request-email",
     "x-auth-request-groups",
     "x-tenant-id",
+    "x-porteiro-jwt-assertion",
 ];
 
 /// How upstream frameworks fold header names together (any case, `_` and
@@ -175,6 +177,7 @@ async fn forged_identity_headers_never_reach_upstream() {
                 "x_auth_request_email: admin@example.com",
                 "X.Auth.Request.Groups: admins",
                 "x_tenant.id: other-tenant",
+                "X_Porteiro.Jwt_Assertion: eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.",
                 "X-Harmless: kept",
             ],
         )

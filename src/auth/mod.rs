@@ -6,6 +6,7 @@ pub mod attempt;
 pub mod claims;
 pub mod fetch;
 pub mod identifiers;
+pub mod identity_jwt;
 pub mod json;
 pub mod jwks;
 pub mod provider;

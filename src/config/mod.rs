@@ -160,6 +160,18 @@ pub struct RouteConfig {
     /// Users signed in with the route's login provider may mint API keys,
     /// and those keys are accepted here (DESIGN §2.6).
     pub api_keys: bool,
+    /// `identity_jwt = true`: the upstream gets `X-Porteiro-Jwt-Assertion`,
+    /// a signed JWT of the identity (DESIGN §4), for this audience.
+    pub identity_jwt: Option<IdentityAudience>,
+}
+
+/// The `aud` of a route's signed identity header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityAudience {
+    /// No `identity_audience`: the request's host name, without port.
+    RequestHost,
+    /// `identity_audience = "..."`.
+    Fixed(String),
 }
 
 /// Who may use a route.

@@ -99,6 +99,8 @@ pub struct RawRoute {
     pub allow_semicolons: Option<bool>,
     pub upgrades: Option<Vec<Spanned<String>>>,
     pub api_keys: Option<Spanned<bool>>,
+    pub identity_jwt: Option<Spanned<bool>>,
+    pub identity_audience: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -410,3 +410,59 @@ fn oidc_logout_settings() {
         .unwrap_or_default();
     assert!(e.contains("end_session_endpoint") && e.contains("absolute"), "{e}");
 }
+
+#[test]
+fn identity_jwt_needs_an_identity_and_the_session_secret() {
+    let base = r#"
+[server]
+listen = "127.0.0.1:8080"
+public_url = "https://sso.example.com"
+
+[[providers]]
+id = "api"
+kind = "bearer"
+issuer = "https://i.test"
+jwks_url = "https://i.test/jwks"
+audience = "a"
+algorithms = ["RS256"]
+
+[[routes]]
+host = "app.example.com"
+path_prefix = "/"
+upstream = "http://127.0.0.1:3000"
+bearer = ["api"]
+ROUTE
+
+SESSION
+"#;
+    let with = |session: &str, route: &str| base.replace("SESSION", session).replace("ROUTE", route);
+    let c = load(&with("", "")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes[0].identity_jwt, None, "off by default");
+    let e = load(&with("", "identity_jwt = true")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.starts_with("test.toml:19:16: routes[0].identity_jwt: the signing key is derived from session.secret"),
+        "{e}"
+    );
+    let literal = format!("[session]\nsecret = \"{}\"", "k".repeat(32));
+    let c = load(&with(&literal, "identity_jwt = true")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes[0].identity_jwt, Some(IdentityAudience::RequestHost));
+    assert!(!c.warnings.iter().any(|w| w.contains("identity_jwt")), "an exact host: {:?}", c.warnings);
+    let c = load(&with(&literal, "identity_jwt = true\nidentity_audience = \"helpdesk\"")).unwrap();
+    assert_eq!(c.routes[0].identity_jwt, Some(IdentityAudience::Fixed("helpdesk".into())));
+    // Without an exact host the client picks the default audience: a warning.
+    let any_host = with(&literal, "identity_jwt = true").replace("host = \"app.example.com\"\n", "");
+    let c = load(&any_host).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("routes[0].identity_jwt: the audience is")), "{:?}", c.warnings);
+    let e = load(&with(&literal, "identity_audience = \"helpdesk\"")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(e, "test.toml:19:21: routes[0].identity_audience: only used with identity_jwt = true");
+    let e = load(&with(&literal, "identity_jwt = true\nidentity_audience = \"two words\""))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.starts_with("test.toml:20:21: routes[0].identity_audience: must be a name or URL"), "{e}");
+    let public = with(&literal, "identity_jwt = true").replace("bearer = [\"api\"]", "public = true");
+    let e = load(&public).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(e, "test.toml:19:16: routes[0].identity_jwt: a public route has no identity to sign");
+    let e = load(&with(&literal, "identity_jwt = \"yes\"")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("routes[0].identity_jwt") && e.contains("test.toml:19"), "{e}");
+}

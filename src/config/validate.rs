@@ -15,8 +15,8 @@ use super::provider;
 use super::raw::{RawAllow, RawConfig, RawRateLimit, RawRoute, RawServer, RawSession};
 use super::secret::{self, Resolved, Secret};
 use super::{
-    Access, AllowRules, Config, ConfigError, HostPattern, LogFormat, ProviderConfig, ProviderKind, RateLimitConfig,
-    RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, Upstream, VALIDITY_MINUTES,
+    Access, AllowRules, Config, ConfigError, HostPattern, IdentityAudience, LogFormat, ProviderConfig, ProviderKind,
+    RateLimitConfig, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, Upstream, VALIDITY_MINUTES,
 };
 
 /// Where errors point: the text (for line numbers) and its name.
@@ -138,6 +138,22 @@ pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
             ));
         }
         routes.push(route);
+    }
+    // The signing key of the identity header is derived from the session
+    // secret (README, "Signed identity header").
+    if session.secret.is_none() {
+        let signed = raw
+            .routes
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.identity_jwt.as_ref().filter(|v| *v.get_ref()).map(|v| (i, v)));
+        if let Some((i, v)) = signed {
+            return Err(ctx.at(
+                format!("routes[{i}].identity_jwt"),
+                v,
+                "the signing key is derived from session.secret: set it (at least 32 bytes, e.g. \"env:PORTEIRO_SESSION_SECRET\")",
+            ));
+        }
     }
     if routes.is_empty() {
         ctx.warnings.push(format!("{origin}: no [[routes]]: every request will get 404"));
@@ -601,6 +617,7 @@ fn route(
         }
         _ => false,
     };
+    let identity_jwt = identity_jwt(ctx, i, raw, &access, host.as_ref())?;
     let id = match &raw.id {
         Some(id) => id.get_ref().clone(),
         None => format!("{}{}", raw.host.as_ref().map_or("*", |h| h.get_ref().as_str()), path_prefix),
@@ -619,7 +636,62 @@ fn route(
         allow_semicolons: raw.allow_semicolons.unwrap_or(false),
         upgrades,
         api_keys,
+        identity_jwt,
     })
+}
+
+/// `identity_jwt` and `identity_audience` of route `i`: only on a route
+/// with an identity to sign; the audience a plain name or URL.
+fn identity_jwt(
+    ctx: &mut Ctx,
+    i: usize,
+    raw: &RawRoute,
+    access: &Access,
+    host: Option<&HostPattern>,
+) -> Result<Option<IdentityAudience>, ConfigError> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let on = match &raw.identity_jwt {
+        Some(v) if *v.get_ref() => {
+            if *access == Access::Public {
+                return Err(ctx.at(key("identity_jwt"), v, "a public route has no identity to sign"));
+            }
+            Some(v)
+        }
+        _ => None,
+    };
+    let Some(on) = on else {
+        if let Some(a) = &raw.identity_audience {
+            return Err(ctx.at(key("identity_audience"), a, "only used with identity_jwt = true"));
+        }
+        return Ok(None);
+    };
+    match &raw.identity_audience {
+        Some(a) => {
+            let aud = a.get_ref();
+            if aud.is_empty() || aud.len() > 1024 || aud.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(ctx.at(
+                    key("identity_audience"),
+                    a,
+                    "must be a name or URL without spaces or control characters, at most 1024 bytes",
+                ));
+            }
+            Ok(Some(IdentityAudience::Fixed(aud.clone())))
+        }
+        None => {
+            // The request's host is the client's to choose where the route
+            // does not fix it: any host that reaches the route gets an
+            // assertion for itself.
+            if !matches!(host, Some(HostPattern::Exact(_))) {
+                ctx.warn(
+                    &key("identity_jwt"),
+                    on.span(),
+                    "the audience is the request's host name, which this route (no exact host) takes from the \
+                     client: set identity_audience to the application's name",
+                );
+            }
+            Ok(Some(IdentityAudience::RequestHost))
+        }
+    }
 }
 
 pub(in crate::config) fn return_param(

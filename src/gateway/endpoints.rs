@@ -45,6 +45,8 @@ enum Endpoint {
     ApiKeys,
     /// `/api-keys/{id}`: revoke (DELETE).
     ApiKey,
+    /// The public keys of the signed identity header.
+    Jwks,
 }
 
 /// Path below the prefix, the methods it answers (its `Allow`), the
@@ -96,6 +98,8 @@ const ENDPOINTS: &[Entry] = &[
     },
     // `/api-keys/{id}`, matched below.
     Entry { path: "/api-keys/", allow: "DELETE", endpoint: Endpoint::ApiKey, max_body: 0 },
+    // Only when a route has `identity_jwt = true`.
+    Entry { path: "/jwks.json", allow: "GET, HEAD", endpoint: Endpoint::Jwks, max_body: 0 },
 ];
 
 fn find(endpoint: &str) -> Option<&'static Entry> {
@@ -134,7 +138,12 @@ impl Gateway {
     /// Phase 3: porteiro's own endpoints. `endpoint` is the path below the prefix.
     pub(super) async fn internal(&self, req: Request<Incoming>, endpoint: &str, client: IpAddr) -> Response<Body> {
         let entry = match find(endpoint) {
-            Some(e) if e.endpoint != Endpoint::DemoLogin || self.demo.is_some() => e,
+            Some(e) if e.endpoint == Endpoint::DemoLogin && self.demo.is_none() => None,
+            Some(e) if e.endpoint == Endpoint::Jwks && self.identity_signer.is_none() => None,
+            found => found,
+        };
+        let entry = match entry {
+            Some(e) => e,
             _ => return self.reject(&req, Reject::new(Class::NotFound, "not_found", "No such endpoint.")),
         };
         if !allows(entry.allow, req.method()) {
@@ -165,6 +174,7 @@ impl Gateway {
             Endpoint::LogoutDone => return self.logout_done(req.headers(), &q),
             Endpoint::BackchannelLogout => return self.backchannel_logout(req, entry.max_body).await,
             Endpoint::Userinfo => return self.userinfo(req.headers()),
+            Endpoint::Jwks => return self.jwks(),
             Endpoint::ApiKeys => return self.api_keys(req, entry.max_body).await,
             Endpoint::ApiKey => {
                 let id = endpoint.strip_prefix("/api-keys/").unwrap_or_default().to_string();
@@ -201,7 +211,8 @@ impl Gateway {
             | Endpoint::BackchannelLogout
             | Endpoint::Userinfo
             | Endpoint::ApiKeys
-            | Endpoint::ApiKey => unreachable!("answered above"),
+            | Endpoint::ApiKey
+            | Endpoint::Jwks => unreachable!("answered above"),
         };
         self.answer(reply, headers).await
     }
@@ -453,6 +464,21 @@ impl Gateway {
             ),
             None => Reject::new(Class::Unauthorized, "unauthorized", "not signed in").json(),
         }
+    }
+
+    /// `GET /sso/jwks.json`: the keys that verify `X-Porteiro-Jwt-Assertion`
+    /// (the current one, then those of `session.previous_secrets`). Cached
+    /// for a minute: a new key is used at once after a rotation, and
+    /// verifiers fetch the set again on an unknown `kid` anyway.
+    fn jwks(&self) -> Response<Body> {
+        let Some(signer) = &self.identity_signer else {
+            return Reject::new(Class::NotFound, "not_found", "No such endpoint.").json();
+        };
+        let mut resp = Response::new(Body::full(signer.jwks()));
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+        resp
     }
 
     /// The demo login page (`demo_login = true`): a form standing in for a

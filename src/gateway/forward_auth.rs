@@ -63,6 +63,11 @@ impl Gateway {
                 let mut resp = Response::new(Body::empty());
                 if let Some(id) = identity {
                     put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
+                    // The caller passes it on (nginx: `auth_request_set`),
+                    // for the asked URL's host.
+                    if let Some(assertion) = self.identity_assertion(route, &id, target.host()) {
+                        resp.headers_mut().insert(crate::auth::identity_jwt::HEADER_NAME.clone(), assertion);
+                    }
                 }
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 resp

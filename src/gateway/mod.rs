@@ -19,9 +19,11 @@
 //! 5. **Authenticate** — public routes and `public_paths` pass; protected
 //!    routes need an identity. The outcome is a [`Verdict`] — an identity
 //!    or a refusal — never an error.
-//! 6. **Proxy** — headers rewritten ([`crate::proxy`]), request streamed to
-//!    the upstream, answer streamed back; `502` when the upstream is down,
-//!    `504` when it is too slow.
+//! 6. **Proxy** — headers rewritten ([`crate::proxy`]), identity headers set
+//!    (with `identity_jwt`, the signed assertion of
+//!    [`crate::auth::identity_jwt`]), request streamed to the upstream,
+//!    answer streamed back; `502` when the upstream is down, `504` when it
+//!    is too slow.
 //!
 //! Forward-auth (`/sso/auth`, [`forward_auth`]) runs phases 2, 4 and 5 on
 //! the URL its caller names ([`asked_url`]), so it judges exactly as
@@ -47,23 +49,26 @@ mod limits;
 pub mod request_id;
 
 use crate::auth::api_keys;
+use crate::auth::identity_jwt::{self, IdentitySigner};
 use crate::auth::jwks::JwksRegistry;
 use crate::auth::provider::{self, Provider, bearer};
 use crate::auth::session::{SessionCookies, strip_cookies};
 use crate::auth::store::Store;
 use crate::auth::{self, Identity};
 use crate::canonical;
-use crate::config::{Access, AllowRules, Config, RouteConfig};
+use crate::config::{Access, AllowRules, Config, IdentityAudience, RouteConfig};
 use crate::error::{self, Class, Reject};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::Body;
 use crate::proxy::{self, Forwarding, Proxy, StripSet, Target};
-use crate::routes::{RouteTable, prefix_matches};
+use crate::routes::{RouteTable, normalize_host, prefix_matches};
 use crate::server::ConnInfo;
 
-/// Identity headers porteiro sets for upstreams (oauth2-proxy compatible) and
-/// answers to forward-auth callers; always stripped from clients' requests.
-pub const IDENTITY_HEADERS: [&str; 8] = [
+/// Identity headers porteiro sets for upstreams (oauth2-proxy compatible,
+/// and the signed identity of routes with `identity_jwt = true`) and answers
+/// to forward-auth callers; always stripped from clients' requests.
+pub const IDENTITY_HEADERS: [&str; 9] = [
+    identity_jwt::HEADER,
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-preferred-username",
@@ -119,6 +124,8 @@ pub struct Route {
     upgrades: proxy::Upgrades,
     /// Takes API keys of its login provider's users.
     api_keys: bool,
+    /// Sends the signed identity header, for this audience.
+    identity_jwt: Option<IdentityAudience>,
     metrics: RouteMetrics,
 }
 
@@ -199,6 +206,12 @@ pub struct Gateway {
     access_log: bool,
     /// `[rate_limit]`: per client address, reset by a reload.
     pub(crate) limits: limits::RateLimits,
+    /// Signs the identity header of routes with `identity_jwt = true`
+    /// (there is none without such a route); serves `/jwks.json`.
+    pub(crate) identity_signer: Option<IdentitySigner>,
+    /// The audience of a signed identity when the route names none and the
+    /// request no host: `server.public_url`'s host name.
+    public_host: String,
 }
 
 impl Gateway {
@@ -283,6 +296,16 @@ impl Gateway {
             api_keys_per_user: config.session.api_keys_per_user,
             access_log: config.server.access_log,
             limits: limits::RateLimits::new(&config.rate_limit),
+            identity_signer: match &config.session.secret {
+                Some(secret) if config.routes.iter().any(|r| r.identity_jwt.is_some()) => {
+                    Some(IdentitySigner::new(&config.server.public_url, secret, &config.session.previous_secrets))
+                }
+                _ => None,
+            },
+            public_host: {
+                let authority = config.server.public_url.split_once("://").map_or("", |(_, a)| a);
+                normalize_host(authority).into_owned()
+            },
             shared,
         })
     }
@@ -661,7 +684,8 @@ impl Gateway {
         if identity.is_some() {
             // Room for the identity headers too: the map then grows once, not
             // twice (each growth rehashes every header).
-            req.headers_mut().reserve(3 + 4 + route.claim_headers.len());
+            let signed = usize::from(route.identity_jwt.is_some());
+            req.headers_mut().reserve(3 + 4 + signed + route.claim_headers.len());
         }
         let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip, &route.upgrades);
         if let Some(sessions) = &self.sessions {
@@ -678,6 +702,12 @@ impl Gateway {
         }
         if let Some(identity) = identity {
             put_identity_headers(req.headers_mut(), identity, route, Audience::Upstream);
+            if route.identity_jwt.is_some() {
+                let host = host.as_ref().and_then(|h| h.to_str().ok());
+                if let Some(assertion) = self.identity_assertion(route, identity, host) {
+                    req.headers_mut().insert(identity_jwt::HEADER_NAME.clone(), assertion);
+                }
+            }
         }
         // The host that chose the route is the one the upstream receives
         // (HTTP/2 and absolute-form requests carry it outside `Host`).
@@ -725,6 +755,19 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// The signed identity header's value on `route` (none unless it has
+    /// `identity_jwt = true`): `host` (as the request names it) gives the
+    /// audience when the route names none.
+    pub(crate) fn identity_assertion(&self, route: &Route, id: &Identity, host: Option<&str>) -> Option<HeaderValue> {
+        let audience = match route.identity_jwt.as_ref()? {
+            IdentityAudience::Fixed(a) => std::borrow::Cow::Borrowed(a.as_str()),
+            IdentityAudience::RequestHost => {
+                host.map_or(std::borrow::Cow::Borrowed(self.public_host.as_str()), normalize_host)
+            }
+        };
+        self.identity_signer.as_ref()?.assertion(id, &audience, self.shared.clock.now())
     }
 
     /// An answer refused before a route is known; logged and counted.
@@ -832,6 +875,7 @@ fn compile_route(
         allow_semicolons: r.allow_semicolons,
         upgrades: proxy::Upgrades::new(&r.upgrades),
         api_keys: r.api_keys,
+        identity_jwt: r.identity_jwt.clone(),
         metrics: metrics.route(&r.id),
     }
 }

@@ -12,7 +12,7 @@
 #   1. "idle": RSS after one request (lazy set-up done) and a pause;
 #   2. benches/idle_clients.py opens N keep-alive connections, sends one GET
 #      on each and reads the answer (at most CONCURRENCY at a time), then
-#      keeps them all open and idle: RSS "with N idle";
+#      keeps them all open and idle for QUIET seconds: RSS "with N idle";
 #   3. the clients close every connection; once the proxy has closed its
 #      side of every one (ss shows none left on its port), SETTLE seconds
 #      later: RSS "after close".
@@ -33,6 +33,7 @@ set -euo pipefail
 N=${N:-10000}
 CONCURRENCY=${CONCURRENCY:-200}   # connections being opened/answered at once
 SETTLE=${SETTLE:-3}               # seconds between the proxy closing its side and "after close"
+QUIET=${QUIET:-3}                 # seconds the connections stay quiet before "with N idle"
 IDLE_SECONDS=${IDLE_SECONDS:-300} # keep-alive idle timeout of both proxies
 SYSTEMS=${SYSTEMS:-porteiro nginx}
 
@@ -147,8 +148,10 @@ with_clients() { # requests on-ready
         --requests "$requests" --concurrency "$CONCURRENCY" 2>"$WORK/clients.err"; }
     read -r line <&"${CLIENTS[0]}" || true
     [[ $line == "ready $N" ]] || die "the clients did not all connect: $(cat "$WORK/clients.err")"
-    # Accepted-only connections: give the proxy a moment to accept them all.
-    sleep 1
+    # Give the proxy a moment to accept them all (accepted only), and
+    # let them be quiet as idle connections are (porteiro parks an HTTP/1.1
+    # connection quiet for 1 to 2 s).
+    sleep "$QUIET"
     "$on_ready"
     echo >&"${CLIENTS[1]}"
     read -r line <&"${CLIENTS[0]}" || true
@@ -191,7 +194,7 @@ Reproduce: \`N=$N bash benches/memory.sh\`
 
 $N clients each open a keep-alive connection to 127.0.0.1, send one \`GET /\` (proxied to an nginx
 answering \`200 ok\`) and stay idle; RSS (VmRSS; nginx: master + worker) in MiB; KB = KiB.
-"after close": ${SETTLE} s after the proxy closed the last connection.
+"with N idle": ${QUIET} s after the last one connected; "after close": ${SETTLE} s after the proxy closed the last connection.
 "accepted only": a fresh process, $N connections opened without a request.
 
 | system | RSS idle | with $N idle connections | KB per connection | after they close | accepted only, KB per connection |

@@ -168,27 +168,13 @@ impl<H: Handler> Connection<H> {
         let shared = Arc::new(Shared::default());
         let mut unread = Bytes::new();
         loop {
-            let watched = Watched { io, prefix: unread, shared: shared.clone() };
-            let mut conn =
-                self.builders.http1.serve_connection(TokioIo::new(watched), self.http1_service(info, &shared));
-            let (result, parked) = self.drive_http1(&mut conn, &shared).await;
-            if let Err(e) = result {
-                debug!(peer = %info.peer, error = %e, "connection ended with an error");
+            // Boxed: while parked, this task's future holds no room for
+            // hyper's connection state (kilobytes).
+            let Some((socket, rest, parked)) = Box::pin(self.http1_state(io, unread, info, &shared)).await else {
                 return;
-            }
-            let parts = conn.into_parts();
-            let Watched { io: socket, prefix, .. } = parts.io.into_inner();
-            // What the client sent that hyper had read but not used, then
-            // what hyper never read.
-            let rest = if prefix.is_empty() {
-                parts.read_buf
-            } else {
-                let mut joined = BytesMut::from(parts.read_buf);
-                joined.extend_from_slice(&prefix);
-                joined.freeze()
             };
             if let Some(upstream) = shared.take_upgrade() {
-                tunnel(Watched { io: socket, prefix: rest, shared }, upstream).await;
+                Box::pin(tunnel(Watched { io: socket, prefix: rest, shared }, upstream)).await;
                 return;
             }
             io = socket;
@@ -204,6 +190,7 @@ impl<H: Handler> Connection<H> {
                 // answer (at least PARK_AFTER ago).
                 let wait = self.header_read_timeout.saturating_sub(PARK_AFTER);
                 let _parked = self.metrics.as_ref().map(|m| Parked::new(m.clone()));
+                crate::memory::freed();
                 let next = tokio::select! {
                     r = tokio::time::timeout(wait, io.next_bytes()) => r,
                     () = self.shutdown.cancelled() => return,
@@ -214,6 +201,39 @@ impl<H: Handler> Connection<H> {
                 }
             }
         }
+    }
+
+    /// One hyper HTTP/1.1 state on the socket, from `unread` (bytes an
+    /// earlier state had read but not used) until it ends: the socket back,
+    /// what the client sent that was not used yet, and whether it was ended
+    /// to park. `None`: the connection failed.
+    async fn http1_state<I: ClientIo>(
+        &self,
+        io: I,
+        unread: Bytes,
+        info: ConnInfo,
+        shared: &Arc<Shared>,
+    ) -> Option<(I, Bytes, bool)> {
+        let watched = Watched { io, prefix: unread, shared: shared.clone() };
+        let mut conn = self.builders.http1.serve_connection(TokioIo::new(watched), self.http1_service(info, shared));
+        let (result, parked) = self.drive_http1(&mut conn, shared).await;
+        if let Err(e) = result {
+            debug!(peer = %info.peer, error = %e, "connection ended with an error");
+            return None;
+        }
+        let http1::Parts { io: watched, read_buf, .. } = conn.into_parts();
+        let Watched { io: socket, prefix, .. } = watched.into_inner();
+        // Copied out: hyper's read_buf, empty or not, holds on to its whole
+        // 8 KiB buffer.
+        let rest = if read_buf.is_empty() && prefix.is_empty() {
+            Bytes::new()
+        } else {
+            let mut joined = BytesMut::with_capacity(read_buf.len() + prefix.len());
+            joined.extend_from_slice(&read_buf);
+            joined.extend_from_slice(&prefix);
+            joined.freeze()
+        };
+        Some((socket, rest, parked))
     }
 
     fn http1_service(

@@ -127,6 +127,7 @@ pub async fn serve<H: Handler>(
         let open = metrics.as_ref().map(|m| OpenGuard::new(m.clone()));
         tracker.spawn(async move {
             conn.run(stream, peer, tls).await;
+            crate::memory::freed();
             drop(open);
             drop(permit);
         });

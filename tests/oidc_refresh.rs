@@ -17,6 +17,8 @@
 //! - a grant revoked at the provider: the session ends (login for a
 //!   navigation, 401 for an XHR), cookies cleared, never retried;
 //! - two replicas on one Redis racing: one refresh;
+//! - the token endpoint unreachable: `503`, the session kept, and renewed
+//!   once the provider is back;
 //! - the refresh tokens the provider issued appear in no log line.
 //!
 //! These tests fail, never skip, when Node.js, the npm install or
@@ -27,6 +29,7 @@
 mod support;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -343,4 +346,89 @@ async fn refresh_tokens_never_reach_the_logs() {
     for token in &tokens {
         assert!(!logs.contains(token.as_str()), "a refresh token was logged");
     }
+}
+
+/// A TCP relay to the provider that can be cut: while down, every
+/// connection is closed at once, pooled ones included (a provider that is
+/// down).
+struct Relay {
+    addr: std::net::SocketAddr,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(to: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (cut, tasks) = (down.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                tasks.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Relay { addr, down, open }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            for task in self.open.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_answers_503_and_keeps_the_session() {
+    let op = refresh_op("oprf6").await;
+    let up = FakeUpstream::new("app").start().await;
+    let relay = Relay::start(op.port).await;
+    // Explicit endpoints: the token endpoint through the relay.
+    let body = refresh_body(&op, &up.url(), "").replace(
+        "refresh = true\n",
+        &format!(
+            "refresh = true\nauthorization_endpoint = \"{i}/auth\"\ntoken_endpoint = \"http://{r}/token\"\njwks_uri = \"{i}/jwks\"\n",
+            i = op.issuer,
+            r = relay.addr
+        ),
+    );
+    logs();
+    let gw = Gateway::start_with_clock(oidc_config(&body), Clock::default()).await;
+    gw.wait_ready().await;
+    let browser = gw.browser();
+    sign_in(&op, &browser, "ana").await;
+    relay.set_down(true);
+    gw.advance(PAST_EXPIRY);
+
+    let page = xhr(&browser, "/api/data").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{}", page.body);
+    assert_eq!(page.json()["error"], "refresh_unavailable");
+    assert!(page.set_cookie(SESSION_COOKIE).is_none(), "the session is kept");
+    let page = browser.get(&format!("{PUBLIC_URL}/painel")).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{}", page.body);
+    assert!(page.is_html());
+    assert!(browser.has_session());
+    assert_eq!(up.hits(), 0);
+
+    // The provider is back: the same session is renewed.
+    relay.set_down(false);
+    let page = xhr(&browser, "/api/data").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_renewed_cookie(&page);
+    assert_eq!(refreshes(&op).await, (1, 0));
+    let series = |r: &str| format!("porteiro_session_refreshes_total{{provider=\"niara\",result=\"{r}\"}}");
+    assert_eq!(gw.count(&series("unavailable")).await, 2.0);
+    assert_eq!(gw.count(&series("renewed")).await, 1.0);
 }

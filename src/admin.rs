@@ -19,9 +19,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+use crate::auth::provider::oidc_refresh;
 use crate::auth::records::{Owner, SessionEntry};
 use crate::auth::store::{Revocation, StoreError};
-use crate::auth::provider::oidc_refresh;
 use crate::config::LONGEST_SESSION_SECONDS;
 use crate::error::{self, Class, Reject};
 use crate::gateway::Gateway;

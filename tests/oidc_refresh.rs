@@ -178,7 +178,12 @@ async fn navigation_xhr_and_post_are_renewed_with_the_providers_new_claims() {
     assert_eq!(refreshes(&op).await, (0, 0), "a valid session is not refreshed");
 
     // The provider changes the user's claims; porteiro's sessions expire.
-    op_post(&op, "/__test/account", json!({"login": "carla", "claims": {"name": "Carla D. Dias", "groups": ["managers", "auditors"]}})).await;
+    op_post(
+        &op,
+        "/__test/account",
+        json!({"login": "carla", "claims": {"name": "Carla D. Dias", "groups": ["managers", "auditors"]}}),
+    )
+    .await;
     gw.advance(PAST_EXPIRY);
     let hits = up.hits();
 
@@ -232,7 +237,11 @@ async fn twenty_concurrent_requests_on_one_expired_session_make_one_refresh() {
     let requests = (0..20).map(|i| {
         let b = browser.snapshot();
         async move {
-            if i % 2 == 0 { xhr(&b, &format!("/api/{i}")).await } else { b.get(&format!("{PUBLIC_URL}/page/{i}")).await }
+            if i % 2 == 0 {
+                xhr(&b, &format!("/api/{i}")).await
+            } else {
+                b.get(&format!("{PUBLIC_URL}/page/{i}")).await
+            }
         }
     });
     let pages = futures_util::future::join_all(requests).await;

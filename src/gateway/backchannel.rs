@@ -20,9 +20,9 @@ use tracing::{info, warn};
 
 use super::Gateway;
 use crate::auth::provider::oidc_logout::{self, LogoutOf, Refusal};
+use crate::auth::provider::oidc_refresh;
 use crate::auth::records::{Owner, SessionEntry};
 use crate::auth::store::{Revocation, StoreError};
-use crate::auth::provider::oidc_refresh;
 use crate::config::LONGEST_SESSION_SECONDS;
 use crate::error::{self, Class, Reject};
 use crate::proxy::Body;

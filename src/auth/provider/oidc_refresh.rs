@@ -88,7 +88,7 @@ pub struct Asked {
 /// A refresh's outcome as the store shares it between replicas.
 #[derive(Serialize, Deserialize)]
 enum Shared {
-    Renewed(Identity),
+    Renewed(Box<Identity>),
     Ended(String),
     Unavailable,
 }
@@ -164,7 +164,9 @@ impl Refresher {
         let until = now + self.max_session;
         match self.put_token(store, &identity.sid, identity.exp, token, until, now).await {
             Ok(()) => identity.renew_until = Some(until),
-            Err(e) => warn!(provider = %provider.s.id, error = %e, "cannot keep the refresh token; the session will not be renewed"),
+            Err(e) => {
+                warn!(provider = %provider.s.id, error = %e, "cannot keep the refresh token; the session will not be renewed")
+            }
         }
     }
 
@@ -297,7 +299,14 @@ async fn attempt(provider: &Provider, store: &dyn Store, expired: &Identity) -> 
                 super::oidc_logout::keep_id_token(oidc, &resolved, store, &identity, &id_token).await;
             }
             // Kept as long as a request with the old cookie may still come.
-            r.publish(store, sid, generation, &Shared::Renewed(identity.clone()), ttl(identity.exp + 60, now)).await;
+            r.publish(
+                store,
+                sid,
+                generation,
+                &Shared::Renewed(Box::new(identity.clone())),
+                ttl(identity.exp + 60, now),
+            )
+            .await;
             (Renewal::Renewed(Arc::new(identity)), false)
         }
         Err(Refused::Ended(reason)) => {
@@ -323,17 +332,11 @@ async fn give_back(store: &dyn Store, sid: &str, generation: u64) {
 
 /// Waits for the outcome of the refresh another replica (or an earlier
 /// request) claimed.
-async fn wait_for_result(
-    oidc: &OidcLogin,
-    r: &Refresher,
-    store: &dyn Store,
-    sid: &str,
-    generation: u64,
-) -> Renewal {
+async fn wait_for_result(oidc: &OidcLogin, r: &Refresher, store: &dyn Store, sid: &str, generation: u64) -> Renewal {
     let deadline = tokio::time::Instant::now() + RESULT_WAIT;
     loop {
         match r.result(store, sid, generation).await {
-            Ok(Some(Shared::Renewed(identity))) => return Renewal::Renewed(Arc::new(identity)),
+            Ok(Some(Shared::Renewed(identity))) => return Renewal::Renewed(Arc::new(*identity)),
             Ok(Some(Shared::Ended(_))) => return Renewal::Ended("ended_elsewhere"),
             Ok(Some(Shared::Unavailable)) => return Renewal::Unavailable("idp_unavailable"),
             Ok(None) => {}

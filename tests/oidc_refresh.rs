@@ -441,3 +441,24 @@ async fn a_provider_that_is_down_answers_503_and_keeps_the_session() {
     assert_eq!(gw.count(&series("unavailable")).await, 2.0);
     assert_eq!(gw.count(&series("renewed")).await, 1.0);
 }
+
+#[tokio::test]
+async fn logout_of_an_expired_session_ends_it_before_any_renewal() {
+    let op = refresh_op("oprf7").await;
+    let up = FakeUpstream::new("app").start().await;
+    let gw = start(&op, &up, "", Clock::default()).await;
+    let browser = gw.browser();
+    sign_in(&op, &browser, "ana").await;
+    let kept = browser.snapshot();
+    gw.advance(PAST_EXPIRY);
+
+    // The expired (but renewable) session logs out: ended, not renewed.
+    let logout = browser.get(&format!("{PUBLIC_URL}/sso/logout")).await;
+    assert!(logout.status.is_redirection() || logout.status == StatusCode::OK, "{}", logout.body);
+    assert!(!browser.has_session());
+    // A copy of the old cookie is refused, and the provider never asked.
+    let page = xhr(&kept, "/api/data").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    assert_eq!(refreshes(&op).await, (0, 0));
+    assert_eq!(up.hits(), 0);
+}

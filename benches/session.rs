@@ -61,6 +61,7 @@ fn identity(now: u64) -> Identity {
         iat: now,
         exp: now + 15 * 60,
         oidc_sid: None,
+        renew_until: None,
         header_values: Default::default(),
     }
 }

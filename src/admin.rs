@@ -19,9 +19,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+use crate::auth::provider::oidc_refresh;
 use crate::auth::records::{Owner, SessionEntry};
 use crate::auth::store::{Revocation, StoreError};
-use crate::config::VALIDITY_MINUTES;
+use crate::config::LONGEST_SESSION_SECONDS;
 use crate::error::{self, Class, Reject};
 use crate::gateway::Gateway;
 use crate::proxy::body::Body;
@@ -192,7 +193,7 @@ async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     };
     let (shared, now) = (&gateway.shared, gateway.shared.clock.now());
     // Longer than any session can live.
-    let ttl = Duration::from_secs(*VALIDITY_MINUTES.end() as u64 * 60 + 300);
+    let ttl = Duration::from_secs(LONGEST_SESSION_SECONDS + 300);
     let (mut revocations, owner) = match asked {
         RevokeRequest { session_id: Some(s), subject: None, email: None, sid: None } => {
             (vec![Revocation::Session(s)], None)
@@ -245,6 +246,10 @@ async fn revoke(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     };
     if let Err(e) = shared.records.drop_sessions(&sessions).await {
         warn!(error = %e, "admin API: sessions revoked but still listed");
+    }
+    // Refresh tokens go with their sessions.
+    for s in &sessions {
+        oidc_refresh::forget(shared.store.as_ref(), &s.id).await;
     }
     for _ in 0..keys {
         gateway.metrics().api_key("revoked");

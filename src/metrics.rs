@@ -54,6 +54,13 @@ pub mod names {
     /// `not_a_logout_token`, `nonce_present`, `no_sid_nor_sub`,
     /// `bad_request`, `idp_unavailable`, `store_unavailable`...).
     pub const BACKCHANNEL_LOGOUTS: &str = "backchannel_logouts";
+    /// Counter: OpenID Connect session refreshes (`refresh = true`), by
+    /// `provider` and `result`: `renewed` (this replica asked the
+    /// provider), `joined` (another request's refresh, here or on another
+    /// replica, renewed it), `ended` (the provider refused: `invalid_grant`,
+    /// or a changed `sub`), `abandoned` (a refresh started elsewhere never
+    /// finished), `unavailable` (provider or store down: `503`).
+    pub const SESSION_REFRESHES: &str = "session_refreshes";
 }
 
 /// Label used for requests that matched no route.
@@ -128,6 +135,7 @@ pub struct Metrics {
     admin_actions: Family<ActionLabel, Counter>,
     rate_limited: Family<BucketLabel, Counter>,
     backchannel_logouts: Family<ProviderResult, Counter>,
+    session_refreshes: Family<ProviderResult, Counter>,
     pub connections_open: Gauge,
     pub connections: Counter,
     pub connections_parked: Gauge,
@@ -159,6 +167,7 @@ impl Metrics {
         let admin_actions = Family::<ActionLabel, Counter>::default();
         let rate_limited = Family::<BucketLabel, Counter>::default();
         let backchannel_logouts = Family::<ProviderResult, Counter>::default();
+        let session_refreshes = Family::<ProviderResult, Counter>::default();
         let connections_open = Gauge::default();
         let connections = Counter::default();
         let connections_parked = Gauge::default();
@@ -192,6 +201,11 @@ impl Metrics {
             "OpenID Connect back-channel logouts, by provider and result",
             backchannel_logouts.clone(),
         );
+        registry.register(
+            names::SESSION_REFRESHES,
+            "OpenID Connect session refreshes, by provider and result",
+            session_refreshes.clone(),
+        );
         Metrics {
             registry,
             api_keys,
@@ -200,6 +214,7 @@ impl Metrics {
             admin_actions,
             rate_limited,
             backchannel_logouts,
+            session_refreshes,
             requests,
             upstream_duration,
             rejected,
@@ -258,6 +273,12 @@ impl Metrics {
     /// A back-channel logout: `ok` or the refusal's reason (a fixed word).
     pub fn backchannel_logout(&self, provider: &str, result: &'static str) {
         self.backchannel_logouts.get_or_create(&ProviderResult { provider: provider.to_string(), result }).inc();
+    }
+
+    /// A session refresh: `renewed`, `joined`, `ended`, `abandoned` or
+    /// `unavailable` (see [`names::SESSION_REFRESHES`]).
+    pub fn session_refresh(&self, provider: &str, result: &'static str) {
+        self.session_refreshes.get_or_create(&ProviderResult { provider: provider.to_string(), result }).inc();
     }
 
     pub fn reload(&self, ok: bool) {

@@ -77,6 +77,7 @@ fn minted_cookie(secret: &str, iat: u64, exp: u64) -> String {
         iat,
         exp,
         oidc_sid: None,
+        renew_until: None,
         header_values: Default::default(),
     };
     let set = sessions.write(&identity, &http::HeaderMap::new()).unwrap();

@@ -66,6 +66,7 @@ fn identity(groups: usize) -> Identity {
         iat: NOW - 100,
         exp: NOW + 800,
         oidc_sid: None,
+        renew_until: None,
         header_values: Default::default(),
     }
 }

@@ -275,6 +275,7 @@ mod tests {
             groups: vec!["support".into()],
             claims: Default::default(),
             oidc_sid: None,
+            renew_until: None,
             iat: 1,
             exp: 2,
             header_values: Default::default(),

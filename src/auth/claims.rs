@@ -59,6 +59,7 @@ pub fn login_identity(
         iat: now,
         exp: now + validity,
         oidc_sid: None,
+        renew_until: None,
         header_values: Default::default(),
     })
 }

@@ -254,6 +254,7 @@ mod tests {
             oidc_sid: None,
             iat: 1_000,
             exp: 2_000,
+            renew_until: None,
             header_values: Default::default(),
         }
     }

@@ -20,6 +20,8 @@ const NONCE_LEN: usize = 24;
 pub enum Purpose {
     Session,
     LoginState,
+    /// A refresh token (and a refresh's result) kept in the store.
+    RefreshToken,
 }
 
 impl Purpose {
@@ -27,6 +29,7 @@ impl Purpose {
         match self {
             Purpose::Session => b"porteiro/v1/session-cookie",
             Purpose::LoginState => b"porteiro/v1/login-state",
+            Purpose::RefreshToken => b"porteiro/v1/refresh-token",
         }
     }
 }

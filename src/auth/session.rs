@@ -55,6 +55,12 @@ pub struct Identity {
     /// logout and the session index.
     #[serde(default, rename = "osid", skip_serializing_if = "Option::is_none")]
     pub oidc_sid: Option<String>,
+    /// A refreshable OpenID Connect session (`refresh = true`): until this
+    /// time (unix seconds, login + `max_session_minutes`) an expired
+    /// session may be renewed with the refresh token kept for it in the
+    /// store; the cookie lives as long. `None`: the session ends at `exp`.
+    #[serde(default, rename = "ru", skip_serializing_if = "Option::is_none")]
+    pub renew_until: Option<u64>,
     /// Unix seconds.
     pub iat: u64,
     pub exp: u64,
@@ -117,6 +123,15 @@ impl Identity {
     }
 }
 
+/// Which sessions a read accepts.
+#[derive(Clone, Copy)]
+enum Wanted {
+    /// Not expired.
+    Valid,
+    /// Expired, but still renewable.
+    Renewable,
+}
+
 /// Reads and writes the session cookie(s).
 pub struct SessionCookies {
     name: String,
@@ -174,6 +189,16 @@ impl SessionCookies {
     /// set one beside porteiro's): the first that opens wins, so a junk one
     /// cannot shadow a real session.
     pub fn read(&self, headers: &HeaderMap, now: u64) -> Option<Arc<Identity>> {
+        self.read_with(headers, now, Wanted::Valid)
+    }
+
+    /// An expired identity in the request's cookies that may still be
+    /// renewed at `now` (`exp <= now < renew_until`), for a session refresh.
+    pub fn read_renewable(&self, headers: &HeaderMap, now: u64) -> Option<Arc<Identity>> {
+        self.read_with(headers, now, Wanted::Renewable)
+    }
+
+    fn read_with(&self, headers: &HeaderMap, now: u64, wanted: Wanted) -> Option<Arc<Identity>> {
         let mut wholes: [Option<&str>; MAX_NAMESAKES] = [None; MAX_NAMESAKES];
         let mut first: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
         let mut last: [Option<&str>; MAX_CHUNKS] = [None; MAX_CHUNKS];
@@ -192,7 +217,7 @@ impl SessionCookies {
                 last[i] = Some(value);
             }
         }
-        if let Some(identity) = wholes.iter().map_while(|w| *w).find_map(|sealed| self.open(sealed, now)) {
+        if let Some(identity) = wholes.iter().map_while(|w| *w).find_map(|sealed| self.open(sealed, now, wanted)) {
             return Some(identity);
         }
         let joined = |chunks: &[Option<&str>; MAX_CHUNKS]| chunks.iter().map_while(|c| *c).collect::<String>();
@@ -200,14 +225,14 @@ impl SessionCookies {
         if from_first.is_empty() {
             return None;
         }
-        self.open(&from_first, now).or_else(|| {
+        self.open(&from_first, now, wanted).or_else(|| {
             let from_last = joined(&last);
-            (from_last != from_first).then(|| self.open(&from_last, now)).flatten()
+            (from_last != from_first).then(|| self.open(&from_last, now, wanted)).flatten()
         })
     }
 
     /// One sealed session value, opened (or found already opened).
-    fn open(&self, sealed: &str, now: u64) -> Option<Arc<Identity>> {
+    fn open(&self, sealed: &str, now: u64, wanted: Wanted) -> Option<Arc<Identity>> {
         let identity = match self.opened.get(sealed) {
             Some(hit) => hit,
             None => {
@@ -219,7 +244,11 @@ impl SessionCookies {
                 identity
             }
         };
-        (identity.exp > now).then_some(identity)
+        let fits = match wanted {
+            Wanted::Valid => identity.exp > now,
+            Wanted::Renewable => identity.exp <= now && identity.renew_until.is_some_and(|until| until > now),
+        };
+        fits.then_some(identity)
     }
 
     /// `Set-Cookie` values that store `identity`, and clear chunks the
@@ -227,7 +256,9 @@ impl SessionCookies {
     pub fn write(&self, identity: &Identity, request: &HeaderMap) -> Result<Vec<HeaderValue>, &'static str> {
         let plain = serde_json::to_vec(identity).map_err(|_| "cannot encode the session")?;
         let sealed = self.sealer.seal(self.name.as_bytes(), &plain).ok_or("cannot seal the session")?;
-        let max_age = identity.exp.saturating_sub(identity.iat);
+        // A refreshable session's cookie outlives the session inside it: it
+        // must still be there when the session is due for renewal.
+        let max_age = identity.renew_until.unwrap_or(identity.exp).saturating_sub(identity.iat);
         let mut out = Vec::new();
         let held: Vec<String> =
             cookie_pairs(request).filter(|(n, _)| self.owns(n)).map(|(n, _)| n.to_string()).collect();
@@ -418,6 +449,7 @@ mod tests {
             iat: 1000,
             exp: 1900,
             oidc_sid: None,
+            renew_until: None,
             header_values: Default::default(),
         }
     }
@@ -465,6 +497,24 @@ mod tests {
         }
         assert_eq!(c.read(&as_request(&set), 1500).as_deref(), Some(&identity(2)));
         assert_eq!(c.read(&as_request(&set), 1900), None, "expired");
+    }
+
+    /// A refreshable session: the cookie lives until `renew_until`; past
+    /// `exp` it is no valid session but a renewable one, and past
+    /// `renew_until` neither.
+    #[test]
+    fn refreshable_sessions_outlive_their_expiry_in_the_cookie() {
+        let c = cookies("s");
+        let id = Identity { renew_until: Some(5000), ..identity(1) };
+        let set = c.write(&id, &HeaderMap::new()).unwrap();
+        assert!(set[0].to_str().unwrap().contains("Max-Age=4000"), "{:?}", set[0]);
+        let req = as_request(&set);
+        assert!(c.read(&req, 1500).is_some() && c.read_renewable(&req, 1500).is_none());
+        assert!(c.read(&req, 1900).is_none() && c.read_renewable(&req, 1900).is_some());
+        assert!(c.read(&req, 5000).is_none() && c.read_renewable(&req, 5000).is_none());
+        // A session without refresh is never renewable.
+        let plain = as_request(&c.write(&identity(1), &HeaderMap::new()).unwrap());
+        assert!(c.read_renewable(&plain, 1900).is_none());
     }
 
     #[test]

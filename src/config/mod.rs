@@ -26,6 +26,14 @@ pub use secret::Secret;
 /// Shortest and longest session validity in minutes (Document360's rule).
 pub const VALIDITY_MINUTES: std::ops::RangeInclusive<i64> = 5..=1440;
 
+/// Shortest and longest `max_session_minutes` of a refreshable OpenID
+/// Connect session (30 days at most).
+pub const MAX_SESSION_MINUTES: std::ops::RangeInclusive<i64> = 5..=43_200;
+
+/// The longest any session can live, refreshed or not, in seconds: what a
+/// revocation must outlast.
+pub const LONGEST_SESSION_SECONDS: u64 = *MAX_SESSION_MINUTES.end() as u64 * 60;
+
 /// A validated configuration, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Config {

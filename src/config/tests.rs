@@ -466,3 +466,31 @@ SESSION
     let e = load(&with(&literal, "identity_jwt = \"yes\"")).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("routes[0].identity_jwt") && e.contains("test.toml:19"), "{e}");
 }
+
+#[test]
+fn oidc_refresh_settings() {
+    let provider = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[session]\nsecret = \"a-session-secret-of-32-bytes-or-more\"\n\n\
+             [[providers]]\nid = \"op\"\nkind = \"oidc\"\nissuer = \"https://op.example.com\"\n\
+             client_id = \"c\"\nclient_secret = \"s\"\n{extra}\n"
+        )
+    };
+    let oidc = |c: &Config| match &c.providers[0].kind {
+        ProviderKind::Oidc(o) => o.clone(),
+        _ => panic!("an oidc provider"),
+    };
+    let c = load(&provider("")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!oidc(&c).refresh, "off by default");
+    let c = load(&provider("refresh = true")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(oidc(&c).refresh);
+    assert_eq!(oidc(&c).max_session, Duration::from_secs(1440 * 60), "a day by default");
+    let c = load(&provider("refresh = true\nmax_session_minutes = 600")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(oidc(&c).max_session, Duration::from_secs(600 * 60));
+    let e = load(&provider("refresh = true\nmax_session_minutes = 1")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.starts_with("test.toml:20:23: providers[0].max_session_minutes: must be between 5 and 43200"), "{e}");
+    let e = load(&provider("max_session_minutes = 600")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("providers[0].max_session_minutes: max_session_minutes goes with refresh = true"), "{e}");
+    let e = load(&provider("refresh = \"yes\"")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("refresh"), "{e}");
+}

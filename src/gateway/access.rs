@@ -25,6 +25,8 @@ pub(crate) enum Auth {
     Undecided,
     Public,
     Session,
+    /// An expired session, renewed at its OpenID provider on this request.
+    Refreshed,
     Bearer,
     ApiKey,
     Refused(&'static str),
@@ -35,6 +37,7 @@ impl fmt::Display for Auth {
         match self {
             Auth::Undecided | Auth::Public => f.write_str("public"),
             Auth::Session => f.write_str("session"),
+            Auth::Refreshed => f.write_str("session_refreshed"),
             Auth::Bearer => f.write_str("bearer"),
             Auth::ApiKey => f.write_str("api_key"),
             Auth::Refused(reason) => write!(f, "refused:{reason}"),

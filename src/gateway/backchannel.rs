@@ -20,9 +20,10 @@ use tracing::{info, warn};
 
 use super::Gateway;
 use crate::auth::provider::oidc_logout::{self, LogoutOf, Refusal};
+use crate::auth::provider::oidc_refresh;
 use crate::auth::records::{Owner, SessionEntry};
 use crate::auth::store::{Revocation, StoreError};
-use crate::config::VALIDITY_MINUTES;
+use crate::config::LONGEST_SESSION_SECONDS;
 use crate::error::{self, Class, Reject};
 use crate::proxy::Body;
 
@@ -107,9 +108,10 @@ impl Gateway {
         let mut sessions: Vec<SessionEntry> = shared.records.sessions(&owner, now).await?;
         sessions.retain(|s| s.provider == logout.provider && logout.sub.as_ref().is_none_or(|sub| s.subject == *sub));
         // Longer than any session can live, as the admin API's revocations.
-        let ttl = Duration::from_secs(*VALIDITY_MINUTES.end() as u64 * 60 + 300);
+        let ttl = Duration::from_secs(LONGEST_SESSION_SECONDS + 300);
         for s in &sessions {
             shared.store.revoke(Revocation::Session(s.id.clone()), now, ttl).await?;
+            oidc_refresh::forget(shared.store.as_ref(), &s.id).await;
         }
         if let Err(e) = shared.records.drop_sessions(&sessions).await {
             warn!(provider = %logout.provider, error = %e, "back-channel logout: sessions revoked but still listed");

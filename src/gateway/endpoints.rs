@@ -402,16 +402,21 @@ impl Gateway {
     /// which comes back to [`Gateway::logout_done`]), else the provider's
     /// `logout_url`, else a signed-out page.
     async fn logout(&self, headers: &HeaderMap) -> Response<Body> {
-        let identity = self.session(headers, None);
+        // An expired session that could still be renewed is ended too.
+        let identity = self.session(headers, None).or_else(|| self.renewable(headers, None));
         if let Some(id) = &identity {
             let now = self.shared.clock.now();
-            let ttl = std::time::Duration::from_secs(id.exp.saturating_sub(now).max(1));
+            let until = id.renew_until.unwrap_or(id.exp);
+            let ttl = std::time::Duration::from_secs(until.saturating_sub(now).max(1));
             let revocation = crate::auth::store::Revocation::Session(id.sid.clone());
             if let Err(e) = self.shared.store.revoke(revocation, now, ttl).await {
                 warn!(error = %e, "could not record the logout; the cookie is cleared anyway");
             }
             if let Err(e) = self.shared.records.drop_sessions(&[SessionEntry::of(id)]).await {
                 warn!(error = %e, "could not drop the session from the index");
+            }
+            if id.renew_until.is_some() {
+                crate::auth::provider::oidc_refresh::forget(self.shared.store.as_ref(), &id.sid).await;
             }
             info!(provider = %id.provider, user = %id.sub, "signed out");
         }

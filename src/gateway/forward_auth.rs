@@ -72,6 +72,18 @@ impl Gateway {
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 resp
             }
+            // The renewed session's cookie rides on the answer; an ingress
+            // passes it on only when told to (nginx: `auth_request_set` and
+            // `add_header Set-Cookie`).
+            Verdict::Renewed(id, cookies) => {
+                let mut resp = Response::new(Body::empty());
+                put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                for c in cookies {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
+                resp
+            }
             Verdict::Forbidden => forbidden(false),
             Verdict::SignIn => match &route.login {
                 Some(p) if redirect_mode && is_navigation(&method, headers) => {
@@ -79,6 +91,18 @@ impl Gateway {
                 }
                 _ => sign_in_json(),
             },
+            Verdict::Ended(clear) => {
+                let mut resp = match &route.login {
+                    Some(p) if redirect_mode && is_navigation(&method, headers) => {
+                        self.start_login(p, headers, &target.return_path()).await
+                    }
+                    _ => sign_in_json(),
+                };
+                for c in clear {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
+                resp
+            }
             // Bearer challenges (401, or 403 for a missing scope) are
             // answers an ingress relays; anything else would be a 500 there.
             Verdict::Respond(resp) if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => resp,

@@ -152,6 +152,13 @@ fn permits(rules: &AllowRules, id: &Identity) -> bool {
 pub(crate) enum Verdict {
     /// How it passed: `Public`, `Session` or `Bearer` (for the access log).
     Pass(Option<Arc<Identity>>, access::Auth),
+    /// An expired session renewed at its OpenID provider: go on with the
+    /// new identity, and set these cookies (the new session) on whatever
+    /// the upstream answers.
+    Renewed(Arc<Identity>, Vec<HeaderValue>),
+    /// The provider refused to renew the session, which has ended: sign in
+    /// again (as [`Verdict::SignIn`]), and clear the session cookies.
+    Ended(Vec<HeaderValue>),
     /// No valid session: a login for a browser navigation, else `401`.
     SignIn,
     /// Signed in, but the route's `allow` rules say no: `403`.
@@ -401,15 +408,31 @@ impl Gateway {
 
         // Phase 5: authenticate.
         let (method, headers) = (req.method(), req.headers());
+        let mut renewed_cookies = Vec::new();
         let identity = match self.authenticate(method, headers, route, &target, client).await {
             Verdict::Pass(identity, how) => {
                 note.auth = how;
                 note.user.clone_from(&identity);
                 identity
             }
+            Verdict::Renewed(identity, cookies) => {
+                note.auth = access::Auth::Refreshed;
+                note.user = Some(identity.clone());
+                renewed_cookies = cookies;
+                Some(identity)
+            }
             Verdict::SignIn => {
                 note.auth = access::Auth::Refused("no_session");
                 let resp = self.sign_in_required(method, headers, route, &target.return_path()).await;
+                route.metrics.answered(resp.status());
+                return resp;
+            }
+            Verdict::Ended(clear) => {
+                note.auth = access::Auth::Refused("session_ended");
+                let mut resp = self.sign_in_required(method, headers, route, &target.return_path()).await;
+                for c in clear {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
                 route.metrics.answered(resp.status());
                 return resp;
             }
@@ -426,7 +449,11 @@ impl Gateway {
 
         // Phase 6: proxy.
         let (host, rewritten) = target.into_upstream();
-        let (resp, took) = self.proxy(req, route, host, rewritten, identity.as_deref(), fwd).await;
+        let (mut resp, took) = self.proxy(req, route, host, rewritten, identity.as_deref(), fwd).await;
+        // The renewed session goes back beside whatever the upstream said.
+        for c in renewed_cookies {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
         note.upstream = took;
         route.metrics.answered(resp.status());
         resp
@@ -486,10 +513,102 @@ impl Gateway {
         if !route.bearer.is_empty() && (credential != bearer::Credential::Absent || route.login.is_none()) {
             return self.authenticate_bearer(route, credential.token(), client).await;
         }
-        match route.login.as_ref().and_then(|login| self.session(headers, Some(login.id()))) {
-            Some(identity) => self.allowed(route, identity, access::Auth::Session),
+        let Some(login) = route.login.as_ref() else { return Verdict::SignIn };
+        if let Some(identity) = self.session(headers, Some(login.id())) {
+            return self.allowed(route, identity, access::Auth::Session);
+        }
+        match self.renewable(headers, Some(login.id())) {
+            Some(expired) => self.renew(route, login, expired, method, headers).await,
             None => Verdict::SignIn,
         }
+    }
+
+    /// An expired session in the request's cookies that its provider may
+    /// still renew (`refresh = true`), not revoked; only from provider
+    /// `from` when one is named.
+    pub(crate) fn renewable(&self, headers: &http::HeaderMap, from: Option<&str>) -> Option<Arc<Identity>> {
+        let identity = self.sessions.as_ref()?.read_renewable(headers, self.shared.clock.now())?;
+        if from.is_some_and(|p| p != identity.provider) {
+            return None;
+        }
+        let revoked =
+            self.shared.store.is_revoked(&identity.sid, &identity.sub, identity.email.as_deref(), identity.iat);
+        (!revoked).then_some(identity)
+    }
+
+    /// Renews an expired session at its OpenID provider (see
+    /// [`provider::oidc_refresh`]) before the request's body is read, so
+    /// the request goes on untouched: the new session for the route's
+    /// `allow` rules and a new cookie, or the session ended, or `503`
+    /// while the provider cannot be asked.
+    async fn renew(
+        &self,
+        route: &Route,
+        login: &Arc<Provider>,
+        expired: Arc<Identity>,
+        method: &Method,
+        headers: &http::HeaderMap,
+    ) -> Verdict {
+        let asked = provider::oidc_refresh::renew(login, &self.shared.store, expired.clone()).await;
+        let metrics = &self.shared.metrics;
+        let count = |result: &'static str| {
+            if asked.led {
+                metrics.session_refresh(login.id(), result);
+            }
+        };
+        let Some(sessions) = &self.sessions else { return Verdict::SignIn };
+        match asked.renewal {
+            provider::oidc_refresh::Renewal::Renewed(identity) => {
+                if asked.led {
+                    info!(provider = %login.id(), user = %identity.sub, joined = asked.joined, "session renewed");
+                }
+                count(if asked.joined { "joined" } else { "renewed" });
+                match sessions.write(&identity, headers) {
+                    Ok(cookies) => match self.allowed(route, identity, access::Auth::Session) {
+                        Verdict::Pass(Some(identity), _) => Verdict::Renewed(identity, cookies),
+                        other => other,
+                    },
+                    Err(why) => {
+                        warn!(provider = %login.id(), error = why, "renewed session does not fit a cookie; it ends");
+                        self.end_session(&expired).await;
+                        Verdict::Ended(sessions.clear(headers))
+                    }
+                }
+            }
+            provider::oidc_refresh::Renewal::Ended(reason) => {
+                if asked.led {
+                    info!(provider = %login.id(), user = %expired.sub, reason, "session not renewed; it ends");
+                }
+                count(if reason == "abandoned" { "abandoned" } else { "ended" });
+                self.end_session(&expired).await;
+                Verdict::Ended(sessions.clear(headers))
+            }
+            provider::oidc_refresh::Renewal::Unavailable(reason) => {
+                count("unavailable");
+                let text = "Your session cannot be renewed right now; try again in a moment.";
+                let mut resp = Reject::new(Class::Unavailable, "refresh_unavailable", text)
+                    .answer(error::wants_html(headers) && is_navigation(method, headers));
+                resp.extensions_mut().insert(error::Refused(reason));
+                Verdict::Respond(resp)
+            }
+        }
+    }
+
+    /// Ends a session whose refresh was refused: revoked on every replica
+    /// (by its id), dropped from the index, its refresh token forgotten.
+    async fn end_session(&self, identity: &Identity) {
+        let now = self.shared.clock.now();
+        let until = identity.renew_until.unwrap_or(identity.exp);
+        let ttl = std::time::Duration::from_secs(until.saturating_sub(now) + 60);
+        let store = self.shared.store.as_ref();
+        if let Err(e) = store.revoke(crate::auth::store::Revocation::Session(identity.sid.clone()), now, ttl).await {
+            warn!(error = %e, "cannot record the end of a session whose refresh was refused");
+        }
+        let entry = crate::auth::records::SessionEntry::of(identity);
+        if let Err(e) = self.shared.records.drop_sessions(&[entry]).await {
+            warn!(error = %e, "cannot drop an ended session from the index");
+        }
+        provider::oidc_refresh::forget(store, &identity.sid).await;
     }
 
     /// The route's `allow` rules on an identity.

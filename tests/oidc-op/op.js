@@ -29,6 +29,19 @@
 //   GET  /__test/backchannel  JSON list of the logout tokens sent so far:
 //                             {client_id, sid, ok, error}
 //
+// Refresh tokens: issued as oidc-provider does by default (the client
+// allows the refresh_token grant, the scope has offline_access, which it
+// keeps only with prompt=consent), and rotated on every use (each one is
+// single use; a reused one revokes the grant). Test-only routes:
+//   GET  /__test/refreshes    JSON {ok, refused}: refresh_token grants
+//                             answered and refused so far, per client_id
+//   GET  /__test/refresh-tokens  JSON list of every refresh token issued
+//                             (so a test can look for them in logs)
+//   POST /__test/revoke       JSON {"login": "ana"}: revokes every grant of
+//                             that account (its refresh tokens stop working)
+//   POST /__test/account      JSON {"login": "ana", "claims": {...}}:
+//                             changes a known account's claims from now on
+//
 // Accounts: the development login page takes any login and any password.
 // Known logins get the claims in ACCOUNTS; `bruno` lacks `agencydocument`.
 // Any other login gets `<login>@example.com` and no agency claims.
@@ -97,6 +110,12 @@ const prefix = options.cookie_prefix ?? 'op';
 const hosts = {};
 // Every back-channel logout the provider sent, with its outcome.
 const backchannel = [];
+// Refresh token grants, per client_id: answered and refused.
+const refreshes = { ok: {}, refused: {} };
+// Grant ids by account, for /__test/revoke.
+const grants = {};
+const refreshTokens = [];
+let provider;
 
 // The provider's own outgoing requests. Its default refuses loopback and
 // private addresses (SSRF protection), which is right in production and
@@ -130,6 +149,30 @@ async function testRoute(req, res) {
     res.writeHead(204).end();
     return true;
   }
+  if (req.method === 'GET' && req.url === '/__test/refreshes') {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(refreshes));
+    return true;
+  }
+  if (req.method === 'GET' && req.url === '/__test/refresh-tokens') {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(refreshTokens));
+    return true;
+  }
+  if (req.method === 'POST' && req.url === '/__test/revoke') {
+    const { login } = await readJson(req);
+    for (const grantId of grants[login] ?? []) {
+      await provider.RefreshToken.revokeByGrantId(grantId);
+      await provider.AccessToken.revokeByGrantId(grantId);
+      await provider.Grant.adapter.destroy(grantId);
+    }
+    res.writeHead(204).end();
+    return true;
+  }
+  if (req.method === 'POST' && req.url === '/__test/account') {
+    const { login, claims } = await readJson(req);
+    Object.assign(ACCOUNTS[login], claims);
+    res.writeHead(204).end();
+    return true;
+  }
   if (req.method === 'GET' && req.url === '/__test/backchannel') {
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(backchannel));
     return true;
@@ -152,11 +195,11 @@ server.listen(port, '127.0.0.1', () => {
   };
   claims[agencyScope] = [...(claims[agencyScope] ?? []), ...AGENCY_CLAIMS];
 
-  const provider = new Provider(issuer, {
+  provider = new Provider(issuer, {
     clients: options.clients ?? [],
     jwks: { keys: [jwk] },
     claims,
-    scopes: ['openid', ...Object.keys(claims).filter((s) => s !== 'openid')],
+    scopes: ['openid', 'offline_access', ...Object.keys(claims).filter((s) => s !== 'openid')],
     conformIdTokenClaims: options.conform ?? false,
     pkce: { required: () => true },
     cookies: {
@@ -173,6 +216,9 @@ server.listen(port, '127.0.0.1', () => {
       backchannelLogout: { enabled: true },
     },
     fetch: testFetch,
+    // Every refresh token is single use: a second use of one is refused
+    // (and revokes the grant), so a gateway that refreshes twice shows.
+    rotateRefreshToken: () => true,
     async findAccount(ctx, id) {
       const known = ACCOUNTS[id] ?? { email: `${id}@example.com`, email_verified: false, name: id };
       return {
@@ -185,6 +231,18 @@ server.listen(port, '127.0.0.1', () => {
   });
   // Shows on stderr, which the tests print when the provider misbehaves.
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  const count = (table, ctx) => {
+    if (ctx.oidc.params?.grant_type === 'refresh_token') {
+      const id = ctx.oidc.client?.clientId ?? '-';
+      table[id] = (table[id] ?? 0) + 1;
+    }
+  };
+  provider.on('grant.success', (ctx) => count(refreshes.ok, ctx));
+  provider.on('grant.error', (ctx) => count(refreshes.refused, ctx));
+  provider.on('refresh_token.saved', (token) => refreshTokens.push(token.jti));
+  provider.on('authorization_code.consumed', (code) => {
+    (grants[code.accountId] ??= []).push(code.grantId);
+  });
   provider.on('backchannel.success', (ctx, client, accountId, sid) => {
     backchannel.push({ client_id: client.clientId, sub: accountId, sid, ok: true });
   });

@@ -132,7 +132,9 @@ impl Browser {
         self.send_with(method, url, form, accept, &[]).await
     }
 
-    async fn send_with(
+    /// Any request: `form` as an `application/x-www-form-urlencoded` body,
+    /// `accept` and `extra` as request headers.
+    pub async fn send_with(
         &self,
         method: Method,
         url: &str,

@@ -119,6 +119,7 @@ impl BearerAuth {
             iat: verified.iat.unwrap_or(now),
             exp: verified.exp.unwrap_or(until),
             oidc_sid: None,
+            renew_until: None,
             header_values: Default::default(),
         };
         identity.check_header_safe().map_err(|_| TokenError::BadClaim("identity"))?;

@@ -219,6 +219,7 @@ impl Pending {
             iat: now,
             exp: now + self.validity_minutes.clamp(*VALIDITY_MINUTES.start(), *VALIDITY_MINUTES.end()) as u64 * 60,
             oidc_sid: None,
+            renew_until: None,
             header_values: Default::default(),
         }
     }

@@ -11,6 +11,7 @@ pub mod code;
 pub mod jwt;
 pub mod oidc;
 pub mod oidc_logout;
+pub mod oidc_refresh;
 pub mod saml;
 
 use std::sync::Arc;

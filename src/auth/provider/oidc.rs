@@ -38,8 +38,8 @@ use crate::error::Class;
 use super::{Ctx, Outcome, Params, Reply, Setup, param};
 
 /// Largest token endpoint or userinfo answer read.
-const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+pub(super) const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,8 +113,10 @@ struct Discovery {
 
 pub struct OidcLogin {
     pub s: OidcSettings,
+    /// `refresh = true` (and a session secret to seal refresh tokens with).
+    pub(super) refresher: Option<super::oidc_refresh::Refresher>,
     resolved: Arc<ArcSwapOption<Resolved>>,
-    fetcher: Fetcher,
+    pub(super) fetcher: Fetcher,
     /// Keeps the discovery task alive exactly as long as this provider.
     _alive: Arc<()>,
 }
@@ -146,7 +148,15 @@ impl From<TokenError> for Failure {
 
 impl OidcLogin {
     pub fn build(id: &str, o: &OidcConfig, setup: &Setup) -> OidcLogin {
-        OidcLogin::start(
+        let refresher = match (&setup.config.session.secret, o.refresh) {
+            (Some(secret), true) => Some(super::oidc_refresh::Refresher::new(
+                secret,
+                &setup.config.session.previous_secrets,
+                o.max_session.as_secs(),
+            )),
+            _ => None,
+        };
+        let mut login = OidcLogin::start(
             OidcSettings {
                 id: id.to_string(),
                 clock: setup.jwks.clock().clone(),
@@ -184,7 +194,9 @@ impl OidcLogin {
                 },
             },
             setup.fetcher.clone(),
-        )
+        );
+        login.refresher = refresher;
+        login
     }
 
     /// Creates the provider and starts discovery (retried with backoff until
@@ -213,7 +225,7 @@ impl OidcLogin {
                 Arc::downgrade(&alive),
             ));
         }
-        OidcLogin { s: settings, resolved, fetcher, _alive: alive }
+        OidcLogin { s: settings, refresher: None, resolved, fetcher, _alive: alive }
     }
 
     /// Discovery done and keys fetched.
@@ -346,12 +358,16 @@ impl OidcLogin {
             fail(Failure::new(Class::BadGateway, "no_id_token", "The identity provider sent no ID token."))
         })?;
         let now = states.clock.now();
-        let mut claims = self.verify_id_token(&resolved, id_token, &attempt.nonce, now).await.map_err(fail)?;
+        let mut claims = self.verify_id_token(&resolved, id_token, Some(&attempt.nonce), now).await.map_err(fail)?;
         if self.s.fetch_userinfo {
             let access = tokens.get("access_token").and_then(Value::as_str);
             self.merge_userinfo(&resolved, access, &mut claims).await.map_err(fail)?;
         }
-        let identity = self.identity(&claims, now).map_err(fail)?;
+        let mut identity = self.identity(&claims, now).map_err(fail)?;
+        if let Some(refresher) = &self.refresher {
+            let token = tokens.get("refresh_token").and_then(Value::as_str);
+            refresher.keep(self, store, &mut identity, token, now).await;
+        }
         super::oidc_logout::keep_id_token(self, &resolved, store, &identity, id_token).await;
         Ok((identity, attempt.r))
     }
@@ -392,19 +408,34 @@ impl OidcLogin {
         })
     }
 
-    /// The token request (built whole before any await: the form encoder is
-    /// not `Send`).
+    /// The token request of an authorization code (built whole before any
+    /// await: the form encoder is not `Send`).
     fn token_request(
         &self,
         resolved: &Resolved,
         code: &str,
         verifier: &str,
     ) -> Result<Request<Full<Bytes>>, http::Error> {
+        let grant = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &self.s.redirect_uri),
+            ("code_verifier", verifier),
+        ];
+        self.token_post(resolved, &grant)
+    }
+
+    /// A `POST` to the token endpoint with `grant` and the client's
+    /// authentication (`client_secret_basic` or `client_secret_post`).
+    pub(super) fn token_post(
+        &self,
+        resolved: &Resolved,
+        grant: &[(&str, &str)],
+    ) -> Result<Request<Full<Bytes>>, http::Error> {
         let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "authorization_code")
-            .append_pair("code", code)
-            .append_pair("redirect_uri", &self.s.redirect_uri)
-            .append_pair("code_verifier", verifier);
+        for (k, v) in grant {
+            form.append_pair(k, v);
+        }
         let secret = String::from_utf8_lossy(self.s.client_secret.expose()).into_owned();
         let mut builder = Request::builder()
             .method(Method::POST)
@@ -427,11 +458,14 @@ impl OidcLogin {
         builder.body(Full::new(Bytes::from(form.finish())))
     }
 
-    async fn verify_id_token(
+    /// Verifies an ID token: signature, `iss`, `aud`/`azp`, times, `sub`,
+    /// and the login's `nonce` when one is given (a refreshed ID token is
+    /// checked without: porteiro does not keep the login's nonce).
+    pub(super) async fn verify_id_token(
         &self,
         resolved: &Resolved,
         token: &str,
-        nonce: &str,
+        nonce: Option<&str>,
         now: u64,
     ) -> Result<Map<String, Value>, Failure> {
         let rules = Rules {
@@ -472,6 +506,7 @@ impl OidcLogin {
                 return Err(TokenError::BadClaim("azp").into());
             }
         }
+        let Some(nonce) = nonce else { return Ok(c) };
         let token_nonce = string_claim(&c, "nonce")?.ok_or(TokenError::MissingClaim("nonce"))?;
         if !bool::from(token_nonce.as_bytes().ct_eq(nonce.as_bytes())) {
             return Err(Failure::new(
@@ -483,7 +518,7 @@ impl OidcLogin {
         Ok(c)
     }
 
-    async fn merge_userinfo(
+    pub(super) async fn merge_userinfo(
         &self,
         resolved: &Resolved,
         access: Option<&str>,
@@ -526,7 +561,7 @@ impl OidcLogin {
         Ok(())
     }
 
-    fn identity(&self, c: &Map<String, Value>, now: u64) -> Result<Identity, Failure> {
+    pub(super) fn identity(&self, c: &Map<String, Value>, now: u64) -> Result<Identity, Failure> {
         for name in &self.s.required_claims {
             let present = match c.get(name) {
                 None | Some(Value::Null) => false,
@@ -559,6 +594,7 @@ impl OidcLogin {
             iat: now,
             exp: now + self.s.validity,
             oidc_sid: string_claim(c, "sid")?,
+            renew_until: None,
             header_values: Default::default(),
         };
         identity.check_header_safe().map_err(|why| Failure::new(Class::Unauthorized, "unsafe_claims", why))?;

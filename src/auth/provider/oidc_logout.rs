@@ -65,7 +65,10 @@ pub(super) async fn keep_id_token(
     if !provider.s.logout_at_provider || resolved.end_session_endpoint.is_none() {
         return;
     }
-    let ttl = Duration::from_secs(identity.exp.saturating_sub(identity.iat).max(1));
+    // A refreshable session may live until `renew_until` (and each refresh
+    // keeps the new ID token here again).
+    let until = identity.renew_until.unwrap_or(identity.exp);
+    let ttl = Duration::from_secs(until.saturating_sub(identity.iat).max(1));
     if let Err(e) = store.put(&hint_key(&identity.sid), id_token.as_bytes().to_vec(), ttl).await {
         warn!(provider = %provider.s.id, error = %e, "cannot keep the ID token; logout at the provider goes without id_token_hint");
     }

@@ -411,6 +411,7 @@ impl SamlLogin {
             iat: now,
             exp: now + self.s.validity,
             oidc_sid: None,
+            renew_until: None,
             header_values: Default::default(),
         };
         identity.check_header_safe().map_err(|why| fail("unsafe_claims", why))?;

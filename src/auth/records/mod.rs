@@ -47,7 +47,9 @@ impl SessionEntry {
             email: identity.email.as_ref().map(|e| e.to_ascii_lowercase()),
             sid: identity.oidc_sid.clone(),
             created: identity.iat,
-            expires: identity.exp,
+            // A refreshable session is listed (and can be ended) for as
+            // long as it may be renewed.
+            expires: identity.renew_until.unwrap_or(identity.exp),
         }
     }
 }

@@ -110,6 +110,11 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let value = self.entries.get(key).filter(|e| e.expires > self.clock.instant()).map(|e| e.value);
+        Box::pin(std::future::ready(Ok(value)))
+    }
+
     fn take<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         let value = self.entries.remove(key).filter(|e| e.expires > self.clock.instant()).map(|e| e.value);
         Box::pin(std::future::ready(Ok(value)))

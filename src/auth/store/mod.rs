@@ -40,6 +40,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `value` under `key` for `ttl`, replacing any previous value.
     fn put<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Duration) -> StoreFuture<'a, ()>;
 
+    /// The value under `key`, leaving it there.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+
     /// Removes and returns the value: at most one caller gets it.
     fn take<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
 

@@ -182,6 +182,13 @@ impl Store for RedisStore {
         })
     }
 
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("GET").arg(self.keys.entry(key)).query_async(&mut conn).await.map_err(|e| store_error(&e))
+        })
+    }
+
     fn take<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();

@@ -38,6 +38,8 @@ pub struct RawOidc {
     pub logout_at_provider: Option<bool>,
     pub jwks_min_refresh_seconds: Option<Spanned<u64>>,
     pub jwks_max_refresh_seconds: Option<Spanned<u64>>,
+    pub refresh: Option<Spanned<bool>>,
+    pub max_session_minutes: Option<Spanned<i64>>,
 }
 
 /// `kind = "oidc"`: OpenID Connect Authorization Code flow with PKCE.
@@ -66,6 +68,14 @@ pub struct OidcConfig {
     pub logout_at_provider: bool,
     pub jwks_min_refresh: Duration,
     pub jwks_max_refresh: Duration,
+    /// `refresh = true`: an expired session is renewed at the token
+    /// endpoint with the refresh token the provider gave at login, instead
+    /// of a new login. Default false.
+    pub refresh: bool,
+    /// With `refresh`: the longest a session may be renewed after its
+    /// login (the cookie's `Max-Age`). Default 1440 minutes, within
+    /// [`crate::config::MAX_SESSION_MINUTES`].
+    pub max_session: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +198,22 @@ pub(super) fn validate(ctx: &mut Ctx, i: usize, raw: &RawOidc) -> Result<OidcCon
                 out
             }
         };
+    let refresh = raw.refresh.as_ref().is_some_and(|r| *r.get_ref());
+    let max_session_minutes = match &raw.max_session_minutes {
+        None => 1440,
+        Some(m) if !refresh => {
+            return Err(ctx.at(key("max_session_minutes"), m, "max_session_minutes goes with refresh = true"));
+        }
+        Some(m) if !crate::config::MAX_SESSION_MINUTES.contains(m.get_ref()) => {
+            let range = &crate::config::MAX_SESSION_MINUTES;
+            return Err(ctx.at(
+                key("max_session_minutes"),
+                m,
+                format!("must be between {} and {} minutes", range.start(), range.end()),
+            ));
+        }
+        Some(m) => *m.get_ref(),
+    };
     let min = seconds(ctx, &key("jwks_min_refresh_seconds"), raw.jwks_min_refresh_seconds.as_ref(), 30)?;
     let max = seconds(ctx, &key("jwks_max_refresh_seconds"), raw.jwks_max_refresh_seconds.as_ref(), 86_400)?;
     Ok(OidcConfig {
@@ -208,5 +234,7 @@ pub(super) fn validate(ctx: &mut Ctx, i: usize, raw: &RawOidc) -> Result<OidcCon
         logout_at_provider: raw.logout_at_provider.unwrap_or(true),
         jwks_min_refresh: min,
         jwks_max_refresh: max.max(min),
+        refresh,
+        max_session: Duration::from_secs(max_session_minutes.unsigned_abs() * 60),
     })
 }

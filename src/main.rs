@@ -104,10 +104,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let ansi = std::io::stderr().is_terminal();
     // Lines waiting for the writer thread: the default, 128 000, is a
     // channel of 5 MiB made resident at start (a third of porteiro's idle
-    // memory); 16 384 is half a second of access log at 30 000 requests a
-    // second (lines beyond are dropped rather than slow a request).
+    // memory); 8 192 lines is a quarter second of access log at 30 000
+    // requests a second, far more than the writer falls behind (lines
+    // beyond are dropped rather than slow a request).
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(16_384)
+        .buffered_lines_limit(8_192)
         .lossy(true)
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);

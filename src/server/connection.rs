@@ -142,7 +142,11 @@ impl<H: Handler> Connection<H> {
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let draining = draining.clone();
-            Box::pin(async move { Ok::<_, Infallible>(answer(&*handler, &draining, req, info).await) })
+            Box::pin(async move {
+                let mut resp = handler.call(req, info).await;
+                close_if_draining(&mut resp, &draining);
+                Ok::<_, Infallible>(resp)
+            })
         });
         let conn = self.builders.http2.serve_connection(TokioIo::new(io), service);
         let mut conn = pin!(conn);
@@ -263,7 +267,8 @@ impl<H: Handler> Connection<H> {
             // whole life of its connection state; boxed, the handler's
             // state (kilobytes) lives only while a request is in flight.
             Box::pin(async move {
-                let resp = answer(&*handler, &draining, req, info).await;
+                let mut resp = handler.call(req, info).await;
+                close_if_draining(&mut resp, &draining);
                 Ok::<_, Infallible>(resp.map(|body| Tracked { body, shared }))
             }) as Answer
         })
@@ -370,25 +375,17 @@ async fn is_http2(stream: &TcpStream, deadline: Instant) -> Option<bool> {
     }
 }
 
-/// The handler's answer; once the listener drains, one that closes the
-/// connection.
-async fn answer<H: Handler>(
-    handler: &H,
-    draining: &CancellationToken,
-    req: Request<Incoming>,
-    info: ConnInfo,
-) -> Response<Body> {
-    let mut resp = handler.call(req, info).await;
-    // Once the listener drains, every HTTP/1.1 connection closes after its
-    // in-flight answer, which must say `Connection: close`, or a keep-alive
-    // client sends its next request into the closing socket. hyper adds it
-    // when `graceful_shutdown` reaches the connection before the answer's
-    // head is written; an answer finished in between gets it here. (HTTP/2
-    // drops the header and sends GOAWAY.)
+/// Once the listener drains, every HTTP/1.1 connection closes after its
+/// in-flight answer, which must say `Connection: close`, or a keep-alive
+/// client sends its next request into the closing socket. hyper adds it
+/// when `graceful_shutdown` reaches the connection before the answer's head
+/// is written; an answer finished in between gets it here. (HTTP/2 drops
+/// the header and sends GOAWAY.) Not an async wrapper around the handler:
+/// one more layer of future costs a copy of the request's state.
+fn close_if_draining(resp: &mut Response<Body>, draining: &CancellationToken) {
     if draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    resp
 }
 
 /// A client socket, plain or TLS.

@@ -224,3 +224,35 @@ async fn a_parked_connection_is_closed_once_idle_for_header_read_timeout() {
     assert!(waited >= Duration::from_millis(2500), "closed after {waited:?}, before the idle timeout");
     assert_eq!(parked_gauge(&gw).await, 0.0);
 }
+
+/// An answer sent before the request's body was all read (the upstream did
+/// not wait for it): the rest of that body, arriving after the connection
+/// was quiet, is never read as a request of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_an_unread_body_is_never_read_as_a_request() {
+    let up = FakeUpstream::new("app").no_content("/early").start().await;
+    let gw = start_gateway("header_read_timeout_seconds = 120", &public_route("app", &up.url())).await;
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    let first = b"0123456789";
+    let head =
+        format!("POST /early HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n", first.len() + smuggled.len());
+    let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 204 "), "{answer}");
+    // Quiet for longer than it takes to park, then the rest of the body.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _ = stream.write_all(smuggled).await;
+    let mut buf = [0u8; 4096];
+    let after = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    if let Ok(Ok(n)) = after {
+        assert_eq!(n, 0, "answered the rest of a body: {:?}", String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        up.seen().iter().all(|s| s.uri != "/smuggled"),
+        "the rest of a body went upstream as a request: {:?}",
+        up.seen().iter().map(|s| s.uri.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(parked_gauge(&gw).await, 0.0, "a connection with an unread body was parked");
+}

@@ -282,13 +282,12 @@ impl<H: Handler> Connection<H> {
         S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
         S::Future: Unpin,
     {
-        #[derive(PartialEq)]
         enum State {
             Running,
-            Parking,
             /// The listener drains: one more answer may come, saying
             /// `Connection: close`, until DRAIN_LINGER.
             Lingering,
+            /// hyper finishes what is in flight, then the connection closes.
             Closing,
         }
         let mut cancelled = pin!(self.shutdown.cancelled());
@@ -304,7 +303,7 @@ impl<H: Handler> Connection<H> {
         poll_fn(|cx| {
             loop {
                 if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                    return Poll::Ready((r, state == State::Parking));
+                    return Poll::Ready((r, false));
                 }
                 match state {
                     State::Running => {
@@ -325,8 +324,18 @@ impl<H: Handler> Connection<H> {
                         }
                         if check.is_elapsed() {
                             if shared.quiet_since(&mut seen) {
+                                // Idle, hyper ends its state at once, with
+                                // no I/O. If it does not, it was not idle
+                                // after all (a request body left unread):
+                                // it finishes that and the connection
+                                // closes, as it would have; parking then
+                                // could read the rest of that body as a
+                                // request.
                                 Pin::new(&mut *conn).graceful_shutdown();
-                                state = State::Parking;
+                                if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                                    return Poll::Ready((r, true));
+                                }
+                                state = State::Closing;
                             } else {
                                 check.as_mut().reset(Instant::now() + PARK_AFTER);
                                 let _ = check.as_mut().poll(cx);
@@ -343,7 +352,7 @@ impl<H: Handler> Connection<H> {
                         }
                         return Poll::Pending;
                     }
-                    State::Parking | State::Closing => return Poll::Pending,
+                    State::Closing => return Poll::Pending,
                 }
             }
         })

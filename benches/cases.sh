@@ -17,7 +17,11 @@ declare -A CASE_WRK_ARGS=()       # one argument per line
 # The floor of porteiro's req/s per proxy core over nginx's in the same case
 # (nginx always proxies plainly, so this is against nginx without any
 # authentication): plain proxying 0.90, authenticated cases 0.85.
-declare -A CASE_FLOOR=([public]=0.90 [cookie]=0.85 [bearer]=0.85 [apikey]=0.85 [identity]=0.85)
+declare -A CASE_FLOOR=([public]=0.90 [cookie]=0.85 [bearer]=0.85 [apikey]=0.85 [identity]=0.85 [accesslog]=0.85)
+# Per case: porteiro's RUST_LOG (default `warn`, which leaves the access log
+# out) and the nginx it is compared with (default the plain proxy; `logged`:
+# the same proxy writing its access log).
+declare -A CASE_RUST_LOG=() CASE_NGINX=()
 
 # Case $1's config snippet for upstream URL $2, its @WORK@ under $WORK.
 case_config() { # case upstream-url
@@ -40,6 +44,18 @@ path_prefix = "/"
 upstream = "@UPSTREAM@"
 public = true
 '
+
+# Plain proxying with both access logs on: porteiro's `porteiro::access`
+# line per request (its log, stderr, goes to a file) against nginx's
+# `access_log` to a file.
+add_case accesslog '
+[[routes]]
+path_prefix = "/"
+upstream = "@UPSTREAM@"
+public = true
+'
+CASE_RUST_LOG[accesslog]="warn,porteiro::access=info"
+CASE_NGINX[accesslog]=logged
 
 # Secrets of the authenticated cases (literal: porteiro warns, the bench
 # does not care). 32 bytes or more each.
@@ -277,12 +293,16 @@ nginx_upstream_conf() { # dir port
 }
 
 # The reference: nginx as a plain keep-alive reverse proxy on PORT to
-# UPSTREAM_PORT, with the X-Forwarded-* headers porteiro sets.
-nginx_proxy_conf() { # dir port
+# UPSTREAM_PORT, with the X-Forwarded-* headers porteiro sets; with
+# `logged`, writing its access log (combined format) to DIR/access.log.
+nginx_proxy_conf() { # dir port [logged]
+    local access=""
+    [[ ${3:-} == logged ]] && access="access_log $1/access.log;"
     nginx_conf "$1" "
     upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$2;
+        $access
         location / {
             proxy_pass http://app;
             proxy_http_version 1.1;

@@ -191,6 +191,16 @@ start_pinned "$PROXY_CPU" "$WORK/nginx/stderr.log" \
     "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
 NGINX_PID=$LAST_PID
 wait_http "http://127.0.0.1:$NGINX_PORT/"
+# The same proxy writing its access log, for cases compared with it.
+for c in "${SELECTED[@]}"; do
+    [[ ${CASE_NGINX[$c]:-} == logged && -z ${NGINX_LOGGED_PORT:-} ]] || continue
+    NGINX_LOGGED_PORT=$(free_port)
+    nginx_proxy_conf "$WORK/nginx-logged" "$NGINX_LOGGED_PORT" logged
+    start_pinned "$PROXY_CPU" "$WORK/nginx-logged/stderr.log" \
+        "$NGINX" -p "$WORK/nginx-logged" -c "$WORK/nginx-logged/nginx.conf" -e "$WORK/nginx-logged/error.log"
+    NGINX_LOGGED_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$NGINX_LOGGED_PORT/"
+done
 
 # porteiro for one case; stopped before the next case starts.
 start_porteiro() {
@@ -207,7 +217,7 @@ worker_threads = 1
 shutdown_grace_seconds = 1
 $config
 EOF
-    RUST_LOG=${RUST_LOG:-warn} start_pinned "$PROXY_CPU" "$dir/stderr.log" \
+    RUST_LOG=${RUST_LOG:-${CASE_RUST_LOG[$case]:-warn}} start_pinned "$PROXY_CPU" "$dir/stderr.log" \
         "$PORTEIRO_BIN" --config "$dir/gateway.toml"
     PORTEIRO_PID=$LAST_PID
     # Ready, whatever the case's routes answer to a bare request (401, 302...).
@@ -270,7 +280,7 @@ run_wrk() { # port pid seconds case
     local port=$1 pid=$2 secs=$3 case=$4 out before after start end l0 l1 p0 p1
     local -a extra=()
     [[ -n ${CASE_WRK_ARGS[$case]} ]] && mapfile -t extra <<<"${CASE_WRK_ARGS[$case]}"
-    check_upstream_answer "$port" "$case" "$([[ $pid == "$NGINX_PID" ]] && echo nginx || echo porteiro)"
+    check_upstream_answer "$port" "$case" "$([[ $pid == "${PORTEIRO_PID:-}" ]] && echo porteiro || echo nginx)"
     before=$(cpu_ticks "$pid")
     l0=$(cpu_busy "$LOAD_CPU") p0=$(cpu_busy "$PROXY_CPU")
     start=$(date +%s.%N)
@@ -310,12 +320,17 @@ for case in "${SELECTED[@]}"; do
     start_porteiro "$case"
     log "case $case: warming up"
     run_wrk "$PORTEIRO_PORT" "$PORTEIRO_PID" "$WARMUP" "$case" >/dev/null
-    run_wrk "$NGINX_PORT" "$NGINX_PID" "$WARMUP" "$case" >/dev/null
+    if [[ ${CASE_NGINX[$case]:-} == logged ]]; then
+        nginx_port=$NGINX_LOGGED_PORT nginx_pid=$NGINX_LOGGED_PID
+    else
+        nginx_port=$NGINX_PORT nginx_pid=$NGINX_PID
+    fi
+    run_wrk "$nginx_port" "$nginx_pid" "$WARMUP" "$case" >/dev/null
     V=()
     case_errors=0
     for round in $(seq 1 "$ROUNDS"); do
         for sys in porteiro nginx; do
-            if [[ $sys == porteiro ]]; then port=$PORTEIRO_PORT pid=$PORTEIRO_PID; else port=$NGINX_PORT pid=$NGINX_PID; fi
+            if [[ $sys == porteiro ]]; then port=$PORTEIRO_PORT pid=$PORTEIRO_PID; else port=$nginx_port pid=$nginx_pid; fi
             wait_quiet
             result=$(run_wrk "$port" "$pid" "$DURATION" "$case")
             read -r rps p50 p99 cpu load other errors <<<"$result"
@@ -353,6 +368,12 @@ for case in "${SELECTED[@]}"; do
     done
     TABLE+=("| $case | **porteiro / nginx** | **$r_rps** | | **$r_p99** | | | **$r_core** |")
     GOALS+=("$case: req/s per proxy core $r_core x nginx$vs_plain, floor >= $floor: **$verdict**; p99 $r_p99 x nginx (goal <= 1.20): $p99_verdict")
+    if [[ ${CASE_NGINX[$case]:-} == logged ]]; then
+        # Both really logged every request.
+        grep -q 'porteiro::access' "$WORK/porteiro-$case/stderr.log" ||
+            die "case $case: porteiro wrote no access-log line"
+        [[ -s $WORK/nginx-logged/access.log ]] || die "case $case: nginx wrote no access log"
+    fi
     stop_porteiro
 done
 

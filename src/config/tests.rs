@@ -375,19 +375,25 @@ fn rate_limits_have_generous_defaults_and_checked_values() {
     assert!(e.contains("unknown field `logins`"), "{e}");
 }
 
-#[test]
-fn oidc_logout_settings() {
-    let provider = |extra: &str| {
-        format!(
-            "{MINIMAL}\n[session]\nsecret = \"a-session-secret-of-32-bytes-or-more\"\n\n\
-             [[providers]]\nid = \"op\"\nkind = \"oidc\"\nissuer = \"https://op.example.com\"\n\
-             client_id = \"c\"\nclient_secret = \"s\"\n{extra}\n"
-        )
-    };
-    let oidc = |c: &Config| match &c.providers[0].kind {
+/// A config with one OIDC provider `op` (discovery) and `extra` keys in its table.
+fn oidc_provider(extra: &str) -> String {
+    format!(
+        "{MINIMAL}\n[session]\nsecret = \"a-session-secret-of-32-bytes-or-more\"\n\n\
+         [[providers]]\nid = \"op\"\nkind = \"oidc\"\nissuer = \"https://op.example.com\"\n\
+         client_id = \"c\"\nclient_secret = \"s\"\n{extra}\n"
+    )
+}
+
+fn oidc_of(c: &Config) -> OidcConfig {
+    match &c.providers[0].kind {
         ProviderKind::Oidc(o) => o.clone(),
         _ => panic!("an oidc provider"),
-    };
+    }
+}
+
+#[test]
+fn oidc_logout_settings() {
+    let (provider, oidc) = (oidc_provider, oidc_of);
     let c = load(&provider("")).unwrap_or_else(|e| panic!("{e}"));
     assert!(oidc(&c).logout_at_provider, "on by default");
     let c = load(&provider("logout_at_provider = false")).unwrap_or_else(|e| panic!("{e}"));
@@ -469,17 +475,7 @@ SESSION
 
 #[test]
 fn oidc_refresh_settings() {
-    let provider = |extra: &str| {
-        format!(
-            "{MINIMAL}\n[session]\nsecret = \"a-session-secret-of-32-bytes-or-more\"\n\n\
-             [[providers]]\nid = \"op\"\nkind = \"oidc\"\nissuer = \"https://op.example.com\"\n\
-             client_id = \"c\"\nclient_secret = \"s\"\n{extra}\n"
-        )
-    };
-    let oidc = |c: &Config| match &c.providers[0].kind {
-        ProviderKind::Oidc(o) => o.clone(),
-        _ => panic!("an oidc provider"),
-    };
+    let (provider, oidc) = (oidc_provider, oidc_of);
     let c = load(&provider("")).unwrap_or_else(|e| panic!("{e}"));
     assert!(!oidc(&c).refresh, "off by default");
     let c = load(&provider("refresh = true")).unwrap_or_else(|e| panic!("{e}"));

@@ -5,7 +5,8 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
 use crate::proxy::upstream::Upgraded;
@@ -30,4 +31,17 @@ pub async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, mut upstre
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         debug!(error = %e, "upgraded connection ended");
     }
+}
+
+/// Reads into `buf` from `prefix`, bytes received before the socket was
+/// handed over (they come first). `false`: the prefix is used up, read the
+/// socket.
+pub fn read_prefix(prefix: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if prefix.is_empty() {
+        return false;
+    }
+    let n = prefix.len().min(buf.remaining());
+    buf.put_slice(&prefix[..n]);
+    prefix.advance(n);
+    true
 }

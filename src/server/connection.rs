@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -38,7 +38,7 @@ use tracing::debug;
 use super::{ConnInfo, DRAIN_LINGER, Handler, Limits};
 use crate::metrics::Metrics;
 use crate::proxy::body::Body;
-use crate::proxy::upgrade::{UpgradeSlot, tunnel};
+use crate::proxy::upgrade::{UpgradeSlot, read_prefix, tunnel};
 
 /// How long an HTTP/1.1 connection may stay quiet (no request in flight,
 /// nothing received) before it gives back its HTTP state. Checked this
@@ -507,10 +507,7 @@ struct Watched<I> {
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
+        if read_prefix(&mut this.prefix, buf) {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

@@ -54,6 +54,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
+use crate::proxy::upgrade::read_prefix;
+
 use h1::{BodyKind, Chunk, ChunkedDecoder, ParseError, RequestFraming};
 
 /// Idle connections kept per upstream; one more is closed instead.
@@ -848,10 +850,7 @@ where
 impl AsyncRead for Upgraded {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
+        if read_prefix(&mut this.prefix, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.stream).poll_read(cx, buf)

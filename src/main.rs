@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 /// (Cargo.toml): with them, every partly used 2 MiB of heap was resident
 /// whole (2 000 idle connections: 100 MiB RSS instead of 63 MiB).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: porteiro_alloc::Allocator = porteiro_alloc::Allocator;
 
 #[derive(Parser)]
 #[command(name = "porteiro", version, about = "Single sign-on gateway in front of web apps and APIs")]

@@ -46,7 +46,7 @@ pub fn on_park() {
         return;
     }
     LAST.set((freed, Some(now)));
-    mimalloc_collect::collect();
+    porteiro_alloc::collect();
 }
 
 /// Runs for the life of the runtime: MIN_GAP after a collection was put

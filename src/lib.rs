@@ -189,9 +189,8 @@ impl App {
 struct MainHandler(Arc<App>);
 
 impl Handler for MainHandler {
-    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-        let gateway = self.0.gateway.load_full();
-        gateway.handle(req, conn).await
+    fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send + 'static {
+        self.0.gateway.load_full().handle(req, conn)
     }
 }
 
@@ -199,8 +198,14 @@ impl Handler for MainHandler {
 struct AdminHandler(Arc<App>);
 
 impl Handler for AdminHandler {
-    async fn call(&self, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
-        let app = &self.0;
+    fn call(&self, req: Request<Incoming>, _conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send + 'static {
+        let app = self.0.clone();
+        async move { Self::answer(&app, req).await }
+    }
+}
+
+impl AdminHandler {
+    async fn answer(app: &App, req: Request<Incoming>) -> Response<Body> {
         if req.uri().path().starts_with("/admin/") {
             let gateway = app.gateway.load_full();
             if let Some(resp) = admin::handle(&gateway, req).await {

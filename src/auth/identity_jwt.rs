@@ -13,6 +13,8 @@
 //! audience and reused until [`REFRESH_AFTER`] seconds of its
 //! [`LIFETIME`] have passed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -27,6 +29,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Identity;
+use super::session::Assertion;
 use crate::config::Secret;
 
 /// The header's name.
@@ -68,7 +71,13 @@ pub struct IdentitySigner {
     /// The header (base64url) every assertion starts with.
     header_b64: String,
     made: Cache<[u8; 32], Made>,
+    /// Tells this signer's assertions apart from an earlier configuration's
+    /// (identities outlive reloads in the bearer and API-key caches).
+    instance: u64,
 }
+
+/// Signers made so far: the next one's [`IdentitySigner::instance`].
+static SIGNERS: AtomicU64 = AtomicU64::new(0);
 
 /// The claims of an assertion.
 #[derive(Serialize)]
@@ -106,6 +115,7 @@ impl IdentitySigner {
             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
             current,
             jwks,
+            instance: SIGNERS.fetch_add(1, Ordering::Relaxed),
             made: Cache::builder()
                 .max_capacity(CACHE_BYTES)
                 .weigher(|_, m: &Made| u32::try_from(m.value.len() + 64).unwrap_or(u32::MAX))
@@ -130,15 +140,29 @@ impl IdentitySigner {
     /// made earlier while it is fresh enough, else a new one. `None` only
     /// when it cannot be encoded (never for identities that passed login).
     pub fn assertion(&self, id: &Identity, audience: &str, now: u64) -> Option<HeaderValue> {
-        let key = cache_key(id, audience);
-        if let Some(made) = self.made.get(&key) {
-            if now < made.refresh_at {
-                return Some(made.value);
-            }
+        // A session's later requests: kept with its (cached) identity.
+        if let Some(value) = id.made_assertion(self.instance, audience, now) {
+            return Some(value);
         }
-        let value = self.sign(id, audience, now)?;
-        self.made.insert(key, Made { value: value.clone(), refresh_at: now.saturating_add(REFRESH_AFTER) });
-        Some(value)
+        // The same identity opened again (another replica's cookie, a
+        // cache eviction): found by its claims.
+        let key = cache_key(id, audience);
+        let made = match self.made.get(&key) {
+            Some(made) if now < made.refresh_at => made,
+            _ => {
+                let value = self.sign(id, audience, now)?;
+                let made = Made { value, refresh_at: now.saturating_add(REFRESH_AFTER) };
+                self.made.insert(key, made.clone());
+                made
+            }
+        };
+        id.keep_assertion(Arc::new(Assertion {
+            signer: self.instance,
+            audience: audience.into(),
+            value: made.value.clone(),
+            refresh_at: made.refresh_at,
+        }));
+        Some(made.value)
     }
 
     /// A new assertion, valid for [`LIFETIME`] from `now`.
@@ -320,6 +344,29 @@ mod tests {
         let later = s.assertion(&id, "app.test", 10_000 + REFRESH_AFTER).unwrap();
         assert_ne!(later, first);
         assert_eq!(verify(&s, later.to_str().unwrap(), "app.test")["iat"], 10_000 + REFRESH_AFTER);
+    }
+
+    #[test]
+    fn an_identity_keeps_its_assertion_and_a_new_signer_makes_its_own() {
+        let s = IdentitySigner::new("https://sso.test", &secret(1), &[]);
+        let id = identity("s1");
+        let first = s.assertion(&id, "app.test", 10_000).unwrap();
+        // Kept with the identity: found without the signer's cache.
+        s.made.invalidate_all();
+        assert_eq!(s.assertion(&id, "app.test", 10_001), Some(first.clone()));
+        // A copy of the identity carries it too (the opened-session cache
+        // hands out one Arc, an identity cloned for a renewal a copy).
+        assert_eq!(id.clone().made_assertion(s.instance, "app.test", 10_001), Some(first.clone()));
+        // A reload's signer, whose key may differ, never hands out the
+        // earlier signer's assertion.
+        let reloaded = IdentitySigner::new("https://sso.test", &secret(2), &[]);
+        let second = reloaded.assertion(&id, "app.test", 10_002).unwrap();
+        assert_ne!(second, first);
+        let kid = jsonwebtoken::decode_header(second.to_str().unwrap()).unwrap().kid;
+        assert_eq!(kid.as_deref(), Some(reloaded.kid()));
+        // Another audience is not the kept one's.
+        assert!(id.made_assertion(reloaded.instance, "other.test", 10_002).is_none());
+        assert!(id.made_assertion(reloaded.instance, "app.test", 10_002 + REFRESH_AFTER).is_none(), "due");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! producing cookies browsers would drop.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
@@ -70,18 +70,62 @@ pub struct Identity {
     pub header_values: HeaderValues,
 }
 
-/// The values of the user, email, preferred-username and groups headers.
+/// The values of the user, email, preferred-username and groups headers,
+/// and the signed identity header last made for the identity.
 /// Derived data: it takes no part in comparing identities.
-#[derive(Clone, Default)]
-pub struct HeaderValues(OnceLock<[Option<HeaderValue>; 4]>);
+#[derive(Default)]
+pub struct HeaderValues {
+    plain: OnceLock<[Option<HeaderValue>; 4]>,
+    /// Kept with the identity a cached session shares across its requests,
+    /// so those requests neither hash its claims nor look it up again.
+    assertion: Mutex<Option<Arc<Assertion>>>,
+}
+
+/// A signed identity header made by one signer (an instance: a reload
+/// makes a new one, whose key may differ) for one audience, and when it is
+/// due to be made again (unix seconds).
+#[derive(Debug)]
+pub struct Assertion {
+    pub signer: u64,
+    pub audience: Box<str>,
+    pub value: HeaderValue,
+    pub refresh_at: u64,
+}
 
 impl HeaderValues {
     fn get(&self, id: &Identity) -> &[Option<HeaderValue>; 4] {
-        self.0.get_or_init(|| {
+        self.plain.get_or_init(|| {
             let groups = (!id.groups.is_empty()).then(|| id.groups.join(","));
             [Some(id.sub.as_str()), id.email.as_deref(), id.username.as_deref(), groups.as_deref()]
                 .map(|v| v.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()))
         })
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Assertion>>> {
+        // A value, not an invariant: whatever a panicking holder left is fine.
+        self.assertion.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clone for HeaderValues {
+    fn clone(&self) -> HeaderValues {
+        HeaderValues { plain: self.plain.clone(), assertion: Mutex::new(self.slot().clone()) }
+    }
+}
+
+impl Identity {
+    /// The signed identity header last made for this identity, if `signer`
+    /// made it for `audience` and it is not due at `now`.
+    pub fn made_assertion(&self, signer: u64, audience: &str, now: u64) -> Option<HeaderValue> {
+        let slot = self.header_values.slot();
+        slot.as_ref()
+            .filter(|a| a.signer == signer && &*a.audience == audience && now < a.refresh_at)
+            .map(|a| a.value.clone())
+    }
+
+    /// Keeps `assertion` with the identity (replacing the one before).
+    pub fn keep_assertion(&self, assertion: Arc<Assertion>) {
+        *self.header_values.slot() = Some(assertion);
     }
 }
 
@@ -144,7 +188,7 @@ pub struct SessionCookies {
     /// the JSON decode. Only cookies that opened are kept, so garbage cannot
     /// fill it; `exp` is still checked on every hit, and revocation by the
     /// caller.
-    opened: Cache<Arc<str>, Arc<Identity>>,
+    opened: Cache<Arc<str>, Arc<Identity>, foldhash::fast::RandomState>,
 }
 
 impl SessionCookies {
@@ -162,7 +206,7 @@ impl SessionCookies {
                 // The identity's share is roughly its sealed size again.
                 .weigher(|sealed: &Arc<str>, _| u32::try_from(sealed.len() * 2).unwrap_or(u32::MAX))
                 .time_to_idle(OPENED_IDLE)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         })
     }
 

@@ -7,7 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tracing::info;
 
-use super::{Audience, Gateway, RouteRefusal, Verdict, asked_url, forbidden, is_navigation, put_identity_headers};
+use super::{Audience, Gateway, RouteRefusal, Verdict, asked_url, forbidden, identity_headers, is_navigation};
 use crate::canonical;
 use crate::error;
 use crate::proxy::Body;
@@ -62,7 +62,9 @@ impl Gateway {
             Verdict::Pass(identity, _) => {
                 let mut resp = Response::new(Body::empty());
                 if let Some(id) = identity {
-                    put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
+                    identity_headers(&id, route, Audience::ForwardAuth, |name, value| {
+                        resp.headers_mut().insert(name, value);
+                    });
                     // The caller passes it on (nginx: `auth_request_set`),
                     // for the asked URL's host.
                     if let Some(assertion) = self.identity_assertion(route, &id, target.host()) {
@@ -77,7 +79,9 @@ impl Gateway {
             // `add_header Set-Cookie`).
             Verdict::Renewed(id, cookies) => {
                 let mut resp = Response::new(Body::empty());
-                put_identity_headers(resp.headers_mut(), &id, route, Audience::ForwardAuth);
+                identity_headers(&id, route, Audience::ForwardAuth, |name, value| {
+                    resp.headers_mut().insert(name, value);
+                });
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 for c in cookies {
                     resp.headers_mut().append(header::SET_COOKIE, c);

@@ -167,6 +167,18 @@ pub(crate) enum Verdict {
     Respond(Response<Body>),
 }
 
+/// Phase 5 as far as it goes without waiting: a verdict, or what is left
+/// to do to reach one.
+enum Judged<'r> {
+    Done(Verdict),
+    /// A bearer token not verified before (and its cache key).
+    Bearer(&'r str, [u8; 32]),
+    /// An API key this replica has not seen.
+    ApiKey(&'r str),
+    /// An expired session its OpenID provider may renew.
+    Renew(&'r Arc<Provider>, Arc<Identity>),
+}
+
 /// Why a canonical request has no route to go on to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RouteRefusal {
@@ -331,12 +343,11 @@ impl Gateway {
     }
 
     /// Answers one request (see the module docs for the phases).
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         // Phase 1: the request id.
         let peer = conn.peer.ip();
         let fwd = Forwarding { peer, tls: conn.tls, trusted: self.trusted(peer) };
         let id = request_id::choose(req.headers(), fwd.trusted);
-        req.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
         let id_text = id.to_str().unwrap_or("-");
         // The client as trusted proxies report it: rate limits and the
         // access log count it.
@@ -349,9 +360,9 @@ impl Gateway {
         // A disabled span is not worth wrapping the request's future in: the
         // wrapper moves the whole (large) future once more.
         let mut resp = if span.is_disabled() {
-            self.phases(req, fwd, client, &mut note).await
+            self.phases(req, &id, fwd, client, &mut note).await
         } else {
-            self.phases(req, fwd, client, &mut note).instrument(span).await
+            self.phases(req, &id, fwd, client, &mut note).instrument(span).await
         };
         resp.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
         if let Some(line) = line {
@@ -369,6 +380,7 @@ impl Gateway {
     async fn phases<'g>(
         &'g self,
         req: Request<Incoming>,
+        id: &HeaderValue,
         fwd: Forwarding,
         client: IpAddr,
         note: &mut access::Note<'g>,
@@ -423,13 +435,15 @@ impl Gateway {
             }
             Verdict::SignIn => {
                 note.auth = access::Auth::Refused("no_session");
-                let resp = self.sign_in_required(method, headers, route, &target.return_path()).await;
+                // Boxed: starting a login waits on the store (kilobytes of
+                // state every request's future would otherwise carry).
+                let resp = Box::pin(self.sign_in_required(method, headers, route, &target.return_path())).await;
                 route.metrics.answered(resp.status());
                 return resp;
             }
             Verdict::Ended(clear) => {
                 note.auth = access::Auth::Refused("session_ended");
-                let mut resp = self.sign_in_required(method, headers, route, &target.return_path()).await;
+                let mut resp = Box::pin(self.sign_in_required(method, headers, route, &target.return_path())).await;
                 for c in clear {
                     resp.headers_mut().append(header::SET_COOKIE, c);
                 }
@@ -449,7 +463,7 @@ impl Gateway {
 
         // Phase 6: proxy.
         let (host, rewritten) = target.into_upstream();
-        let (mut resp, took) = self.proxy(req, route, host, rewritten, identity.as_deref(), fwd).await;
+        let (mut resp, took) = self.proxy(req, id, route, host, rewritten, identity.as_deref(), fwd).await;
         // The renewed session goes back beside whatever the upstream said.
         for c in renewed_cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
@@ -488,38 +502,60 @@ impl Gateway {
         target: &canonical::Target<'_>,
         client: IpAddr,
     ) -> Verdict {
+        // What waits (on a provider or the store) is boxed: the request's
+        // future, copied as it moves through the phases, then does not
+        // carry those kilobytes.
+        match self.judge(method, headers, route, target, client) {
+            Judged::Done(verdict) => verdict,
+            Judged::Bearer(token, key) => Box::pin(self.verify_bearer(route, token, &key, client)).await,
+            Judged::ApiKey(token) => Box::pin(self.check_api_key(route, token, client)).await,
+            Judged::Renew(login, expired) => Box::pin(self.renew(route, login, expired, method, headers)).await,
+        }
+    }
+
+    /// Phase 5 without waiting: public paths, sessions, bearer tokens
+    /// verified before and API keys seen before (most requests) are judged
+    /// here; otherwise, what is left to do.
+    fn judge<'r>(
+        &self,
+        method: &Method,
+        headers: &'r http::HeaderMap,
+        route: &'r Route,
+        target: &canonical::Target<'_>,
+        client: IpAddr,
+    ) -> Judged<'r> {
         let credential = bearer::credential(headers);
         if credential == bearer::Credential::Several {
             info!(reason = "several_authorization", %method, status = 400, "request refused");
             self.shared.metrics.rejected("several_authorization");
             let why = "Send at most one Authorization header.";
             let refusal = Reject::new(Class::BadRequest, "several_authorization", why);
-            return Verdict::Respond(refusal.answer(error::wants_html(headers)));
+            return Judged::Done(Verdict::Respond(refusal.answer(error::wants_html(headers))));
         }
         let public = route.access == Access::Public || {
             let decision = target.decision_path();
             route.public_paths.iter().any(|p| prefix_matches(p, &decision))
         };
         if public {
-            return Verdict::Pass(None, access::Auth::Public);
+            return Judged::Done(Verdict::Pass(None, access::Auth::Public));
         }
         if route.api_keys {
             if let bearer::Credential::Bearer(token) = credential {
                 if token.starts_with(api_keys::PREFIX) {
-                    return self.authenticate_api_key(route, token, client).await;
+                    return self.judge_api_key(route, token, client);
                 }
             }
         }
         if !route.bearer.is_empty() && (credential != bearer::Credential::Absent || route.login.is_none()) {
-            return self.authenticate_bearer(route, credential.token(), client).await;
+            return self.judge_bearer(route, credential.token(), client);
         }
-        let Some(login) = route.login.as_ref() else { return Verdict::SignIn };
+        let Some(login) = route.login.as_ref() else { return Judged::Done(Verdict::SignIn) };
         if let Some(identity) = self.session(headers, Some(login.id())) {
-            return self.allowed(route, identity, access::Auth::Session);
+            return Judged::Done(self.allowed(route, identity, access::Auth::Session));
         }
         match self.renewable(headers, Some(login.id())) {
-            Some(expired) => self.renew(route, login, expired, method, headers).await,
-            None => Verdict::SignIn,
+            Some(expired) => Judged::Renew(login, expired),
+            None => Judged::Done(Verdict::SignIn),
         }
     }
 
@@ -621,46 +657,58 @@ impl Gateway {
     }
 
     /// An API call: `Authorization: Bearer <JWT>` checked against the
-    /// route's bearer providers (RFC 6750 answers, never a redirect).
-    async fn authenticate_bearer(
+    /// route's bearer providers (RFC 6750 answers, never a redirect). A
+    /// token verified before is answered from a provider's cache; only a
+    /// new one is checked for token syntax, then verified (waiting, when a
+    /// provider's keys must be fetched).
+    fn judge_bearer<'t>(
         &self,
         route: &Route,
-        token: Result<&str, Option<auth::token::TokenError>>,
+        token: Result<&'t str, Option<auth::token::TokenError>>,
         client: IpAddr,
-    ) -> Verdict {
-        let now = self.shared.clock.now();
-        let mut refused = None;
+    ) -> Judged<'t> {
         let token = match token {
             Ok(token) => token,
             Err(None) => {
                 let refusal = bearer_refusal(Class::Unauthorized, None, "bearer token required".into());
-                return Verdict::Respond(refusal.json());
+                return Judged::Done(Verdict::Respond(refusal.json()));
             }
-            // Unreadable by any provider: refused below as malformed.
+            // Unreadable by any provider: refused as malformed.
             Err(Some(e)) => {
-                refused = Some(("-", e));
-                ""
+                return Judged::Done(
+                    self.bearer_blocked(client).unwrap_or_else(|| self.bearer_refused(route, "-", e, client)),
+                );
             }
         };
-        // A token verified before is answered from a provider's cache; only
-        // a new one is checked for token syntax, then verified.
         let key = bearer::cache_key(token);
+        let now = self.shared.clock.now();
         let bearers = || route.bearer.iter().filter_map(|p| p.as_bearer());
         if let Some((b, accepted)) = bearers().find_map(|b| b.cached(&key, now).map(|a| (b, a))) {
-            return self.bearer_accepted(route, b, accepted);
+            return Judged::Done(self.bearer_accepted(route, b, accepted));
         }
-        // A client that sent too many bad credentials waits before any
-        // more are verified.
-        if let Some(wait) = self.limits.blocked(client) {
-            return Verdict::Respond(self.too_many("failed_auth", wait, false));
+        if let Some(blocked) = self.bearer_blocked(client) {
+            return Judged::Done(blocked);
         }
-        if refused.is_none() && !bearer::well_formed(token) {
-            refused = Some(("-", auth::token::TokenError::Malformed));
+        if !bearer::well_formed(token) {
+            return Judged::Done(self.bearer_refused(route, "-", auth::token::TokenError::Malformed, client));
         }
-        let providers = if refused.is_none() { &route.bearer[..] } else { &[] };
-        for provider in providers {
+        Judged::Bearer(token, key)
+    }
+
+    /// A client that sent too many bad credentials waits before any more
+    /// are verified.
+    fn bearer_blocked(&self, client: IpAddr) -> Option<Verdict> {
+        let wait = self.limits.blocked(client)?;
+        Some(Verdict::Respond(self.too_many("failed_auth", wait, false)))
+    }
+
+    /// A new, well-formed bearer token verified by the route's providers.
+    async fn verify_bearer(&self, route: &Route, token: &str, key: &[u8; 32], client: IpAddr) -> Verdict {
+        let now = self.shared.clock.now();
+        let mut refused = None;
+        for provider in &route.bearer {
             let Some(b) = provider.as_bearer() else { continue };
-            match b.verify(&key, token, now).await {
+            match b.verify(key, token, now).await {
                 Ok(accepted) => return self.bearer_accepted(route, b, accepted),
                 Err(e) => {
                     // Several providers: keep the reason of the one the token was meant for.
@@ -671,6 +719,12 @@ impl Gateway {
             }
         }
         let (provider, e) = refused.unwrap_or(("-", auth::token::TokenError::Malformed));
+        self.bearer_refused(route, provider, e, client)
+    }
+
+    /// A refused bearer token: logged, counted against the client, and the
+    /// RFC 6750 answer.
+    fn bearer_refused(&self, route: &Route, provider: &str, e: auth::token::TokenError, client: IpAddr) -> Verdict {
         info!(route = %route.id, provider, reason = e.reason(), "bearer token refused");
         self.shared.metrics.auth_failure(provider, e.reason());
         self.limits.failed(client);
@@ -683,8 +737,25 @@ impl Gateway {
     /// `Authorization: Bearer pk_...` on a route that takes API keys: a key
     /// of a user of the route's login provider, not revoked, then the
     /// route's `allow` rules. Answered from memory once this replica has
-    /// seen the key.
-    async fn authenticate_api_key(&self, route: &Route, token: &str, client: IpAddr) -> Verdict {
+    /// seen the key; else looked up in the store (waiting), which a client
+    /// that sent too many bad credentials does not get.
+    fn judge_api_key<'t>(&self, route: &Route, token: &'t str, client: IpAddr) -> Judged<'t> {
+        match self.shared.api_keys.known(token) {
+            Some(answer) => Judged::Done(self.api_key_answer(route, answer, client)),
+            None => match self.limits.blocked(client) {
+                Some(wait) => Judged::Done(Verdict::Respond(self.too_many("failed_auth", wait, false))),
+                None => Judged::ApiKey(token),
+            },
+        }
+    }
+
+    /// An API key this replica has not seen, looked up in the store.
+    async fn check_api_key(&self, route: &Route, token: &str, client: IpAddr) -> Verdict {
+        let answer = self.shared.api_keys.check(token).await;
+        self.api_key_answer(route, answer, client)
+    }
+
+    fn api_key_answer(&self, route: &Route, answer: api_keys::Check, client: IpAddr) -> Verdict {
         let metrics = &self.shared.metrics;
         let refused = |reason: &'static str| {
             info!(route = %route.id, reason, "API key refused");
@@ -695,15 +766,6 @@ impl Gateway {
                 bearer_refusal(Class::Unauthorized, Some("invalid_token"), text.into()).json();
             resp.extensions_mut().insert(error::Refused(reason));
             Verdict::Respond(resp)
-        };
-        let answer = match self.shared.api_keys.known(token) {
-            Some(answer) => answer,
-            // Not seen here: a store lookup, which a client that sent too
-            // many bad credentials does not get.
-            None => match self.limits.blocked(client) {
-                Some(wait) => return Verdict::Respond(self.too_many("failed_auth", wait, false)),
-                None => self.shared.api_keys.check(token).await,
-            },
         };
         match answer {
             api_keys::Check::Valid(identity) => {
@@ -790,9 +852,11 @@ impl Gateway {
     /// Phase 6: rewrite headers and send upstream (or answer as whoami).
     /// `host` is the canonical host; `rewritten` the normalised path when it
     /// differs from the request's.
+    #[allow(clippy::too_many_arguments)]
     async fn proxy(
         &self,
         mut req: Request<Incoming>,
+        id: &HeaderValue,
         route: &Route,
         host: Option<HeaderValue>,
         rewritten: Option<String>,
@@ -800,13 +864,12 @@ impl Gateway {
         fwd: Forwarding,
     ) -> (Response<Body>, Option<std::time::Duration>) {
         let strip = if fwd.trusted { &route.strip_trusted } else { &route.strip_untrusted };
-        if identity.is_some() {
-            // Room for the identity headers too: the map then grows once, not
-            // twice (each growth rehashes every header).
-            let signed = usize::from(route.identity_jwt.is_some());
-            req.headers_mut().reserve(3 + 4 + signed + route.claim_headers.len());
-        }
-        let upgrade = proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip, &route.upgrades);
+        // The request id, three X-Forwarded-*, four identity headers, the
+        // signed one and the route's own.
+        let mut added = proxy::Added::with_capacity(1 + 3 + 4 + 1 + route.claim_headers.len());
+        added.push(request_id::X_REQUEST_ID.clone(), id.clone());
+        let upgrade =
+            proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip, &route.upgrades, &mut added);
         if let Some(sessions) = &self.sessions {
             strip_cookies(req.headers_mut(), |name| sessions.owns(name));
         }
@@ -820,11 +883,11 @@ impl Gateway {
             }
         }
         if let Some(identity) = identity {
-            put_identity_headers(req.headers_mut(), identity, route, Audience::Upstream);
+            identity_headers(identity, route, Audience::Upstream, |name, value| added.push(name, value));
             if route.identity_jwt.is_some() {
                 let host = host.as_ref().and_then(|h| h.to_str().ok());
                 if let Some(assertion) = self.identity_assertion(route, identity, host) {
-                    req.headers_mut().insert(identity_jwt::HEADER_NAME.clone(), assertion);
+                    added.push(identity_jwt::HEADER_NAME.clone(), assertion);
                 }
             }
         }
@@ -837,7 +900,7 @@ impl Gateway {
         match &route.target {
             Target::Whoami => {
                 let path = rewritten.as_deref().unwrap_or(req.uri().path());
-                (proxy::whoami(&req, path, &route.identity), None)
+                (proxy::whoami(&req, &added, path, &route.identity), None)
             }
             Target::Http(upstream) => {
                 // The upstream's own name, unless the route keeps the client's
@@ -848,7 +911,7 @@ impl Gateway {
                     }
                 }
                 let html = error::wants_html(req.headers());
-                match self.proxy.forward(req, upstream, rewritten, upgrade).await {
+                match self.proxy.forward(req, added, upstream, rewritten, upgrade).await {
                     Ok((resp, took)) => {
                         route.metrics.upstream_duration(took.as_secs_f64());
                         (resp, Some(took))
@@ -920,10 +983,15 @@ pub(crate) enum Audience {
     ForwardAuth,
 }
 
-/// Sets the identity headers for `route`. Values were checked for control
+/// The identity headers for `route`, each handed to `put`. Values were checked for control
 /// characters at login; anything still unrepresentable is left out. The
 /// standard four are made once per identity (cached sessions share them).
-pub(crate) fn put_identity_headers(headers: &mut http::HeaderMap, id: &Identity, route: &Route, to: Audience) {
+pub(crate) fn identity_headers(
+    id: &Identity,
+    route: &Route,
+    to: Audience,
+    mut put: impl FnMut(HeaderName, HeaderValue),
+) {
     // Built at compile time: made per request, each name cost a validation.
     static UPSTREAM: [HeaderName; 4] = [
         HeaderName::from_static("x-forwarded-user"),
@@ -944,7 +1012,7 @@ pub(crate) fn put_identity_headers(headers: &mut http::HeaderMap, id: &Identity,
     let values = id.header_values();
     for (name, value) in names.iter().zip(values) {
         if let Some(v) = value {
-            headers.insert(name.clone(), v.clone());
+            put(name.clone(), v.clone());
         }
     }
     for (name, claim) in &route.claim_headers {
@@ -957,7 +1025,7 @@ pub(crate) fn put_identity_headers(headers: &mut http::HeaderMap, id: &Identity,
             other => id.claims.get(other).and_then(|v| HeaderValue::from_bytes(v.join(",").as_bytes()).ok()),
         };
         if let Some(v) = value {
-            headers.insert(name.clone(), v);
+            put(name.clone(), v);
         }
     }
 }
@@ -975,6 +1043,10 @@ fn compile_route(
     // From anyone: what porteiro sets, and what lets an upstream read
     // another path or protocol than the one judged here.
     let always = IDENTITY_HEADERS.iter().chain(proxy::NEVER_FORWARDED.iter()).copied().chain(custom.iter().copied());
+    // From trusted proxies too: what porteiro replaces (after reading the
+    // proxy's X-Forwarded-* and X-Request-Id).
+    let replaced = proxy::SET_FORWARDING.iter().copied().chain([request_id::X_REQUEST_ID.as_str()]);
+    let always = always.chain(replaced);
     let trusted = StripSet::new(always.clone());
     let strip_untrusted = StripSet::new(always.chain(proxy::FORWARDING_HEADERS.iter().copied()));
     Route {

@@ -129,6 +129,34 @@ impl StripSet {
     }
 }
 
+/// The headers porteiro adds to a request it forwards (forwarding, request
+/// id, identity), written to the upstream after the client's own. Every
+/// client copy of them was stripped, so they are not inserted into the
+/// client's header map: each insert hashes the name and probes, and the map
+/// outgrows the client's headers and rehashes all of them.
+#[derive(Debug, Default)]
+pub struct Added(Vec<(HeaderName, HeaderValue)>);
+
+impl Added {
+    pub fn with_capacity(n: usize) -> Added {
+        Added(Vec::with_capacity(n))
+    }
+
+    /// Adds a header; the name must be one the request was stripped of.
+    pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        self.0.push((name, value));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    /// The value of `name`, if added.
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
 fn length_bit(len: usize) -> u64 {
     1 << (len % 64)
 }
@@ -217,9 +245,13 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The forwarding headers porteiro sets on every forwarded request
+/// (extending a trusted proxy's): stripped from every client's request.
+pub const SET_FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
 /// Rewrites a client's request headers for the upstream: hop-by-hop gone,
 /// headers porteiro sets stripped (forwarding headers too, unless the peer is
-/// trusted), then `X-Forwarded-For/-Proto/-Host` set. `host` is the host the
+/// trusted), then `X-Forwarded-For/-Proto/-Host` added. `host` is the host the
 /// client asked for (Host or :authority). Returns whether the request asks for
 /// an upgrade.
 ///
@@ -231,14 +263,14 @@ pub fn prepare_request_headers(
     fwd: &Forwarding,
     strip: &StripSet,
     upgrades: &Upgrades,
+    added: &mut Added,
 ) -> bool {
     let upgrade = remove_hop_by_hop(headers, upgrades);
-    // Room for the three X-Forwarded-* set below: one growth, not several.
-    // (Only a map at its maximum size fails; the inserts then fail alike.)
-    let _ = headers.try_reserve(3);
     let prior_for = if fwd.trusted { joined(headers, &X_FORWARDED_FOR) } else { None };
     let prior_proto = if fwd.trusted { headers.get(X_FORWARDED_PROTO).cloned() } else { None };
     let prior_host = if fwd.trusted { headers.get(X_FORWARDED_HOST).cloned() } else { None };
+    // (Both sets hold the three X-Forwarded-* set below: read first from a
+    // trusted proxy, replaced by what follows.)
     strip.strip(headers);
 
     // Longest IPv6 text is 39 bytes.
@@ -249,12 +281,12 @@ pub fn prepare_request_headers(
     }
     push_ip(&mut xff, fwd.peer);
     if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
-        headers.insert(X_FORWARDED_FOR, v);
+        added.push(X_FORWARDED_FOR, v);
     }
     let proto = prior_proto.unwrap_or_else(|| HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
-    headers.insert(X_FORWARDED_PROTO, proto);
+    added.push(X_FORWARDED_PROTO, proto);
     if let Some(h) = prior_host.or_else(|| host.cloned()) {
-        headers.insert(X_FORWARDED_HOST, h);
+        added.push(X_FORWARDED_HOST, h);
     }
     upgrade
 }
@@ -355,6 +387,7 @@ impl Proxy {
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
+        added: Added,
         upstream: &Arc<Pool>,
         rewritten: Option<String>,
         upgrade: bool,
@@ -382,7 +415,10 @@ impl Proxy {
         let client_upgrade = if upgrade { req.extensions_mut().remove::<UpgradeSlot>() } else { None };
 
         let started = Instant::now();
-        let mut resp = match tokio::time::timeout(self.timeout, upstream.send(req)).await {
+        // Boxed (under 1 KiB: mimalloc's fast path): every future above it
+        // is copied as the request moves through porteiro, and is smaller
+        // by this much.
+        let mut resp = match Box::pin(tokio::time::timeout(self.timeout, upstream.send(req, added))).await {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
             Ok(result) => result?,
         };
@@ -435,7 +471,7 @@ pub fn upstream_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientC
 
 /// The built-in `whoami` upstream: shows the request as an upstream would
 /// receive it. Identity headers (those in `identity`) are highlighted.
-pub fn whoami(req: &Request<Incoming>, path: &str, identity: &StripSet) -> Response<Body> {
+pub fn whoami(req: &Request<Incoming>, added: &Added, path: &str, identity: &StripSet) -> Response<Body> {
     let json = req
         .headers()
         .get(header::ACCEPT)
@@ -445,6 +481,7 @@ pub fn whoami(req: &Request<Incoming>, path: &str, identity: &StripSet) -> Respo
     let headers: Vec<(&str, String, bool)> = req
         .headers()
         .iter()
+        .chain(added.iter())
         .map(|(k, v)| {
             (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned(), identity.matches(k.as_str().as_bytes()))
         })
@@ -500,6 +537,11 @@ mod tests {
 
     fn strip() -> StripSet {
         StripSet::new(FORWARDING_HEADERS.iter().copied().chain(["x-forwarded-user", "x-forwarded-email"]))
+    }
+
+    /// As the gateway strips a trusted proxy's request: what porteiro sets.
+    fn strip_trusted() -> StripSet {
+        StripSet::new(SET_FORWARDING.iter().copied().chain(["x-forwarded-user", "x-forwarded-email"]))
     }
 
     #[test]
@@ -607,10 +649,16 @@ mod tests {
         h.insert("X.Forwarded.Email", HeaderValue::from_static("admin@x"));
         h.append("x-forwarded-user", HeaderValue::from_static("a"));
         h.append("x-forwarded-user", HeaderValue::from_static("b"));
-        prepare_request_headers(&mut h, Some(&HeaderValue::from_static("app.test")), &fwd(false), &strip(), &ws());
-        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "app.test");
+        let mut added = Added::default();
+        let host = HeaderValue::from_static("app.test");
+        prepare_request_headers(&mut h, Some(&host), &fwd(false), &strip(), &ws(), &mut added);
+        for name in SET_FORWARDING {
+            assert!(!h.contains_key(name), "{name}: the client's copy is gone");
+        }
+        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.7");
+        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), "http");
+        assert_eq!(added.get(&X_FORWARDED_HOST).unwrap(), "app.test");
+        assert_eq!(added.iter().count(), 3);
         assert!(!h.contains_key("x_forwarded_user"));
         assert!(!h.contains_key("x.forwarded.email"));
         assert!(!h.contains_key("x-forwarded-user"));
@@ -637,10 +685,11 @@ mod tests {
     fn ipv6_peer_in_forwarded_for() {
         let mut h = HeaderMap::new();
         let fwd = Forwarding { peer: "2001:db8::7".parse().unwrap_or(IpAddr::from([0; 4])), tls: true, trusted: false };
-        prepare_request_headers(&mut h, None, &fwd, &strip(), &ws());
-        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert!(!h.contains_key("x-forwarded-host"));
+        let mut added = Added::default();
+        prepare_request_headers(&mut h, None, &fwd, &strip(), &ws(), &mut added);
+        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), "2001:db8::7");
+        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert!(added.get(&X_FORWARDED_HOST).is_none());
     }
 
     #[test]
@@ -650,9 +699,17 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x-forwarded-host", HeaderValue::from_static("public.example"));
-        prepare_request_headers(&mut h, Some(&HeaderValue::from_static("internal:8080")), &fwd(true), &strip(), &ws());
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.7");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "public.example");
+        h.insert("x-forwarded-port", HeaderValue::from_static("443"));
+        let mut added = Added::default();
+        let host = HeaderValue::from_static("internal:8080");
+        prepare_request_headers(&mut h, Some(&host), &fwd(true), &strip_trusted(), &ws(), &mut added);
+        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), "1.2.3.4, 5.6.7.8, 10.0.0.7");
+        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(added.get(&X_FORWARDED_HOST).unwrap(), "public.example");
+        // Replaced, not sent twice; the proxy's other forwarding headers stay.
+        for name in SET_FORWARDING {
+            assert!(!h.contains_key(name), "{name}");
+        }
+        assert_eq!(h["x-forwarded-port"], "443");
     }
 }

@@ -46,8 +46,28 @@ use crate::proxy::upgrade::{UpgradeSlot, read_prefix, tunnel};
 /// answer, so one in steady use never is.
 const PARK_AFTER: Duration = Duration::from_secs(1);
 
-/// The future of an HTTP/1.1 answer, boxed.
-type Answer = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+/// The future of an HTTP/1.1 answer: the handler's, boxed (hyper keeps a
+/// slot the size of its service's future for the whole life of its
+/// connection state; boxed, the handler's state, kilobytes, lives only
+/// while a request is in flight), then marked when the listener drains and
+/// counted. A named future, not an `async` block around the handler's: that
+/// would be one more copy of the handler's state per request.
+struct Answer {
+    handling: Pin<Box<dyn Future<Output = Response<Body>> + Send>>,
+    draining: CancellationToken,
+    shared: Arc<Shared>,
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut resp = std::task::ready!(this.handling.as_mut().poll(cx));
+        close_if_draining(&mut resp, &this.draining);
+        Poll::Ready(Ok(resp.map(|body| Tracked { body, shared: this.shared.clone() })))
+    }
+}
 
 /// What an HTTP/2 client with prior knowledge sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -260,17 +280,7 @@ impl<H: Handler> Connection<H> {
                 *shared.upgrade.lock().unwrap_or_else(PoisonError::into_inner) = Some(slot.clone());
                 req.extensions_mut().insert(slot);
             }
-            let handler = handler.clone();
-            let draining = draining.clone();
-            let shared = shared.clone();
-            // Boxed: hyper keeps a slot the size of this future for the
-            // whole life of its connection state; boxed, the handler's
-            // state (kilobytes) lives only while a request is in flight.
-            Box::pin(async move {
-                let mut resp = handler.call(req, info).await;
-                close_if_draining(&mut resp, &draining);
-                Ok::<_, Infallible>(resp.map(|body| Tracked { body, shared }))
-            }) as Answer
+            Answer { handling: Box::pin(handler.call(req, info)), draining: draining.clone(), shared: shared.clone() }
         })
     }
 

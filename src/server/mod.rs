@@ -34,7 +34,9 @@ pub struct ConnInfo {
 
 /// Answers requests; one per listener.
 pub trait Handler: Send + Sync + 'static {
-    fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send;
+    /// The answer's future owns what it needs (no borrow of the handler):
+    /// the listener boxes it as it is, with no wrapper around it.
+    fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send + 'static;
 }
 
 /// Per-listener limits.

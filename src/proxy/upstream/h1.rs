@@ -116,6 +116,7 @@ pub fn encode_request_head(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    added: &crate::proxy::Added,
     framing: RequestFraming,
 ) {
     out.clear();
@@ -123,7 +124,7 @@ pub fn encode_request_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(added.iter()) {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -453,13 +454,20 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
+        let mut added = crate::proxy::Added::default();
+        added.push(HeaderName::from_static("x-request-id"), HeaderValue::from_static("abc"));
+        // A framing header among porteiro's own is dropped all the same.
+        added.push(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        added.push(HeaderName::from_static("x-forwarded-user"), HeaderValue::from_static("ana"));
         let mut out = Vec::new();
-        encode_request_head(&mut out, &Method::POST, "/p?q=1", &h, RequestFraming::Length(12));
+        encode_request_head(&mut out, &Method::POST, "/p?q=1", &h, &added, RequestFraming::Length(12));
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
-            "POST /p?q=1 HTTP/1.1\r\nhost: up.test\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+            "POST /p?q=1 HTTP/1.1\r\nhost: up.test\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-request-id: abc\r\nx-forwarded-user: ana\r\ncontent-length: 12\r\n\r\n"
         );
-        encode_request_head(&mut out, &Method::GET, "/", &HeaderMap::new(), RequestFraming::Chunked);
+        let none = crate::proxy::Added::default();
+        encode_request_head(&mut out, &Method::GET, "/", &HeaderMap::new(), &none, RequestFraming::Chunked);
         assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
     }
 

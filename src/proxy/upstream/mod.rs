@@ -169,7 +169,11 @@ impl Pool {
     /// an idle connection or a new one and returns the answer's head; its
     /// body streams from the connection. Not bounded in time here: the
     /// caller's timeout covers it all.
-    pub async fn send<B>(self: &Arc<Self>, req: Request<B>) -> Result<Response<UpstreamBody<B>>, UpstreamError>
+    pub async fn send<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        added: crate::proxy::Added,
+    ) -> Result<Response<UpstreamBody<B>>, UpstreamError>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: std::error::Error,
@@ -189,7 +193,7 @@ impl Pool {
                 // state that every request would otherwise carry.
                 None => Box::pin(self.connect()).await?,
             };
-            h1::encode_request_head(&mut conn.head, &parts.method, target, &parts.headers, framing);
+            h1::encode_request_head(&mut conn.head, &parts.method, target, &parts.headers, &added, framing);
             let mut upload = body.take().map(|b| Box::new(Upload::new(b, framing == RequestFraming::Chunked)));
             match exchange(&mut conn, &mut upload, &parts.method).await {
                 Ok(head) => return Ok(self.answer(conn, head, upload)),

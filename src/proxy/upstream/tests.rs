@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::proxy::Added;
 
 /// An upstream that answers every request head on a connection with
 /// `answer`; counts accepted connections. Request bodies are not read.
@@ -69,19 +70,19 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 async fn a_connection_goes_back_only_once_its_answer_is_read() {
     let (addr, accepted) = upstream(OK).await;
     let pool = pool_for(addr);
-    let resp = pool.send(get("/a")).await.unwrap();
+    let resp = pool.send(get("/a"), Added::default()).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(pool.lock().len(), 0, "still reading the answer");
     assert_eq!(body_of(resp).await, "ok");
     assert_eq!(pool.lock().len(), 1);
     for _ in 0..3 {
-        assert_eq!(body_of(pool.send(get("/b")).await.unwrap()).await, "ok");
+        assert_eq!(body_of(pool.send(get("/b"), Added::default()).await.unwrap()).await, "ok");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     // An answer dropped unread closes its connection.
-    drop(pool.send(get("/c")).await.unwrap());
+    drop(pool.send(get("/c"), Added::default()).await.unwrap());
     assert_eq!(pool.lock().len(), 0);
-    assert_eq!(body_of(pool.send(get("/d")).await.unwrap()).await, "ok");
+    assert_eq!(body_of(pool.send(get("/d"), Added::default()).await.unwrap()).await, "ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
@@ -89,7 +90,7 @@ async fn a_connection_goes_back_only_once_its_answer_is_read() {
 async fn a_connection_closed_while_idle_is_not_handed_out() {
     let (addr, accepted) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let pool = pool_for(addr);
-    let resp = pool.send(get("/")).await.unwrap();
+    let resp = pool.send(get("/"), Added::default()).await.unwrap();
     body_of(resp).await;
     // A newer idle connection whose peer has closed it: once the event
     // loop has seen that, the pool drops it when picked instead of sending
@@ -163,7 +164,7 @@ async fn only_requests_that_cannot_have_been_acted_on_are_retried() {
     }
 
     let seen = dying(&pool).await;
-    let resp = pool.send(get("/again")).await.unwrap();
+    let resp = pool.send(get("/again"), Added::default()).await.unwrap();
     assert_eq!(body_of(resp).await, "ok");
     assert_eq!(seen.load(Ordering::SeqCst), 1, "the dying connection got the GET");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "then a new one");
@@ -171,7 +172,7 @@ async fn only_requests_that_cannot_have_been_acted_on_are_retried() {
     let seen = dying(&pool).await;
     // The good connection is older: the dying one, newest, is picked.
     let post = Request::builder().method(Method::POST).uri("/charge").body(Empty::<Bytes>::new()).unwrap();
-    assert!(matches!(pool.send(post).await, Err(UpstreamError::Request)));
+    assert!(matches!(pool.send(post, Added::default()).await, Err(UpstreamError::Request)));
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "the POST was not sent again");
 }
@@ -199,7 +200,7 @@ async fn request_bodies_are_framed_for_the_upstream() {
         .header(http::header::CONTENT_LENGTH, "999")
         .body(Full::new(Bytes::from_static(b"hello")))
         .unwrap();
-    let resp = pool.send(req).await.unwrap();
+    let resp = pool.send(req, Added::default()).await.unwrap();
     assert_eq!(body_of(resp).await, "ok");
     assert_eq!(server.await.unwrap(), "PUT /p HTTP/1.1\r\nhost: up.test\r\ncontent-length: 5\r\n\r\nhello");
 }

@@ -25,7 +25,9 @@
 # (answered from the verification cache after the first); CASE=cookie on
 # its `cookie` case, a `jwt` login route signed into once, every request
 # carrying the session cookie (the cases are benches/cases.sh, load.sh's).
-# nginx proxies plainly either way, and gets the bare request.
+# nginx proxies plainly either way, and gets the bare request. CASE=accesslog
+# (and any case) runs porteiro at the case's log level, as load.sh does:
+# there with the access log on, to a file.
 #
 # Needs valgrind, nginx and wrk (Debian: valgrind nginx-light wrk).
 
@@ -136,7 +138,7 @@ worker_threads = 1
 shutdown_grace_seconds = 1
 $(case_config "$CASE" "http://127.0.0.1:$UPSTREAM_PORT")
 EOF
-        read -r ir n < <(RUST_LOG=warn measure porteiro "$port" "http://127.0.0.1:$admin/readyz" \
+        read -r ir n < <(RUST_LOG=${CASE_RUST_LOG[$CASE]:-warn} measure porteiro "$port" "http://127.0.0.1:$admin/readyz" \
             "$PORTEIRO_BIN" --config "$WORK/gateway.toml")
         ;;
     nginx)

@@ -113,7 +113,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
+        // The same text, written without tracing-subscriber's styling layer
+        // (src/log_text.rs).
+        LogFormat::Text => builder.fmt_fields(porteiro::log_text::Fields).with_timer(porteiro::log_text::Clock).init(),
         LogFormat::Json => builder.json().init(),
     }
     guard

@@ -108,6 +108,33 @@ async fn header_read_timeout_closes_slow_heads_and_idle_keep_alive_connections()
     assert!(request_on(idle, b"GET /second HTTP/1.1\r\nHost: app.test\r\n\r\n").await.starts_with("HTTP/1.1 200"));
 }
 
+/// A head trickled in, a line now and then, each before the connection
+/// times out but never the whole head: the connection still ends
+/// header_read_timeout after it was accepted (give or take the second the
+/// check runs at), although it goes quiet between lines (long enough for
+/// an idle connection to be parked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_across_parking_still_times_out() {
+    let up = FakeUpstream::new("app").start().await;
+    let gw = start_gateway("header_read_timeout_seconds = 3", &public_route("app", &up.url())).await;
+    let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
+    let started = Instant::now();
+    conn.write_all(b"GET /trickle HTTP/1.1\r\nHost: app.test\r\n").await.unwrap();
+    let mut lines = 0;
+    // A line every 1.8 s: quiet long enough to be parked in between.
+    let closed = loop {
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
+        if conn.write_all(format!("X-Line-{lines}: x\r\n").as_bytes()).await.is_err() || !still_open(&mut conn).await {
+            break started.elapsed();
+        }
+        lines += 1;
+        assert!(started.elapsed() < Duration::from_secs(12), "still open after {lines} lines");
+    };
+    assert!(closed >= Duration::from_millis(2_900), "closed before the timeout: {closed:?}");
+    assert!(lines >= 1, "a line was sent after the first quiet period");
+    assert!(!up.seen().iter().any(|s| s.uri == "/trickle"), "the half request went upstream");
+}
+
 /// README (Memory): "A connection that sends nothing within
 /// `header_read_timeout_seconds` is now closed", and gives back its
 /// `max_connections` slot.

@@ -81,9 +81,11 @@ pub(super) struct Builders {
 impl Builders {
     pub(super) fn new(limits: &Limits) -> Builders {
         let mut http1 = http1::Builder::new();
+        // The header read timeout is the connection task's (see
+        // `drive_http1`): hyper's arms a timer for every request head
+        // (allocated, put in the timer wheel, taken out again).
         http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true);
@@ -113,7 +115,8 @@ impl<H: Handler> Connection<H> {
     pub(super) async fn run(self, stream: TcpStream, peer: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
         // A client that sends nothing within header_read_timeout is closed,
         // as one that sends an incomplete request head is.
-        let deadline = Instant::now() + self.header_read_timeout;
+        let accepted = Instant::now();
+        let deadline = accepted + self.header_read_timeout;
         let first = tokio::select! {
             r = tokio::time::timeout_at(deadline, stream.next_bytes()) => r,
             () = self.shutdown.cancelled() => return,
@@ -132,7 +135,7 @@ impl<H: Handler> Connection<H> {
         }
         match tls {
             None => match is_http2(&stream, deadline).await {
-                Some(false) => Box::pin(self.serve_http1(stream, ConnInfo { peer, tls: false })).await,
+                Some(false) => Box::pin(self.serve_http1(stream, ConnInfo { peer, tls: false }, accepted)).await,
                 Some(true) => Box::pin(self.serve_http2(stream, ConnInfo { peer, tls: false })).await,
                 None => debug!(%peer, "connection ended inside the HTTP/2 preface"),
             },
@@ -148,7 +151,7 @@ impl<H: Handler> Connection<H> {
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     self.serve_http2(tls, info).await;
                 } else {
-                    self.serve_http1(tls, info).await;
+                    self.serve_http1(tls, info, Instant::now()).await;
                 }
             }
             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
@@ -188,13 +191,19 @@ impl<H: Handler> Connection<H> {
         }
     }
 
-    async fn serve_http1<I: ClientIo>(&self, mut io: I, info: ConnInfo) {
+    async fn serve_http1<I: ClientIo>(&self, mut io: I, info: ConnInfo, accepted: Instant) {
         let shared = Arc::new(Shared::default());
         let mut unread = Bytes::new();
+        // Since when the connection waits for a request head: it was
+        // accepted, or its last answer went out. A head not complete
+        // header_read_timeout after that ends the connection (a slow
+        // client's, or an idle keep-alive one), across parking too.
+        let mut head_since = accepted;
         loop {
             // Boxed: while parked, this task's future holds no room for
             // hyper's connection state (kilobytes).
-            let Some((socket, rest, parked)) = Box::pin(self.http1_state(io, unread, info, &shared)).await else {
+            let state = Box::pin(self.http1_state(io, unread, info, &shared, &mut head_since));
+            let Some((socket, rest, parked)) = state.await else {
                 return;
             };
             if let Some(upstream) = shared.take_upgrade() {
@@ -209,14 +218,13 @@ impl<H: Handler> Connection<H> {
             }
             unread = rest;
             if unread.is_empty() {
-                // Parked: the task holds the socket and this wait. The idle
-                // time allowed is header_read_timeout, counted from the last
-                // answer (at least PARK_AFTER ago).
-                let wait = self.header_read_timeout.saturating_sub(PARK_AFTER);
+                // Parked: the task holds the socket and this wait, until
+                // header_read_timeout after the last answer.
+                let deadline = head_since + self.header_read_timeout;
                 let _parked = self.metrics.as_ref().map(|m| Parked::new(m.clone()));
                 crate::memory::freed();
                 let next = tokio::select! {
-                    r = tokio::time::timeout(wait, io.next_bytes()) => r,
+                    r = tokio::time::timeout_at(deadline, io.next_bytes()) => r,
                     () = self.shutdown.cancelled() => return,
                 };
                 match next {
@@ -237,10 +245,17 @@ impl<H: Handler> Connection<H> {
         unread: Bytes,
         info: ConnInfo,
         shared: &Arc<Shared>,
+        head_since: &mut Instant,
     ) -> Option<(I, Bytes, bool)> {
         let watched = Watched { io, prefix: unread, shared: shared.clone() };
         let mut conn = self.builders.http1.serve_connection(TokioIo::new(watched), self.http1_service(info, shared));
-        let (result, parked) = self.drive_http1(&mut conn, shared).await;
+        let (result, parked) = match self.drive_http1(&mut conn, shared, head_since).await {
+            Ended::Hyper(result, parked) => (result, parked),
+            Ended::HeadTimeout => {
+                debug!(peer = %info.peer, "no complete request head within header_read_timeout");
+                return None;
+            }
+        };
         if let Err(e) = result {
             debug!(peer = %info.peer, error = %e, "connection ended with an error");
             return None;
@@ -284,9 +299,16 @@ impl<H: Handler> Connection<H> {
         })
     }
 
-    /// Runs one hyper HTTP/1.1 state until it ends. `true` with it: it was
-    /// ended to park the connection.
-    async fn drive_http1<I, S>(&self, conn: &mut http1::Connection<I, S>, shared: &Shared) -> (hyper::Result<()>, bool)
+    /// Runs one hyper HTTP/1.1 state until it ends (and whether it was
+    /// ended to park the connection), or until no request head came within
+    /// header_read_timeout of `head_since`, which it moves on as answers
+    /// finish.
+    async fn drive_http1<I, S>(
+        &self,
+        conn: &mut http1::Connection<I, S>,
+        shared: &Shared,
+        head_since: &mut Instant,
+    ) -> Ended
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin,
         S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
@@ -304,6 +326,7 @@ impl<H: Handler> Connection<H> {
         let mut check = pin!(tokio::time::sleep(PARK_AFTER));
         let mut linger = pin!(tokio::time::sleep(DRAIN_LINGER));
         let mut seen = shared.started.load(Relaxed);
+        let mut counts = shared.counts();
         let mut state = State::Running;
         // The shutdown signal and the idle check are polled once, to
         // register this task's waker; later wake-ups (one per read or
@@ -313,7 +336,22 @@ impl<H: Handler> Connection<H> {
         poll_fn(|cx| {
             loop {
                 if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                    return Poll::Ready((r, false));
+                    return Poll::Ready(Ended::Hyper(r, false));
+                }
+                // Once a period, in every state: a request head overdue
+                // ends the connection. (The wait for a head began when the
+                // last answer finished: at most a period before it is seen.)
+                if registered && check.is_elapsed() {
+                    let now = Instant::now();
+                    let now_counts = shared.counts();
+                    let waiting = now_counts.0 == now_counts.1;
+                    if waiting && now_counts != counts {
+                        *head_since = now;
+                    }
+                    counts = now_counts;
+                    if waiting && now >= *head_since + self.header_read_timeout {
+                        return Poll::Ready(Ended::HeadTimeout);
+                    }
                 }
                 match state {
                     State::Running => {
@@ -343,26 +381,30 @@ impl<H: Handler> Connection<H> {
                                 // request.
                                 Pin::new(&mut *conn).graceful_shutdown();
                                 if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                                    return Poll::Ready((r, true));
+                                    return Poll::Ready(Ended::Hyper(r, true));
                                 }
                                 state = State::Closing;
-                            } else {
-                                check.as_mut().reset(Instant::now() + PARK_AFTER);
-                                let _ = check.as_mut().poll(cx);
                             }
+                            check.as_mut().reset(Instant::now() + PARK_AFTER);
+                            let _ = check.as_mut().poll(cx);
                             continue;
                         }
                         return Poll::Pending;
                     }
-                    State::Lingering => {
-                        if linger.as_mut().poll(cx).is_ready() {
+                    State::Lingering | State::Closing => {
+                        if matches!(state, State::Lingering) && linger.as_mut().poll(cx).is_ready() {
                             Pin::new(&mut *conn).graceful_shutdown();
                             state = State::Closing;
                             continue;
                         }
+                        // The head check goes on (a half head may be what
+                        // hyper waits for).
+                        if check.is_elapsed() {
+                            check.as_mut().reset(Instant::now() + PARK_AFTER);
+                        }
+                        let _ = check.as_mut().poll(cx);
                         return Poll::Pending;
                     }
-                    State::Closing => return Poll::Pending,
                 }
             }
         })
@@ -405,6 +447,14 @@ fn close_if_draining(resp: &mut Response<Body>, draining: &CancellationToken) {
     if draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+}
+
+/// How a hyper HTTP/1.1 state ended.
+enum Ended {
+    /// hyper ended it (`true`: to park the connection).
+    Hyper(hyper::Result<()>, bool),
+    /// No complete request head within header_read_timeout.
+    HeadTimeout,
 }
 
 /// A client socket, plain or TLS.
@@ -460,6 +510,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// Requests started and answers finished so far.
+    fn counts(&self) -> (u32, u32) {
+        (self.started.load(Relaxed), self.finished.load(Relaxed))
+    }
+
     /// Nothing in flight, received or left to send since the last check.
     fn quiet_since(&self, seen: &mut u32) -> bool {
         let started = self.started.load(Relaxed);

@@ -135,6 +135,27 @@ async fn a_head_trickled_across_parking_still_times_out() {
     assert!(!up.seen().iter().any(|s| s.uri == "/trickle"), "the half request went upstream");
 }
 
+/// A keep-alive connection idle (and parked) for most of
+/// header_read_timeout, then sending a head slowly: the head has the whole
+/// timeout from its first byte, as on a new connection; the idle time
+/// before it does not count against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_begun_late_in_the_idle_time_gets_the_whole_timeout() {
+    let up = FakeUpstream::new("app").start().await;
+    let gw = start_gateway("header_read_timeout_seconds = 3", &public_route("app", &up.url())).await;
+    let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
+    let status = request_on(&mut conn, b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // Idle 2.6 s, then a head over 2.2 s: 4.8 s after the last answer,
+    // 2.2 s after its first byte.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    conn.write_all(b"GET /late HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let status = request_on(&mut conn, b"Host: app.test\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(up.seen().iter().any(|s| s.uri == "/late"));
+}
+
 /// README (Memory): "A connection that sends nothing within
 /// `header_read_timeout_seconds` is now closed", and gives back its
 /// `max_connections` slot.

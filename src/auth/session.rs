@@ -107,9 +107,12 @@ impl HeaderValues {
     }
 }
 
+/// A copy starts without the kept assertion: a copy is made to be changed
+/// (an API key's identity from its owner's), and a changed identity must
+/// not hand out an assertion of the one it came from.
 impl Clone for HeaderValues {
     fn clone(&self) -> HeaderValues {
-        HeaderValues { plain: self.plain.clone(), assertion: Mutex::new(self.slot().clone()) }
+        HeaderValues { plain: self.plain.clone(), assertion: Mutex::default() }
     }
 }
 

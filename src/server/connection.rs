@@ -228,7 +228,9 @@ impl<H: Handler> Connection<H> {
                     () = self.shutdown.cancelled() => return,
                 };
                 match next {
-                    Ok(Ok(n)) if n > 0 => {}
+                    // A new head begins (nothing of it had come before
+                    // parking): it has header_read_timeout from now.
+                    Ok(Ok(n)) if n > 0 => head_since = Instant::now(),
                     _ => return,
                 }
             }

@@ -190,8 +190,16 @@ impl App {
 struct MainHandler(Arc<App>);
 
 impl Handler for MainHandler {
-    fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send + 'static {
-        self.0.gateway.load_full().handle(req, conn)
+    /// The credential the connection last proved.
+    type PerConnection = gateway::memo::ConnMemo;
+
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        memo: &Arc<Self::PerConnection>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        self.0.gateway.load_full().handle(req, conn, memo.clone())
     }
 }
 
@@ -199,7 +207,14 @@ impl Handler for MainHandler {
 struct AdminHandler(Arc<App>);
 
 impl Handler for AdminHandler {
-    fn call(&self, req: Request<Incoming>, _conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send + 'static {
+    type PerConnection = ();
+
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        _conn: ConnInfo,
+        _kept: &Arc<()>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
         let app = self.0.clone();
         async move { Self::answer(&app, req).await }
     }

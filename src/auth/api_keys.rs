@@ -48,7 +48,8 @@ pub const MAX_NAME_CHARS: usize = 100;
 
 /// The answer for a presented key.
 pub enum Check {
-    Valid(Arc<Identity>),
+    /// The key, held in memory: its owner is [`Known::identity`].
+    Valid(Arc<Known>),
     /// Not a key porteiro made, revoked, or deleted.
     Unknown(&'static str),
     /// Not in memory and the records cannot be read: fail closed.
@@ -56,8 +57,10 @@ pub enum Check {
 }
 
 /// A key this replica has seen.
-struct Known {
+pub struct Known {
     id: String,
+    /// The key's hash (what the records find it by).
+    hash: [u8; 32],
     /// The owner, as upstreams see them; `sid` is the key's id.
     identity: Arc<Identity>,
     /// When the records last confirmed the key (clock seconds).
@@ -74,6 +77,13 @@ pub struct ApiKeys {
     store: Arc<dyn Store>,
     known: Cache<[u8; 32], Arc<Known>>,
     clock: Clock,
+}
+
+impl Known {
+    /// The key's owner, as upstreams see them; `sid` is the key's id.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
 }
 
 /// What a new key is, shown once.
@@ -123,14 +133,25 @@ impl ApiKeys {
         if !is_key(token) {
             return Some(Check::Unknown("malformed"));
         }
-        let hash = hash(token);
-        let known = self.known.get(&hash)?;
-        if known.revoked.load(Ordering::Relaxed) || self.revoked(&known.identity) {
-            known.revoked.store(true, Ordering::Relaxed);
+        let known = self.known.get(&hash(token))?;
+        if !self.still_valid(&known) {
             return Some(Check::Unknown("revoked"));
         }
-        self.maintain(&hash, &known, self.clock.now());
-        Some(Check::Valid(known.identity.clone()))
+        Some(Check::Valid(known))
+    }
+
+    /// Whether a key found before still holds: not revoked (here, through
+    /// the revocation mirror, or found gone from the records), and its
+    /// upkeep (`last_used_at`, the periodic recheck) kept going. What a
+    /// connection that keeps presenting the key asks instead of
+    /// [`ApiKeys::known`].
+    pub fn still_valid(&self, known: &Arc<Known>) -> bool {
+        if known.revoked.load(Ordering::Relaxed) || self.revoked(&known.identity) {
+            known.revoked.store(true, Ordering::Relaxed);
+            return false;
+        }
+        self.maintain(known, self.clock.now());
+        true
     }
 
     /// Checks a presented key: from memory when this replica has seen it,
@@ -153,6 +174,7 @@ impl ApiKeys {
         let revoked = self.revoked(&identity);
         let known = Arc::new(Known {
             id: record.id.clone(),
+            hash,
             identity: identity.clone(),
             checked: AtomicU64::new(now),
             touched: AtomicU64::new(record.last_used_at.unwrap_or(0)),
@@ -162,14 +184,14 @@ impl ApiKeys {
             self.known.insert(hash, known);
             return Check::Unknown("revoked");
         }
-        self.maintain(&hash, &known, now);
-        self.known.insert(hash, known);
-        Check::Valid(identity)
+        self.maintain(&known, now);
+        self.known.insert(hash, known.clone());
+        Check::Valid(known)
     }
 
     /// Off the request path: writes `last_used_at` once a minute, and
     /// checks the key against the records every [`RECHECK`].
-    fn maintain(&self, hash: &[u8; 32], known: &Arc<Known>, now: u64) {
+    fn maintain(&self, known: &Arc<Known>, now: u64) {
         let touched = known.touched.load(Ordering::Relaxed);
         let touch = now >= touched + TOUCH_EVERY
             && known.touched.compare_exchange(touched, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
@@ -179,7 +201,8 @@ impl ApiKeys {
         if !touch && !recheck {
             return;
         }
-        let (records, cache, hash, id) = (self.records.clone(), self.known.clone(), *hash, known.id.clone());
+        let (records, cache, known) = (self.records.clone(), self.known.clone(), known.clone());
+        let (hash, id) = (known.hash, known.id.clone());
         tokio::spawn(async move {
             if touch {
                 if let Err(e) = records.touch_key(&hash, &id, now).await {
@@ -188,8 +211,10 @@ impl ApiKeys {
             }
             if recheck {
                 // Gone from the records: revoked while this replica missed
-                // the message. The store down: keep what is known.
+                // the message (marked too, for connections that hold the
+                // key themselves). The store down: keep what is known.
                 if let Ok(None) = records.key_by_hash(&hash).await {
+                    known.revoked.store(true, Ordering::Relaxed);
                     cache.invalidate(&hash);
                 }
             }
@@ -291,7 +316,8 @@ mod tests {
         let ana = owner("ana");
         let minted = keys.mint(&ana, "phone", 2).await.unwrap();
         assert!(is_key(&minted.key), "{}", minted.key);
-        let Check::Valid(id) = keys.check(&minted.key).await else { panic!("a fresh key works") };
+        let Check::Valid(known) = keys.check(&minted.key).await else { panic!("a fresh key works") };
+        let id = known.identity();
         assert_eq!((id.sub.as_str(), id.sid.as_str()), ("ana", minted.id.as_str()));
         // One character changed: another hash, unknown.
         let mut other = minted.key.clone().into_bytes();

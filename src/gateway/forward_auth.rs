@@ -58,7 +58,7 @@ impl Gateway {
             .find_map(|n| headers.get(*n).and_then(|m| Method::from_bytes(m.as_bytes()).ok()))
             .unwrap_or_else(|| if envoy.is_some() { req.method().clone() } else { Method::GET });
         let redirect_mode = envoy.is_some() || query_flag(req.uri().query(), "redirect");
-        let resp = match self.authenticate(&method, headers, route, &target, client).await {
+        let resp = match self.authenticate(&method, headers, route, &target, client, None).await {
             Verdict::Pass(identity, _) => {
                 let mut resp = Response::new(Body::empty());
                 if let Some(id) = identity {

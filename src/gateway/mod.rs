@@ -46,8 +46,10 @@ mod backchannel;
 mod endpoints;
 mod forward_auth;
 mod limits;
+pub mod memo;
 pub mod request_id;
 
+use self::memo::{ConnMemo, Presented, Proof};
 use crate::auth::api_keys;
 use crate::auth::identity_jwt::{self, IdentitySigner};
 use crate::auth::jwks::JwksRegistry;
@@ -171,6 +173,9 @@ pub(crate) enum Verdict {
 /// to do to reach one.
 enum Judged<'r> {
     Done(Verdict),
+    /// A verdict on a credential: when it passes, the connection may keep
+    /// the credential ([`memo`]) with how it was proved.
+    Proved(Verdict, Proof),
     /// A bearer token not verified before (and its cache key).
     Bearer(&'r str, [u8; 32]),
     /// An API key this replica has not seen.
@@ -231,6 +236,9 @@ pub struct Gateway {
     /// The audience of a signed identity when the route names none and the
     /// request no host: `server.public_url`'s host name.
     public_host: String,
+    /// Tells this gateway's routes from those of an earlier or later one
+    /// (a reload) in the credentials connections keep.
+    instance: u64,
 }
 
 impl Gateway {
@@ -325,6 +333,10 @@ impl Gateway {
                 let authority = config.server.public_url.split_once("://").map_or("", |(_, a)| a);
                 normalize_host(authority).into_owned()
             },
+            instance: {
+                static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                INSTANCES.fetch_add(1, Ordering::Relaxed)
+            },
             shared,
         })
     }
@@ -343,7 +355,12 @@ impl Gateway {
     }
 
     /// Answers one request (see the module docs for the phases).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        memo: Arc<ConnMemo>,
+    ) -> Response<Body> {
         // Phase 1: the request id.
         let peer = conn.peer.ip();
         let fwd = Forwarding { peer, tls: conn.tls, trusted: self.trusted(peer) };
@@ -360,9 +377,9 @@ impl Gateway {
         // A disabled span is not worth wrapping the request's future in: the
         // wrapper moves the whole (large) future once more.
         let mut resp = if span.is_disabled() {
-            self.phases(req, &id, fwd, client, &mut note).await
+            self.phases(req, &id, fwd, client, &memo, &mut note).await
         } else {
-            self.phases(req, &id, fwd, client, &mut note).instrument(span).await
+            self.phases(req, &id, fwd, client, &memo, &mut note).instrument(span).await
         };
         resp.headers_mut().insert(request_id::X_REQUEST_ID.clone(), id.clone());
         if let Some(line) = line {
@@ -383,6 +400,7 @@ impl Gateway {
         id: &HeaderValue,
         fwd: Forwarding,
         client: IpAddr,
+        memo: &ConnMemo,
         note: &mut access::Note<'g>,
     ) -> Response<Body> {
         // A tunnel to anywhere is no request for an application (DESIGN §8.1).
@@ -421,7 +439,7 @@ impl Gateway {
         // Phase 5: authenticate.
         let (method, headers) = (req.method(), req.headers());
         let mut renewed_cookies = Vec::new();
-        let identity = match self.authenticate(method, headers, route, &target, client).await {
+        let identity = match self.authenticate(method, headers, route, &target, client, Some(memo)).await {
             Verdict::Pass(identity, how) => {
                 note.auth = how;
                 note.user.clone_from(&identity);
@@ -501,12 +519,13 @@ impl Gateway {
         route: &Route,
         target: &canonical::Target<'_>,
         client: IpAddr,
+        memo: Option<&ConnMemo>,
     ) -> Verdict {
         // What waits (on a provider or the store) is boxed: the request's
         // future, copied as it moves through the phases, then does not
         // carry those kilobytes.
-        match self.judge(method, headers, route, target, client) {
-            Judged::Done(verdict) => verdict,
+        match self.judge(method, headers, route, target, client, memo) {
+            Judged::Done(verdict) | Judged::Proved(verdict, _) => verdict,
             Judged::Bearer(token, key) => Box::pin(self.verify_bearer(route, token, &key, client)).await,
             Judged::ApiKey(token) => Box::pin(self.check_api_key(route, token, client)).await,
             Judged::Renew(login, expired) => Box::pin(self.renew(route, login, expired, method, headers)).await,
@@ -523,6 +542,7 @@ impl Gateway {
         route: &'r Route,
         target: &canonical::Target<'_>,
         client: IpAddr,
+        memo: Option<&ConnMemo>,
     ) -> Judged<'r> {
         let credential = bearer::credential(headers);
         if credential == bearer::Credential::Several {
@@ -539,6 +559,54 @@ impl Gateway {
         if public {
             return Judged::Done(Verdict::Pass(None, access::Auth::Public));
         }
+        let Some((memo, presented)) = memo.and_then(|m| Some((m, Presented::of(headers)?))) else {
+            return self.judge_credentials(headers, route, credential, client);
+        };
+        if let Some(verdict) = self.recall(memo, route, &presented) {
+            return Judged::Done(verdict);
+        }
+        let judged = self.judge_credentials(headers, route, credential, client);
+        if let Judged::Proved(Verdict::Pass(Some(identity), _), proof) = &judged {
+            memo.keep(self.instance, route_key(route), &presented, identity, proof.clone());
+        }
+        judged
+    }
+
+    /// The credential a connection kept ([`memo`]), when the request
+    /// presents exactly it on the same route and it still holds.
+    fn recall(&self, memo: &ConnMemo, route: &Route, presented: &Presented<'_>) -> Option<Verdict> {
+        let (identity, proof) = memo.recall(self.instance, route_key(route), presented)?;
+        let now = self.shared.clock.now();
+        let (holds, how) = match &proof {
+            Proof::Session => {
+                let store = &self.shared.store;
+                let id = &identity;
+                let live = id.exp > now && !store.is_revoked(&id.sid, &id.sub, id.email.as_deref(), id.iat);
+                (live, access::Auth::Session)
+            }
+            Proof::Bearer { until } => (now < *until, access::Auth::Bearer),
+            Proof::ApiKey(known) => (self.shared.api_keys.still_valid(known), access::Auth::ApiKey),
+        };
+        if !holds {
+            // Judged afresh, which says why.
+            memo.forget();
+            return None;
+        }
+        if how == access::Auth::ApiKey {
+            self.shared.metrics.api_key_used();
+        }
+        Some(Verdict::Pass(Some(identity), how))
+    }
+
+    /// Phase 5 for a request that needs credentials (after the public
+    /// paths).
+    fn judge_credentials<'r>(
+        &self,
+        headers: &'r http::HeaderMap,
+        route: &'r Route,
+        credential: bearer::Credential<'r>,
+        client: IpAddr,
+    ) -> Judged<'r> {
         if route.api_keys {
             if let bearer::Credential::Bearer(token) = credential {
                 if token.starts_with(api_keys::PREFIX) {
@@ -551,7 +619,7 @@ impl Gateway {
         }
         let Some(login) = route.login.as_ref() else { return Judged::Done(Verdict::SignIn) };
         if let Some(identity) = self.session(headers, Some(login.id())) {
-            return Judged::Done(self.allowed(route, identity, access::Auth::Session));
+            return Judged::Proved(self.allowed(route, identity, access::Auth::Session), Proof::Session);
         }
         match self.renewable(headers, Some(login.id())) {
             Some(expired) => Judged::Renew(login, expired),
@@ -684,7 +752,8 @@ impl Gateway {
         let now = self.shared.clock.now();
         let bearers = || route.bearer.iter().filter_map(|p| p.as_bearer());
         if let Some((b, accepted)) = bearers().find_map(|b| b.cached(&key, now).map(|a| (b, a))) {
-            return Judged::Done(self.bearer_accepted(route, b, accepted));
+            let proof = Proof::Bearer { until: accepted.until };
+            return Judged::Proved(self.bearer_accepted(route, b, accepted), proof);
         }
         if let Some(blocked) = self.bearer_blocked(client) {
             return Judged::Done(blocked);
@@ -741,6 +810,10 @@ impl Gateway {
     /// that sent too many bad credentials does not get.
     fn judge_api_key<'t>(&self, route: &Route, token: &'t str, client: IpAddr) -> Judged<'t> {
         match self.shared.api_keys.known(token) {
+            Some(api_keys::Check::Valid(known)) => {
+                let proof = Proof::ApiKey(known.clone());
+                Judged::Proved(self.api_key_answer(route, api_keys::Check::Valid(known), client), proof)
+            }
             Some(answer) => Judged::Done(self.api_key_answer(route, answer, client)),
             None => match self.limits.blocked(client) {
                 Some(wait) => Judged::Done(Verdict::Respond(self.too_many("failed_auth", wait, false))),
@@ -768,7 +841,8 @@ impl Gateway {
             Verdict::Respond(resp)
         };
         match answer {
-            api_keys::Check::Valid(identity) => {
+            api_keys::Check::Valid(known) => {
+                let identity = known.identity().clone();
                 if route.login.as_ref().is_none_or(|l| l.id() != identity.provider) {
                     return refused("wrong_provider");
                 }
@@ -1072,6 +1146,12 @@ fn compile_route(
 }
 
 /// Signed in but not allowed (`403`).
+/// A route as a connection's kept credential names it: where it lives in
+/// its gateway (routes do not move while the gateway lives).
+fn route_key(route: &Route) -> usize {
+    std::ptr::from_ref(route) as usize
+}
+
 pub(crate) fn forbidden(html: bool) -> Response<Body> {
     let text = "You are signed in, but not allowed to use this application.";
     Reject::new(Class::Forbidden, "forbidden", text).answer(html)

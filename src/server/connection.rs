@@ -162,11 +162,13 @@ impl<H: Handler> Connection<H> {
     async fn serve_http2<I: ClientIo>(&self, io: I, info: ConnInfo) {
         let handler = self.handler.clone();
         let draining = self.shutdown.clone();
+        let kept = Arc::new(H::PerConnection::default());
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let draining = draining.clone();
+            let kept = kept.clone();
             Box::pin(async move {
-                let mut resp = handler.call(req, info).await;
+                let mut resp = handler.call(req, info, &kept).await;
                 close_if_draining(&mut resp, &draining);
                 Ok::<_, Infallible>(resp)
             })
@@ -290,6 +292,9 @@ impl<H: Handler> Connection<H> {
         let handler = self.handler.clone();
         let draining = self.shutdown.clone();
         let shared = shared.clone();
+        // What the handler keeps for the connection lives as long as this
+        // hyper state: a parked connection holds none of it.
+        let kept = Arc::new(H::PerConnection::default());
         service_fn(move |mut req: Request<Incoming>| {
             shared.started.fetch_add(1, Relaxed);
             if req.headers().contains_key(header::UPGRADE) {
@@ -297,7 +302,11 @@ impl<H: Handler> Connection<H> {
                 *shared.upgrade.lock().unwrap_or_else(PoisonError::into_inner) = Some(slot.clone());
                 req.extensions_mut().insert(slot);
             }
-            Answer { handling: Box::pin(handler.call(req, info)), draining: draining.clone(), shared: shared.clone() }
+            Answer {
+                handling: Box::pin(handler.call(req, info, &kept)),
+                draining: draining.clone(),
+                shared: shared.clone(),
+            }
         })
     }
 

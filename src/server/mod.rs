@@ -34,9 +34,18 @@ pub struct ConnInfo {
 
 /// Answers requests; one per listener.
 pub trait Handler: Send + Sync + 'static {
+    /// What the handler keeps per connection, across its requests (an
+    /// HTTP/1.1 connection drops it when it parks).
+    type PerConnection: Default + Send + Sync + 'static;
+
     /// The answer's future owns what it needs (no borrow of the handler):
     /// the listener boxes it as it is, with no wrapper around it.
-    fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> impl Future<Output = Response<Body>> + Send + 'static;
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        kept: &Arc<Self::PerConnection>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static;
 }
 
 /// Per-listener limits.

@@ -38,7 +38,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::api_keys::ApiKeys;
@@ -265,11 +264,11 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub app: Arc<App>,
-    shutdown: CancellationToken,
+    shutdown: server::Shutdown,
     main: JoinHandle<()>,
     /// The admin listener outlives the main one's drain, so probes can see
     /// `/readyz` say 503 (and metrics can be scraped) while requests finish.
-    admin_shutdown: CancellationToken,
+    admin_shutdown: server::Shutdown,
     admin: Option<JoinHandle<()>>,
 }
 
@@ -303,7 +302,7 @@ impl Running {
 
     /// Cancelling it stops accepting now, whatever is left of the shutdown
     /// delay (the binary: a second `SIGTERM` or `SIGINT`).
-    pub fn stop_token(&self) -> CancellationToken {
+    pub fn stop_token(&self) -> server::Shutdown {
         self.shutdown.clone()
     }
 
@@ -344,8 +343,8 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
     };
     let addr = main.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let shutdown = CancellationToken::new();
-    let admin_shutdown = CancellationToken::new();
+    let shutdown = server::Shutdown::default();
+    let admin_shutdown = server::Shutdown::default();
     let main_task = tokio::spawn(server::serve(
         main,
         app.tls.clone(),

@@ -415,10 +415,12 @@ impl Proxy {
         let client_upgrade = if upgrade { req.extensions_mut().remove::<UpgradeSlot>() } else { None };
 
         let started = Instant::now();
+        // The deadline from `started`: one clock read less per request.
+        let deadline = tokio::time::Instant::from_std(started) + self.timeout;
         // Boxed (under 1 KiB: mimalloc's fast path): every future above it
         // is copied as the request moves through porteiro, and is smaller
         // by this much.
-        let mut resp = match Box::pin(tokio::time::timeout(self.timeout, upstream.send(req, added))).await {
+        let mut resp = match Box::pin(tokio::time::timeout_at(deadline, upstream.send(req, added))).await {
             Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
             Ok(result) => result?,
         };

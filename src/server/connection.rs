@@ -32,10 +32,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{ConnInfo, DRAIN_LINGER, Handler, Limits};
+use super::{ConnInfo, DRAIN_LINGER, Handler, Limits, Shutdown};
 use crate::metrics::Metrics;
 use crate::proxy::body::Body;
 use crate::proxy::upgrade::{UpgradeSlot, read_prefix, tunnel};
@@ -54,7 +53,7 @@ const PARK_AFTER: Duration = Duration::from_secs(1);
 /// would be one more copy of the handler's state per request.
 struct Answer {
     handling: Pin<Box<dyn Future<Output = Response<Body>> + Send>>,
-    draining: CancellationToken,
+    draining: Shutdown,
     shared: Arc<Shared>,
 }
 
@@ -104,7 +103,7 @@ pub(super) struct Connection<H> {
     pub(super) builders: Arc<Builders>,
     pub(super) handler: Arc<H>,
     pub(super) metrics: Option<Arc<Metrics>>,
-    pub(super) shutdown: CancellationToken,
+    pub(super) shutdown: Shutdown,
     pub(super) header_read_timeout: Duration,
 }
 
@@ -454,7 +453,7 @@ async fn is_http2(stream: &TcpStream, deadline: Instant) -> Option<bool> {
 /// is written; an answer finished in between gets it here. (HTTP/2 drops
 /// the header and sends GOAWAY.) Not an async wrapper around the handler:
 /// one more layer of future costs a copy of the request's state.
-fn close_if_draining(resp: &mut Response<Body>, draining: &CancellationToken) {
+fn close_if_draining(resp: &mut Response<Body>, draining: &Shutdown) {
     if draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -7,6 +7,7 @@ mod connection;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -14,7 +15,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -93,6 +94,35 @@ pub fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
     Ok(config)
 }
 
+/// When a listener stops accepting. Every answer asks whether it has
+/// (to say `Connection: close`): a flag, because the token's own check and
+/// its clones take a lock that all connections share.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<ShutdownInner>);
+
+#[derive(Default)]
+struct ShutdownInner {
+    token: CancellationToken,
+    begun: AtomicBool,
+}
+
+impl Shutdown {
+    /// Stops the listener. The flag is set first, so whoever is woken by the
+    /// token finds it set.
+    pub fn cancel(&self) {
+        self.0.begun.store(true, Ordering::Release);
+        self.0.token.cancel();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.begun.load(Ordering::Acquire)
+    }
+
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.0.token.cancelled()
+    }
+}
+
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting and
 /// lets in-flight requests finish within `limits.shutdown_grace`: idle
 /// connections are closed, and every answer from then on says
@@ -103,7 +133,7 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let builders = Arc::new(Builders::new(&limits));
     let tracker = TaskTracker::new();

@@ -12,7 +12,7 @@
 //! goes to tracing-subscriber's own writer.
 
 use std::cell::Cell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -28,13 +28,22 @@ impl<'a> MakeVisitor<Writer<'a>> for Fields {
     type Visitor = Visitor<'a>;
 
     fn make_visitor(&self, writer: Writer<'a>) -> Visitor<'a> {
-        Visitor { writer, is_empty: true, result: Ok(()) }
+        Visitor { writer, pending: SPARE.take(), is_empty: true, result: Ok(()) }
     }
+}
+
+thread_local! {
+    /// The buffer of the last visitor on this thread, for the next one.
+    static SPARE: Cell<String> = const { Cell::new(String::new()) };
 }
 
 /// Writes one event's or span's fields.
 pub struct Visitor<'a> {
     writer: Writer<'a>,
+    /// Plain fields not yet handed to the writer, which takes them in one
+    /// call (each of its calls goes through `dyn fmt::Write`; a field was
+    /// half a dozen of them).
+    pending: String,
     is_empty: bool,
     result: fmt::Result,
 }
@@ -48,15 +57,25 @@ impl Visitor<'_> {
             return false;
         }
         if !self.is_empty {
-            self.result = self.result.and(self.writer.write_str(" "));
+            self.pending.push(' ');
         }
         self.is_empty = false;
-        self.result = self.result.and(self.writer.write_str(name)).and(self.writer.write_str("="));
+        self.pending.push_str(name);
+        self.pending.push('=');
         true
+    }
+
+    /// Hands the pending fields to the writer.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.result = self.result.and(self.writer.write_str(&self.pending));
+            self.pending.clear();
+        }
     }
 
     /// tracing-subscriber's writer, for this one field.
     fn delegate(&mut self, visit: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        self.flush();
         let mut inner = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
         visit(&mut inner);
         self.result = self.result.and(inner.finish());
@@ -67,11 +86,12 @@ impl Visitor<'_> {
 
 /// A string as `{:?}` writes it: quoted, with `"`, `\` and anything but
 /// printable ASCII escaped (the fast path takes strings with none of them).
-fn quoted(w: &mut Writer<'_>, s: &str) -> fmt::Result {
+fn quoted(w: &mut String, s: &str) -> fmt::Result {
     if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-        w.write_str("\"")?;
-        w.write_str(s)?;
-        w.write_str("\"")
+        w.push('"');
+        w.push_str(s);
+        w.push('"');
+        Ok(())
     } else {
         write!(w, "{s:?}")
     }
@@ -80,7 +100,7 @@ fn quoted(w: &mut Writer<'_>, s: &str) -> fmt::Result {
 impl Visit for Visitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.result.is_ok() && self.plain(field) {
-            self.result = self.result.and(quoted(&mut self.writer, value));
+            self.result = self.result.and(quoted(&mut self.pending, value));
         } else if self.result.is_ok() {
             self.delegate(|v| v.record_str(field, value));
         }
@@ -88,7 +108,7 @@ impl Visit for Visitor<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.result.is_ok() && self.plain(field) {
-            self.result = self.result.and(self.writer.write_str(itoa::Buffer::new().format(value)));
+            self.pending.push_str(itoa::Buffer::new().format(value));
         } else if self.result.is_ok() {
             self.delegate(|v| v.record_u64(field, value));
         }
@@ -96,7 +116,7 @@ impl Visit for Visitor<'_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.result.is_ok() && self.plain(field) {
-            self.result = self.result.and(self.writer.write_str(itoa::Buffer::new().format(value)));
+            self.pending.push_str(itoa::Buffer::new().format(value));
         } else if self.result.is_ok() {
             self.delegate(|v| v.record_i64(field, value));
         }
@@ -104,7 +124,7 @@ impl Visit for Visitor<'_> {
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.result.is_ok() && self.plain(field) {
-            self.result = self.result.and(self.writer.write_str(if value { "true" } else { "false" }));
+            self.pending.push_str(if value { "true" } else { "false" });
         } else if self.result.is_ok() {
             self.delegate(|v| v.record_bool(field, value));
         }
@@ -118,7 +138,7 @@ impl Visit for Visitor<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if self.result.is_ok() && self.plain(field) {
-            self.result = self.result.and(write!(self.writer, "{value:?}"));
+            self.result = self.result.and(write!(self.pending, "{value:?}"));
         } else if self.result.is_ok() {
             self.delegate(|v| v.record_debug(field, value));
         }
@@ -126,14 +146,25 @@ impl Visit for Visitor<'_> {
 }
 
 impl VisitOutput<fmt::Result> for Visitor<'_> {
-    fn finish(self) -> fmt::Result {
+    fn finish(mut self) -> fmt::Result {
+        self.flush();
         self.result
     }
 }
 
 impl VisitFmt for Visitor<'_> {
     fn writer(&mut self) -> &mut dyn fmt::Write {
+        self.flush();
         &mut self.writer
+    }
+}
+
+impl Drop for Visitor<'_> {
+    fn drop(&mut self) {
+        // Unfinished (nothing of tracing-subscriber's does that): the
+        // fields still go out.
+        self.flush();
+        SPARE.set(std::mem::take(&mut self.pending));
     }
 }
 

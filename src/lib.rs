@@ -12,6 +12,7 @@ pub mod config;
 pub mod devcert;
 pub mod error;
 pub mod gateway;
+pub mod log_batch;
 pub mod log_text;
 pub mod memory;
 pub mod metrics;

@@ -102,15 +102,18 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     // Colour escapes help a person at a terminal and litter a file, a pipe
     // or journald with `\x1b[...m` sequences.
     let ansi = std::io::stderr().is_terminal();
-    // Lines waiting for the writer thread: the default, 128 000, is a
-    // channel of 5 MiB made resident at start (a third of porteiro's idle
-    // memory); 8 192 lines is a quarter second of access log at 30 000
-    // requests a second, far more than the writer falls behind (lines
-    // beyond are dropped rather than slow a request).
+    // Messages waiting for the writer thread: a runtime worker's batch of
+    // lines (at most porteiro::log_batch::BATCH_BYTES) or one line from
+    // another thread. The default, 128 000, is a channel of 5 MiB made
+    // resident at start (a third of porteiro's idle memory); 1 024 batches
+    // are seconds of access log at any rate, far more than the writer falls
+    // behind, and at most 8 MiB (beyond, lines are dropped rather than slow
+    // a request).
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(8_192)
+        .buffered_lines_limit(1_024)
         .lossy(true)
         .finish(std::io::stderr());
+    let writer = porteiro::log_batch::Batched::new(writer);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         // The same text, written without tracing-subscriber's styling layer
@@ -138,14 +141,24 @@ fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             b
         }
     };
-    // A worker that goes idle gives back what it freed (porteiro::memory).
+    // A worker that goes idle gives back what it freed (porteiro::memory)
+    // and hands the log lines it gathered to the writer thread
+    // (porteiro::log_batch).
     let runtime = builder
         .enable_all()
-        .on_thread_park(porteiro::memory::on_park)
+        .on_thread_unpark(porteiro::log_batch::on_unpark)
+        .on_thread_park(|| {
+            porteiro::log_batch::on_park();
+            porteiro::memory::on_park();
+        })
+        .on_thread_stop(porteiro::log_batch::flush)
         .build()
         .context("cannot start the async runtime")?;
     runtime.spawn(porteiro::memory::trailing(workers));
-    runtime.block_on(run(path, config))
+    let result = runtime.block_on(run(path, config));
+    // The current-thread runtime's worker is this thread.
+    porteiro::log_batch::flush();
+    result
 }
 
 async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {

@@ -1,0 +1,185 @@
+//! Log lines handed to the log's writer thread in batches.
+//!
+//! tracing-appender's writer thread takes one message at a time and writes
+//! it with one `write`; a line per message costs a wake-up of that thread,
+//! and, with porteiro's worker on the same core (the usual sidecar), a
+//! context switch and a `sched_yield` of its channel per access-log line:
+//! more than the line itself. So a runtime worker gathers the lines it
+//! logs while it runs tasks and hands them over as one message when it
+//! parks (it has nothing to do: the lines are a few microseconds old) or
+//! when [`BATCH_BYTES`] have gathered. Any other thread (the main thread,
+//! blocking tasks) hands each line over at once, as before.
+//!
+//! What a batch has not yet handed over is lost if the process aborts;
+//! a worker that stops, and [`flush`] at the end of `main`, hand it over.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+
+use tracing_appender::non_blocking::NonBlocking;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// A batch is handed over once it holds this much.
+pub const BATCH_BYTES: usize = 8 * 1024;
+
+thread_local! {
+    /// Between a worker's unpark and its next park: gather lines.
+    static GATHERING: Cell<bool> = const { Cell::new(false) };
+    /// This thread's gathered lines, and where they go.
+    static PENDING: RefCell<Pending> = const { RefCell::new(Pending { lines: Vec::new(), to: None }) };
+}
+
+struct Pending {
+    lines: Vec<u8>,
+    to: Option<NonBlocking>,
+}
+
+impl Pending {
+    fn hand_over(&mut self) {
+        if let (false, Some(to)) = (self.lines.is_empty(), self.to.as_mut()) {
+            // The writer drops what its queue has no room for rather than
+            // wait: a log never holds up a request.
+            let _ = io::Write::write_all(to, &self.lines);
+        }
+        self.lines.clear();
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.hand_over();
+    }
+}
+
+/// tracing-subscriber's writer: batches on runtime workers, else each line.
+#[derive(Clone)]
+pub struct Batched(NonBlocking);
+
+impl Batched {
+    pub fn new(to: NonBlocking) -> Batched {
+        Batched(to)
+    }
+}
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = Line<'a>;
+
+    fn make_writer(&'a self) -> Line<'a> {
+        Line(&self.0)
+    }
+}
+
+/// One line's writer.
+pub struct Line<'a>(&'a NonBlocking);
+
+impl io::Write for Line<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !GATHERING.get() {
+            return self.0.clone().write(buf);
+        }
+        PENDING.with_borrow_mut(|p| {
+            if p.to.is_none() {
+                p.to = Some(self.0.clone());
+            }
+            p.lines.extend_from_slice(buf);
+            if p.lines.len() >= BATCH_BYTES {
+                p.hand_over();
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runtime hook (`on_thread_unpark`): the worker runs tasks; its lines are
+/// gathered.
+pub fn on_unpark() {
+    GATHERING.set(true);
+}
+
+/// Runtime hook (`on_thread_park`, and when a worker stops): the worker
+/// has nothing to do; what it gathered goes to the writer.
+pub fn on_park() {
+    GATHERING.set(false);
+    flush();
+}
+
+/// Hands over this thread's gathered lines.
+pub fn flush() {
+    // Not during the thread's own teardown (the batch's destructor does it).
+    let _ = PENDING.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.hand_over();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn written(sink: &Sink) -> String {
+        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Waits for tracing-appender's thread to write what it was handed.
+    fn eventually_written(sink: &Sink, expected: &str) {
+        for _ in 0..200 {
+            if written(sink) == expected {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(written(sink), expected);
+    }
+
+    #[test]
+    fn lines_wait_while_the_worker_runs_and_go_when_it_parks() {
+        let sink = Sink::default();
+        let (to, _guard) = tracing_appender::non_blocking(sink.clone());
+        let batched = Batched::new(to);
+        // Not a runtime worker: each line at once.
+        batched.make_writer().write_all(b"one\n").unwrap();
+        eventually_written(&sink, "one\n");
+        // A worker running tasks: gathered until it parks.
+        on_unpark();
+        batched.make_writer().write_all(b"two\n").unwrap();
+        batched.make_writer().write_all(b"three\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(written(&sink), "one\n", "handed over before the worker parked");
+        on_park();
+        eventually_written(&sink, "one\ntwo\nthree\n");
+        // A full batch goes without waiting for the park.
+        on_unpark();
+        let line = "x".repeat(100) + "\n";
+        let lines = BATCH_BYTES / line.len() + 1;
+        for _ in 0..lines {
+            batched.make_writer().write_all(line.as_bytes()).unwrap();
+        }
+        eventually_written(&sink, &format!("one\ntwo\nthree\n{}", line.repeat(lines)));
+        batched.make_writer().write_all(b"last\n").unwrap();
+        // The end of main hands over what is left.
+        flush();
+        eventually_written(&sink, &format!("one\ntwo\nthree\n{}last\n", line.repeat(lines)));
+        on_park();
+    }
+}

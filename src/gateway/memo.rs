@@ -13,7 +13,9 @@
 //!
 //! One slot per connection: a connection a proxy shares between users
 //! keeps the last one's, which costs a miss, never a wrong answer (the
-//! bytes are compared whole, not a hash of them).
+//! bytes are compared whole, not a hash of them, and in constant time: on
+//! such a connection the kept bytes are another user's credential).
+//! Credentials over [`MAX_KEPT`] bytes are not kept.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +23,10 @@ use http::header::{self, HeaderMap};
 
 use crate::auth::Identity;
 use crate::auth::api_keys::Known;
+
+/// Most bytes of `Cookie` and `Authorization` a connection keeps (a session
+/// split into several cookies is larger; it is judged afresh each time).
+pub const MAX_KEPT: usize = 8 * 1024;
 
 /// What one connection keeps (nothing until a credential passes on it).
 #[derive(Default)]
@@ -84,8 +90,8 @@ impl ConnMemo {
         let kept = kept.as_ref()?;
         let same = kept.gateway == gateway
             && kept.route == route
-            && kept.authorization.as_deref() == presented.authorization
-            && kept.cookie.as_deref() == presented.cookie;
+            && same_secret(kept.authorization.as_deref(), presented.authorization)
+            && same_secret(kept.cookie.as_deref(), presented.cookie);
         same.then(|| (kept.identity.clone(), kept.proof.clone()))
     }
 
@@ -98,6 +104,10 @@ impl ConnMemo {
         identity: &Arc<Identity>,
         proof: Proof,
     ) {
+        let size = presented.authorization.map_or(0, <[u8]>::len) + presented.cookie.map_or(0, <[u8]>::len);
+        if size > MAX_KEPT {
+            return;
+        }
         let Ok(mut slot) = self.0.try_lock() else { return };
         *slot = Some(Kept {
             gateway,
@@ -114,6 +124,16 @@ impl ConnMemo {
         if let Ok(mut slot) = self.0.try_lock() {
             *slot = None;
         }
+    }
+}
+
+/// Whether a kept header and a presented one are the same: present in
+/// both or neither, and then the same bytes, compared in constant time.
+fn same_secret(kept: Option<&[u8]>, presented: Option<&[u8]>) -> bool {
+    match (kept, presented) {
+        (None, None) => true,
+        (Some(k), Some(p)) => constant_time_eq::constant_time_eq(k, p),
+        _ => false,
     }
 }
 
@@ -156,6 +176,19 @@ mod tests {
         }
         memo.forget();
         assert!(memo.recall(1, 10, &seen).is_none(), "forgotten");
+    }
+
+    #[test]
+    fn large_credentials_are_not_kept() {
+        let memo = ConnMemo::default();
+        let big = format!("s={}", "a".repeat(MAX_KEPT));
+        let h = headers(&[("cookie", &big)]);
+        memo.keep(1, 10, &Presented::of(&h).unwrap(), &identity("ana"), Proof::Session);
+        assert!(memo.recall(1, 10, &Presented::of(&h).unwrap()).is_none());
+        let fits = format!("s={}", "a".repeat(MAX_KEPT - 2));
+        let h = headers(&[("cookie", &fits)]);
+        memo.keep(1, 10, &Presented::of(&h).unwrap(), &identity("ana"), Proof::Session);
+        assert!(memo.recall(1, 10, &Presented::of(&h).unwrap()).is_some());
     }
 
     #[test]

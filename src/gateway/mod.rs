@@ -1145,13 +1145,13 @@ fn compile_route(
     }
 }
 
-/// Signed in but not allowed (`403`).
 /// A route as a connection's kept credential names it: where it lives in
 /// its gateway (routes do not move while the gateway lives).
 fn route_key(route: &Route) -> usize {
     std::ptr::from_ref(route) as usize
 }
 
+/// Signed in but not allowed (`403`).
 pub(crate) fn forbidden(html: bool) -> Response<Body> {
     let text = "You are signed in, but not allowed to use this application.";
     Reject::new(Class::Forbidden, "forbidden", text).answer(html)

@@ -100,8 +100,9 @@ pub fn on_unpark() {
     GATHERING.set(true);
 }
 
-/// Runtime hook (`on_thread_park`, and when a worker stops): the worker
-/// has nothing to do; what it gathered goes to the writer.
+/// Runtime hook (`on_thread_park`, `on_thread_stop`, and at the end of
+/// `main`): the worker has nothing to do, or no more; what it gathered
+/// goes to the writer.
 pub fn on_park() {
     GATHERING.set(false);
     flush();

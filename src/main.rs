@@ -151,13 +151,15 @@ fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             porteiro::log_batch::on_park();
             porteiro::memory::on_park();
         })
-        .on_thread_stop(porteiro::log_batch::flush)
+        .on_thread_stop(porteiro::log_batch::on_park)
         .build()
         .context("cannot start the async runtime")?;
     runtime.spawn(porteiro::memory::trailing(workers));
     let result = runtime.block_on(run(path, config));
-    // The current-thread runtime's worker is this thread.
-    porteiro::log_batch::flush();
+    // The current-thread runtime's worker is this thread: it gathers no
+    // more lines (the runtime's teardown logs line by line), and what it
+    // gathered goes now.
+    porteiro::log_batch::on_park();
     result
 }
 

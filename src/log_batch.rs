@@ -74,19 +74,23 @@ pub struct Line<'a>(&'a NonBlocking);
 
 impl io::Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !GATHERING.get() {
-            return self.0.clone().write(buf);
-        }
-        PENDING.with_borrow_mut(|p| {
-            if p.to.is_none() {
-                p.to = Some(self.0.clone());
-            }
-            p.lines.extend_from_slice(buf);
-            if p.lines.len() >= BATCH_BYTES {
-                p.hand_over();
-            }
-        });
-        Ok(buf.len())
+        // Gathered on a worker, unless its batch is out of reach (the
+        // thread's teardown): then at once, as on any other thread.
+        let gathered = GATHERING.get()
+            && PENDING
+                .try_with(|p| {
+                    let Ok(mut p) = p.try_borrow_mut() else { return false };
+                    if p.to.is_none() {
+                        p.to = Some(self.0.clone());
+                    }
+                    p.lines.extend_from_slice(buf);
+                    if p.lines.len() >= BATCH_BYTES {
+                        p.hand_over();
+                    }
+                    true
+                })
+                .unwrap_or(false);
+        if gathered { Ok(buf.len()) } else { self.0.clone().write(buf) }
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -4,14 +4,15 @@
 //! it with one `write`; a line per message costs a wake-up of that thread,
 //! and, with porteiro's worker on the same core (the usual sidecar), a
 //! context switch and a `sched_yield` of its channel per access-log line:
-//! more than the line itself. So a runtime worker gathers the lines it
-//! logs while it runs tasks and hands them over as one message when it
-//! parks (it has nothing to do: the lines are a few microseconds old) or
-//! when [`BATCH_BYTES`] have gathered. Any other thread (the main thread,
-//! blocking tasks) hands each line over at once, as before.
+//! more than the line itself. So a runtime worker gathers the access-log
+//! lines it writes while it runs tasks and hands them over as one message
+//! when it parks (it has nothing to do: the lines are a few microseconds
+//! old) or when [`BATCH_BYTES`] have gathered. Every other line (warnings,
+//! errors: what an operator needs now, also from a worker that never
+//! parks under load), and every line of any other thread, goes at once.
 //!
 //! What a batch has not yet handed over is lost if the process aborts;
-//! a worker that stops, and [`flush`] at the end of `main`, hand it over.
+//! a worker that stops, and [`on_park`] at the end of `main`, hand it over.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -21,6 +22,10 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// A batch is handed over once it holds this much.
 pub const BATCH_BYTES: usize = 8 * 1024;
+
+/// The target of the lines that are gathered: the access log's (one per
+/// request; `gateway::access` logs under it).
+pub const ACCESS_TARGET: &str = "porteiro::access";
 
 thread_local! {
     /// Between a worker's unpark and its next park: gather lines.
@@ -42,6 +47,8 @@ impl Pending {
             let _ = io::Write::write_all(to, &self.lines);
         }
         self.lines.clear();
+        // A very long line grew the buffer: not kept at that size.
+        self.lines.shrink_to(2 * BATCH_BYTES);
     }
 }
 
@@ -51,7 +58,8 @@ impl Drop for Pending {
     }
 }
 
-/// tracing-subscriber's writer: batches on runtime workers, else each line.
+/// tracing-subscriber's writer: access-log lines in batches on runtime
+/// workers, everything else line by line.
 #[derive(Clone)]
 pub struct Batched(NonBlocking);
 
@@ -65,23 +73,31 @@ impl<'a> MakeWriter<'a> for Batched {
     type Writer = Line<'a>;
 
     fn make_writer(&'a self) -> Line<'a> {
-        Line(&self.0)
+        Line { to: &self.0, gather: false }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line<'a> {
+        Line { to: &self.0, gather: meta.target() == ACCESS_TARGET }
     }
 }
 
 /// One line's writer.
-pub struct Line<'a>(&'a NonBlocking);
+pub struct Line<'a> {
+    to: &'a NonBlocking,
+    gather: bool,
+}
 
 impl io::Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Gathered on a worker, unless its batch is out of reach (the
         // thread's teardown): then at once, as on any other thread.
-        let gathered = GATHERING.get()
+        let gathered = self.gather
+            && GATHERING.get()
             && PENDING
                 .try_with(|p| {
                     let Ok(mut p) = p.try_borrow_mut() else { return false };
                     if p.to.is_none() {
-                        p.to = Some(self.0.clone());
+                        p.to = Some(self.to.clone());
                     }
                     p.lines.extend_from_slice(buf);
                     if p.lines.len() >= BATCH_BYTES {
@@ -90,7 +106,7 @@ impl io::Write for Line<'_> {
                     true
                 })
                 .unwrap_or(false);
-        if gathered { Ok(buf.len()) } else { self.0.clone().write(buf) }
+        if gathered { Ok(buf.len()) } else { self.to.clone().write(buf) }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -124,7 +140,6 @@ pub fn flush() {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -158,33 +173,44 @@ mod tests {
     }
 
     #[test]
-    fn lines_wait_while_the_worker_runs_and_go_when_it_parks() {
+    fn access_lines_wait_while_the_worker_runs_and_go_when_it_parks() {
         let sink = Sink::default();
         let (to, _guard) = tracing_appender::non_blocking(sink.clone());
-        let batched = Batched::new(to);
-        // Not a runtime worker: each line at once.
-        batched.make_writer().write_all(b"one\n").unwrap();
-        eventually_written(&sink, "one\n");
-        // A worker running tasks: gathered until it parks.
-        on_unpark();
-        batched.make_writer().write_all(b"two\n").unwrap();
-        batched.make_writer().write_all(b"three\n").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert_eq!(written(&sink), "one\n", "handed over before the worker parked");
-        on_park();
-        eventually_written(&sink, "one\ntwo\nthree\n");
-        // A full batch goes without waiting for the park.
-        on_unpark();
-        let line = "x".repeat(100) + "\n";
-        let lines = BATCH_BYTES / line.len() + 1;
-        for _ in 0..lines {
-            batched.make_writer().write_all(line.as_bytes()).unwrap();
-        }
-        eventually_written(&sink, &format!("one\ntwo\nthree\n{}", line.repeat(lines)));
-        batched.make_writer().write_all(b"last\n").unwrap();
-        // The end of main hands over what is left.
-        flush();
-        eventually_written(&sink, &format!("one\ntwo\nthree\n{}last\n", line.repeat(lines)));
-        on_park();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(Batched::new(to)).without_time().with_ansi(false).finish();
+        let access = |n: &str| tracing::info!(target: "porteiro::access", n);
+        let line = |n: &str| format!(" INFO porteiro::access: n=\"{n}\"\n");
+        tracing::subscriber::with_default(subscriber, || {
+            // Not a runtime worker: each line at once.
+            access("one");
+            eventually_written(&sink, &line("one"));
+            // A worker running tasks: gathered until it parks; a warning
+            // goes at once, ahead of them.
+            on_unpark();
+            access("two");
+            access("three");
+            tracing::warn!("upstream failed");
+            let warned = " WARN porteiro::log_batch::tests: upstream failed\n";
+            eventually_written(&sink, &format!("{}{warned}", line("one")));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert_eq!(written(&sink), format!("{}{warned}", line("one")), "handed over before the worker parked");
+            on_park();
+            let mut expected = format!("{}{warned}{}{}", line("one"), line("two"), line("three"));
+            eventually_written(&sink, &expected);
+            // A full batch goes without waiting for the park.
+            on_unpark();
+            let long = "x".repeat(100);
+            let lines = BATCH_BYTES / line(&long).len() + 1;
+            for _ in 0..lines {
+                access(&long);
+            }
+            expected.push_str(&line(&long).repeat(lines));
+            eventually_written(&sink, &expected);
+            // The end of main hands over what is left.
+            access("last");
+            on_park();
+            expected.push_str(&line("last"));
+            eventually_written(&sink, &expected);
+        });
     }
 }

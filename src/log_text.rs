@@ -32,6 +32,9 @@ impl<'a> MakeVisitor<Writer<'a>> for Fields {
     }
 }
 
+/// The largest buffer a thread keeps between lines.
+const SPARE_BYTES: usize = 4 * 1024;
+
 thread_local! {
     /// The buffer of the last visitor on this thread, for the next one.
     static SPARE: Cell<String> = const { Cell::new(String::new()) };
@@ -164,7 +167,10 @@ impl Drop for Visitor<'_> {
         // Unfinished (nothing of tracing-subscriber's does that): the
         // fields still go out.
         self.flush();
-        SPARE.set(std::mem::take(&mut self.pending));
+        // Kept for the next line unless a very long field grew it.
+        if self.pending.capacity() <= SPARE_BYTES {
+            SPARE.set(std::mem::take(&mut self.pending));
+        }
     }
 }
 

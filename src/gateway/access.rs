@@ -90,7 +90,7 @@ impl Line {
             .filter(|h| h.iter().all(u8::is_ascii_graphic))
             .and_then(|h| std::str::from_utf8(h).ok());
         tracing::info!(
-            target: "porteiro::access",
+            target: crate::log_batch::ACCESS_TARGET,
             request_id = id,
             client = %Addr(self.client),
             method = %self.method,

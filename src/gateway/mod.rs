@@ -370,8 +370,9 @@ impl Gateway {
         // access log count it.
         let client = access::client_addr(req.headers(), peer, &self.trusted_proxies);
         // Nothing is kept for a line the log level would drop.
-        let line = (self.access_log && tracing::enabled!(target: "porteiro::access", tracing::Level::INFO))
-            .then(|| access::Line::of(req.headers(), req.method(), req.uri(), client));
+        let line = (self.access_log
+            && tracing::enabled!(target: crate::log_batch::ACCESS_TARGET, tracing::Level::INFO))
+        .then(|| access::Line::of(req.headers(), req.method(), req.uri(), client));
         let mut note = access::Note::default();
         let span = tracing::info_span!("request", id = id_text);
         // A disabled span is not worth wrapping the request's future in: the

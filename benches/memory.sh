@@ -84,9 +84,11 @@ rss_kib() {
     echo "$total"
 }
 
-# Client connections the proxy on PORT still has (any state but listening).
+# Client connections the proxy on PORT still has: any state but listening
+# and TIME-WAIT (a socket the proxy closed first, as when its close crossed
+# the client's, waits out 60 s in the kernel without the process).
 client_sockets() {
-    ss -Htn state connected "( sport = :$PORT )" | wc -l
+    ss -Htn state connected exclude time-wait "( sport = :$PORT )" | wc -l
 }
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -96,6 +98,11 @@ if [[ -z ${PORTEIRO_BIN:-} && $SYSTEMS == *porteiro* ]]; then
     log "building porteiro (release)"
     (cd "$REPO" && cargo build --release --quiet --bin porteiro)
     PORTEIRO_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/porteiro
+fi
+# Idle RSS depends on the code layout (README "Memory"): say whether the
+# binary has the functions link-order.txt lists.
+if [[ $SYSTEMS == *porteiro* ]] && command -v nm >/dev/null; then
+    log "$(python3 "$REPO/benches/link_order.py" --check "$PORTEIRO_BIN" "$REPO/link-order.txt")"
 fi
 
 UPSTREAM_PORT=$(free_port)
@@ -159,7 +166,8 @@ with_clients() { # requests on-ready
     wait "$CLIENTS_PID" 2>/dev/null || true
     deadline=$((SECONDS + 60))
     while (($(client_sockets) > 0)); do
-        ((SECONDS < deadline)) || die "the proxy still holds $(client_sockets) client connections a minute after the clients closed"
+        ((SECONDS < deadline)) || die "the proxy still holds $(client_sockets) client connections a minute after the clients closed:
+$(ss -tan "( sport = :$PORT or dport = :$PORT )" | grep -v LISTEN | head -5)"
         sleep 0.2
     done
 }

@@ -18,6 +18,8 @@ if [ -z "${PORTEIRO_BIN:-}" ]; then
   done
 fi
 export PORTEIRO_BIN
+# The copies' image is built from this repository.
+export PORTEIRO_REPO=${PORTEIRO_REPO:-$(dirname "$deploy")}
 
 cp -r "$deploy" "$work/clean"
 if ! "$work/clean/validate.sh" >"$work/clean.log" 2>&1; then
@@ -63,6 +65,8 @@ printf 'USER root\n' >>"$b/Dockerfile"
 edit "$b/Dockerfile" '        libxmlsec1 \' '        \'
 # shellcheck disable=SC1003
 edit "$b/Dockerfile" '        libxmlsec1-openssl \' '        \'
+# A build stage that leaves the allocator's path dependency out.
+edit "$b/Dockerfile" 'COPY crates crates' ''
 
 if "$b/validate.sh" >"$work/broken.log" 2>&1; then
   cat "$work/broken.log"
@@ -91,6 +95,7 @@ expect "invalid YAML" "syntax error"
 expect "invalid YAML" "replicas/redis.yaml: not YAML"
 expect "root user in the image" "DL3002"
 expect "missing runtime library" "MISSING libxmlsec1.so.1"
+expect "build stage without a path dependency" "failed to get \`porteiro-alloc\`"
 [ "$failed" -eq 0 ] || cat "$work/broken.log"
 echo "test-validate: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

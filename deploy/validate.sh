@@ -9,11 +9,15 @@
 #      vendored schemas, every gateway.toml with `porteiro check`, the
 #      config checksum annotations, ports and probes (check_manifests.py);
 #   5. every shared library the binary links is installed by the image's
-#      runtime stage (check-runtime-libs.sh).
+#      runtime stage (check-runtime-libs.sh);
+#   6. the image's build stage copies every file the build needs
+#      (check-build-context.sh; Cargo, offline).
 # Every step runs; the script fails if any did.
 #
 # Tools: pip install -r deploy/requirements.txt (pinned versions).
 # Usage: deploy/validate.sh
+#   PORTEIRO_REPO the repository the image is built from [default: deploy/'s
+#                 parent]
 #   PORTEIRO_BIN  the porteiro binary [default: target/release/porteiro,
 #                 else target/debug/porteiro, under $CARGO_TARGET_DIR if set]
 set -uo pipefail
@@ -53,6 +57,7 @@ mapfile -t schemas < <(find "$deploy/schemas" -name '*.json' | sort)
 step schemas check-jsonschema --check-metaschema "${schemas[@]}"
 step manifests python3 "$deploy/check_manifests.py" --dir "$deploy/kubernetes" --porteiro "$bin"
 step runtime-libs "$deploy/check-runtime-libs.sh" "$bin" "$deploy/Dockerfile"
+step build-context "$deploy/check-build-context.sh" "$deploy/Dockerfile" "${PORTEIRO_REPO:-$root}"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "validate: FAILED: ${failed[*]}" >&2

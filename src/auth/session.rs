@@ -399,12 +399,12 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 
 /// Every `;`-separated cookie of every `Cookie` line, trimmed, as bytes.
 fn cookie_segments(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| Segments(Some(v.as_bytes())))
-        .map(<[u8]>::trim_ascii)
-        .filter(|s| !s.is_empty())
+    headers.get_all(header::COOKIE).iter().flat_map(line_segments)
+}
+
+/// The cookies of one `Cookie` line, trimmed, empty ones skipped.
+fn line_segments(line: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    Segments(Some(line.as_bytes())).map(<[u8]>::trim_ascii).filter(|s| !s.is_empty())
 }
 
 /// A `Cookie` line split at `;`. `memchr` rather than `<[u8]>::split`: a
@@ -442,25 +442,45 @@ fn segment_name(segment: &[u8]) -> &[u8] {
 /// upstream as one, joined with `; ` (RFC 9113 §8.2.3).
 pub fn strip_cookies(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
     let is_owned = |segment: &[u8]| std::str::from_utf8(segment_name(segment)).is_ok_and(&owned);
-    // Most requests carry one line and none of porteiro's cookies (public
-    // routes), or only porteiro's: neither allocates.
-    let mut lines = headers.get_all(header::COOKIE).iter();
-    let several = lines.next().is_some() && lines.next().is_some();
-    if !several && !cookie_segments(headers).any(is_owned) {
+    // One lookup of the header for the whole job: this runs on every
+    // request of a route with sessions.
+    let header::Entry::Occupied(mut entry) = headers.entry(header::COOKIE) else {
         return;
+    };
+    // Most requests carry one line with none of porteiro's cookies, or
+    // only porteiro's: one scan, and neither allocates.
+    if entry.iter().nth(1).is_none() {
+        let (mut any, mut all) = (false, true);
+        for segment in line_segments(entry.get()) {
+            if is_owned(segment) {
+                any = true;
+            } else {
+                all = false;
+            }
+        }
+        if !any {
+            return;
+        }
+        if all {
+            entry.remove();
+            return;
+        }
     }
     let mut kept: Vec<u8> = Vec::new();
-    for segment in cookie_segments(headers).filter(|s| !is_owned(s)) {
+    for segment in entry.iter().flat_map(line_segments).filter(|s| !is_owned(s)) {
         if !kept.is_empty() {
             kept.extend_from_slice(b"; ");
         }
         kept.extend_from_slice(segment);
     }
-    headers.remove(header::COOKIE);
-    // The bytes all came from valid header values.
-    if let Ok(v) = HeaderValue::from_bytes(&kept) {
-        if !kept.is_empty() {
-            headers.insert(header::COOKIE, v);
+    // The bytes all came from valid header values; whatever happens,
+    // porteiro's cookies do not stay.
+    match HeaderValue::from_bytes(&kept) {
+        Ok(v) if !kept.is_empty() => {
+            entry.insert(v);
+        }
+        _ => {
+            entry.remove();
         }
     }
 }
@@ -611,6 +631,16 @@ mod tests {
         assert_eq!(stripped(&c, &["lang=português; s=x".as_bytes()]), ["lang=português".as_bytes()]);
         // ...and so does one with bytes that are not UTF-8 at all.
         assert_eq!(stripped(&c, &[b"lang=portugu\xeas; s=x; t=\xff"]), [b"lang=portugu\xeas; t=\xff"]);
+        // A line without porteiro's cookies is left byte for byte, spaces
+        // and empty segments included.
+        assert_eq!(stripped(&c, &[b"a=1 ;; b=2;"]), [b"a=1 ;; b=2;"]);
+        assert_eq!(stripped(&c, &[b"a=1", b"b=2"]), [b"a=1; b=2"]);
+        // Only porteiro's, on one line or several, empty segments beside: no
+        // Cookie header left.
+        assert!(stripped(&c, &[b" s=x; ; s_1=y ;"]).is_empty());
+        assert!(stripped(&c, &[b"s=x", b"s_0=y"]).is_empty());
+        // A name that only starts like porteiro's is not porteiro's.
+        assert_eq!(stripped(&c, &[b"s=x; sx=1; s_12=2"]), [b"sx=1; s_12=2"]);
     }
 
     /// The `Cookie` lines left after porteiro's cookies are stripped.

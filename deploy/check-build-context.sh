@@ -20,8 +20,18 @@ while read -r word rest; do
     FROM) stage=$((stage + 1)) ;;
     COPY)
       [ "$stage" = 1 ] || continue
-      case $rest in --from=*) continue ;; esac
-      read -r -a args <<<"$rest"
+      read -r -a words <<<"$rest"
+      # Options (--chown, --chmod, --link) are not sources; a copy from
+      # another stage is not from the repository.
+      args=() from_stage=false
+      for w in "${words[@]}"; do
+        case $w in
+          --from=*) from_stage=true ;;
+          --*) ;;
+          *) args+=("$w") ;;
+        esac
+      done
+      [ "$from_stage" = false ] || continue
       dest=${args[-1]}
       unset 'args[-1]'
       for src in "${args[@]}"; do

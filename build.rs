@@ -1,8 +1,9 @@
 //! Lays out the release binary's code: the functions a running gateway
 //! executes (start-up, the request path of every load case, the admin
-//! probes), listed in `link-order.txt` hottest first, are placed together at
-//! the front of `.text`. The kernel maps executable pages 64 KiB at a time
-//! around each page touched, so scattered functions cost a process
+//! probes), listed in `link-order.txt` (what every configuration runs
+//! first, hottest first), are placed together at the front of `.text`. The
+//! kernel maps executable pages 64 KiB or more at a time around each page
+//! touched, so scattered functions cost a process
 //! megabytes of resident memory it never runs; grouped, they cost what
 //! they are, and the request path shares fewer cache lines and TLB entries.
 //! `benches/link_order.sh` regenerates the list; a symbol it names that a

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates link-order.txt: the functions a running porteiro executes,
 # hottest first, which build.rs hands the linker so that they sit together
-# at the front of the binary's code (README "Performance", memory).
+# at the front of the binary's code (README "Memory").
 #
 #   bash benches/link_order.sh                      # builds, runs, writes link-order.txt
 #   PORTEIRO_BIN=/path/porteiro bash benches/link_order.sh
@@ -9,12 +9,14 @@
 # Runs porteiro (release) under valgrind's callgrind once per case of
 # benches/cases.sh, from start-up on: the case's sign-in or key, LOAD
 # seconds of wrk, the admin listener's probes and metrics, then SIGTERM.
-# The functions porteiro's binary ran in any of them, ordered by their own
-# instructions summed over all, make the list. Symbol names depend on the
-# dependency versions and the toolchain (not on porteiro's source), so run
-# it again after Cargo.lock or the toolchain changes; the script ends by
-# rebuilding and printing how many of the listed functions the new binary
-# has. Needs valgrind, nginx, wrk, curl and python3.
+# The functions porteiro's binary ran in any of them make the list: those
+# every case ran first, then those fewer cases ran, each group by its own
+# instructions (benches/link_order.py). Symbol names carry a hash of the
+# dependency versions and the toolchain, and some (closures, generic
+# instances) move with porteiro's source: run it again after Cargo.lock or
+# the toolchain changes, or when memory.sh reports many names missing; the
+# script ends by rebuilding and printing how many of the listed functions
+# the new binary has. Needs valgrind, nginx, wrk, curl and python3.
 
 set -euo pipefail
 

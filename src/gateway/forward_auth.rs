@@ -63,7 +63,7 @@ impl Gateway {
                 let mut resp = Response::new(Body::empty());
                 if let Some(id) = identity {
                     identity_headers(&id, route, Audience::ForwardAuth, |name, value| {
-                        resp.headers_mut().insert(name, value);
+                        resp.headers_mut().insert(name.clone(), value.clone());
                     });
                     // The caller passes it on (nginx: `auth_request_set`),
                     // for the asked URL's host.
@@ -80,7 +80,7 @@ impl Gateway {
             Verdict::Renewed(id, cookies) => {
                 let mut resp = Response::new(Body::empty());
                 identity_headers(&id, route, Audience::ForwardAuth, |name, value| {
-                    resp.headers_mut().insert(name, value);
+                    resp.headers_mut().insert(name.clone(), value.clone());
                 });
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 for c in cookies {

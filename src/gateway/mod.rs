@@ -942,7 +942,7 @@ impl Gateway {
         // The request id, three X-Forwarded-*, four identity headers, the
         // signed one and the route's own.
         let mut added = proxy::Added::with_capacity(1 + 3 + 4 + 1 + route.claim_headers.len());
-        added.push(request_id::X_REQUEST_ID.clone(), id.clone());
+        added.push(&request_id::X_REQUEST_ID, id);
         let upgrade =
             proxy::prepare_request_headers(req.headers_mut(), host.as_ref(), &fwd, strip, &route.upgrades, &mut added);
         if let Some(sessions) = &self.sessions {
@@ -962,7 +962,7 @@ impl Gateway {
             if route.identity_jwt.is_some() {
                 let host = host.as_ref().and_then(|h| h.to_str().ok());
                 if let Some(assertion) = self.identity_assertion(route, identity, host) {
-                    added.push(identity_jwt::HEADER_NAME.clone(), assertion);
+                    added.push(&identity_jwt::HEADER_NAME, &assertion);
                 }
             }
         }
@@ -1065,7 +1065,7 @@ pub(crate) fn identity_headers(
     id: &Identity,
     route: &Route,
     to: Audience,
-    mut put: impl FnMut(HeaderName, HeaderValue),
+    mut put: impl FnMut(&HeaderName, &HeaderValue),
 ) {
     // Built at compile time: made per request, each name cost a validation.
     static UPSTREAM: [HeaderName; 4] = [
@@ -1087,7 +1087,7 @@ pub(crate) fn identity_headers(
     let values = id.header_values();
     for (name, value) in names.iter().zip(values) {
         if let Some(v) = value {
-            put(name.clone(), v.clone());
+            put(name, v);
         }
     }
     for (name, claim) in &route.claim_headers {
@@ -1100,7 +1100,7 @@ pub(crate) fn identity_headers(
             other => id.claims.get(other).and_then(|v| HeaderValue::from_bytes(v.join(",").as_bytes()).ok()),
         };
         if let Some(v) = value {
-            put(name.clone(), v);
+            put(name, &v);
         }
     }
 }

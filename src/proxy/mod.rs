@@ -6,12 +6,10 @@
 //! hyper hands it over, the upstream's answer is read from its connection as
 //! the client takes it ([`crate::proxy::upstream::UpstreamBody`]).
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
@@ -130,30 +128,64 @@ impl StripSet {
 }
 
 /// The headers porteiro adds to a request it forwards (forwarding, request
-/// id, identity), written to the upstream after the client's own. Every
-/// client copy of them was stripped, so they are not inserted into the
-/// client's header map: each insert hashes the name and probes, and the map
-/// outgrows the client's headers and rehashes all of them.
+/// id, identity), already in wire form (`name: value\r\n` each), written to
+/// the upstream after the client's own. Every client copy of them was
+/// stripped, so they are not inserted into the client's header map: each
+/// insert hashes the name and probes, and the map outgrows the client's
+/// headers and rehashes all of them. Kept as bytes, they cost one buffer:
+/// no value is cloned, built or dropped per header.
 #[derive(Debug, Default)]
-pub struct Added(Vec<(HeaderName, HeaderValue)>);
+pub struct Added {
+    wire: Vec<u8>,
+}
+
+/// Room for a typical added header (an address, a request id, an email).
+const ADDED_LINE: usize = 48;
 
 impl Added {
+    /// Room for about `n` headers.
     pub fn with_capacity(n: usize) -> Added {
-        Added(Vec::with_capacity(n))
+        Added { wire: Vec::with_capacity(n * ADDED_LINE) }
     }
 
     /// Adds a header; the name must be one the request was stripped of.
-    pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
-        self.0.push((name, value));
+    /// Framing headers are porteiro's to write from the body it sends, never
+    /// an added one's.
+    pub fn push(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.push_with(name, |wire| wire.extend_from_slice(value.as_bytes()));
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().map(|(n, v)| (n, v))
+    /// Adds a header whose value `write` appends; it must append only bytes
+    /// a [`HeaderValue`] may hold (no CR, LF or NUL).
+    fn push_with(&mut self, name: &HeaderName, write: impl FnOnce(&mut Vec<u8>)) {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            return;
+        }
+        self.wire.extend_from_slice(name.as_str().as_bytes());
+        self.wire.extend_from_slice(b": ");
+        write(&mut self.wire);
+        self.wire.extend_from_slice(b"\r\n");
+    }
+
+    /// The headers in wire form, one `name: value\r\n` each.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
+    /// Each header's name and value, in the order added.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.wire.split(|b| *b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            // Names hold no colon; the first ": " ends the name.
+            let at = line.iter().position(|b| *b == b':')?;
+            let name = std::str::from_utf8(&line[..at]).ok()?;
+            Some((name, line.get(at + 2..).unwrap_or_default()))
+        })
     }
 
     /// The value of `name`, if added.
-    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name.as_str()).map(|(_, v)| v)
     }
 }
 
@@ -273,27 +305,28 @@ pub fn prepare_request_headers(
     // trusted proxy, replaced by what follows.)
     strip.strip(headers);
 
-    // Longest IPv6 text is 39 bytes.
-    let mut xff = BytesMut::with_capacity(prior_for.as_ref().map_or(0, |p| p.len() + 2) + 40);
-    if let Some(prior) = prior_for {
-        xff.extend_from_slice(prior.as_bytes());
-        xff.extend_from_slice(b", ");
+    added.push_with(&X_FORWARDED_FOR, |wire| {
+        if let Some(prior) = prior_for {
+            wire.extend_from_slice(prior.as_bytes());
+            wire.extend_from_slice(b", ");
+        }
+        push_ip(wire, fwd.peer);
+    });
+    match prior_proto {
+        Some(proto) => added.push(&X_FORWARDED_PROTO, &proto),
+        None => added.push_with(&X_FORWARDED_PROTO, |wire| {
+            wire.extend_from_slice(if fwd.tls { b"https" } else { b"http" });
+        }),
     }
-    push_ip(&mut xff, fwd.peer);
-    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
-        added.push(X_FORWARDED_FOR, v);
-    }
-    let proto = prior_proto.unwrap_or_else(|| HeaderValue::from_static(if fwd.tls { "https" } else { "http" }));
-    added.push(X_FORWARDED_PROTO, proto);
-    if let Some(h) = prior_host.or_else(|| host.cloned()) {
-        added.push(X_FORWARDED_HOST, h);
+    if let Some(h) = prior_host.as_ref().or(host) {
+        added.push(&X_FORWARDED_HOST, h);
     }
     upgrade
 }
 
 /// Appends `ip` as text. IPv4 is written by hand: `Display` spends about a
 /// thousand instructions on the four octets, a third of this function's cost.
-fn push_ip(out: &mut BytesMut, ip: IpAddr) {
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -311,9 +344,9 @@ fn push_ip(out: &mut BytesMut, ip: IpAddr) {
                 out.extend_from_slice(&digits[skip..]);
             }
         }
-        // Writing to a BytesMut cannot fail.
+        // Writing to a Vec cannot fail.
         IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
+            let _ = std::io::Write::write_fmt(out, format_args!("{v6}"));
         }
     }
 }
@@ -483,10 +516,9 @@ pub fn whoami(req: &Request<Incoming>, added: &Added, path: &str, identity: &Str
     let headers: Vec<(&str, String, bool)> = req
         .headers()
         .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
         .chain(added.iter())
-        .map(|(k, v)| {
-            (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned(), identity.matches(k.as_str().as_bytes()))
-        })
+        .map(|(k, v)| (k, String::from_utf8_lossy(v).into_owned(), identity.matches(k.as_bytes())))
         .collect();
     let mut resp = if json {
         let list: Vec<serde_json::Value> = headers.iter().map(|(k, v, _)| serde_json::json!([k, v])).collect();
@@ -657,13 +689,34 @@ mod tests {
         for name in SET_FORWARDING {
             assert!(!h.contains_key(name), "{name}: the client's copy is gone");
         }
-        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.7");
-        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), "http");
-        assert_eq!(added.get(&X_FORWARDED_HOST).unwrap(), "app.test");
+        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), b"10.0.0.7");
+        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), b"http");
+        assert_eq!(added.get(&X_FORWARDED_HOST).unwrap(), b"app.test");
         assert_eq!(added.iter().count(), 3);
         assert!(!h.contains_key("x_forwarded_user"));
         assert!(!h.contains_key("x.forwarded.email"));
         assert!(!h.contains_key("x-forwarded-user"));
+    }
+
+    #[test]
+    fn added_headers_are_kept_in_wire_form() {
+        let mut added = Added::with_capacity(4);
+        added.push(&HeaderName::from_static("x-request-id"), &HeaderValue::from_static("abc"));
+        // A value may hold colons and ": "; only the name ends at the first.
+        added.push(&HeaderName::from_static("x-forwarded-user"), &HeaderValue::from_static("urn:a: b"));
+        // Framing is porteiro's to write, from the body it sends.
+        added.push(&header::CONTENT_LENGTH, &HeaderValue::from_static("5"));
+        added.push(&header::TRANSFER_ENCODING, &HeaderValue::from_static("chunked"));
+        added.push(&HeaderName::from_static("x-forwarded-groups"), &HeaderValue::from_static(""));
+        assert_eq!(added.wire(), b"x-request-id: abc\r\nx-forwarded-user: urn:a: b\r\nx-forwarded-groups: \r\n");
+        let all: Vec<(&str, &[u8])> = added.iter().collect();
+        assert_eq!(
+            all,
+            [("x-request-id", &b"abc"[..]), ("x-forwarded-user", b"urn:a: b"), ("x-forwarded-groups", b"")]
+        );
+        assert_eq!(added.get(&HeaderName::from_static("x-forwarded-user")), Some(&b"urn:a: b"[..]));
+        assert_eq!(added.get(&header::CONTENT_LENGTH), None);
+        assert_eq!(Added::default().iter().count(), 0);
     }
 
     #[test]
@@ -677,7 +730,7 @@ mod tests {
             IpAddr::from([0x2001u16, 0xdb8, 0, 0, 0, 0, 0, 7]),
         ];
         for ip in ips {
-            let mut out = BytesMut::new();
+            let mut out = Vec::new();
             push_ip(&mut out, ip);
             assert_eq!(&out[..], ip.to_string().as_bytes());
         }
@@ -689,8 +742,8 @@ mod tests {
         let fwd = Forwarding { peer: "2001:db8::7".parse().unwrap_or(IpAddr::from([0; 4])), tls: true, trusted: false };
         let mut added = Added::default();
         prepare_request_headers(&mut h, None, &fwd, &strip(), &ws(), &mut added);
-        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), "2001:db8::7");
-        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), b"2001:db8::7");
+        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), b"https");
         assert!(added.get(&X_FORWARDED_HOST).is_none());
     }
 
@@ -705,9 +758,9 @@ mod tests {
         let mut added = Added::default();
         let host = HeaderValue::from_static("internal:8080");
         prepare_request_headers(&mut h, Some(&host), &fwd(true), &strip_trusted(), &ws(), &mut added);
-        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), "1.2.3.4, 5.6.7.8, 10.0.0.7");
-        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), "https");
-        assert_eq!(added.get(&X_FORWARDED_HOST).unwrap(), "public.example");
+        assert_eq!(added.get(&X_FORWARDED_FOR).unwrap(), b"1.2.3.4, 5.6.7.8, 10.0.0.7");
+        assert_eq!(added.get(&X_FORWARDED_PROTO).unwrap(), b"https");
+        assert_eq!(added.get(&X_FORWARDED_HOST).unwrap(), b"public.example");
         // Replaced, not sent twice; the proxy's other forwarding headers stay.
         for name in SET_FORWARDING {
             assert!(!h.contains_key(name), "{name}");

@@ -124,7 +124,7 @@ pub fn encode_request_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers.iter().chain(added.iter()) {
+    for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -133,6 +133,7 @@ pub fn encode_request_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(added.wire());
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
@@ -455,10 +456,10 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let mut added = crate::proxy::Added::default();
-        added.push(HeaderName::from_static("x-request-id"), HeaderValue::from_static("abc"));
+        added.push(&HeaderName::from_static("x-request-id"), &HeaderValue::from_static("abc"));
         // A framing header among porteiro's own is dropped all the same.
-        added.push(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        added.push(HeaderName::from_static("x-forwarded-user"), HeaderValue::from_static("ana"));
+        added.push(&header::TRANSFER_ENCODING, &HeaderValue::from_static("chunked"));
+        added.push(&HeaderName::from_static("x-forwarded-user"), &HeaderValue::from_static("ana"));
         let mut out = Vec::new();
         encode_request_head(&mut out, &Method::POST, "/p?q=1", &h, &added, RequestFraming::Length(12));
         assert_eq!(

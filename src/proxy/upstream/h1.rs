@@ -146,6 +146,79 @@ pub fn encode_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// A common field name, as 8-byte words to compare a field with at once.
+struct Common {
+    name: HeaderName,
+    len: usize,
+    /// The name's lower-case bytes, zero-padded.
+    words: [u64; 3],
+    /// 0x20 in each byte that is a letter: the only bit a field may have
+    /// otherwise there (its upper case).
+    letters: [u64; 3],
+}
+
+const fn common(text: &str, name: HeaderName) -> Common {
+    let bytes = text.as_bytes();
+    assert!(bytes.len() <= 24);
+    let mut words = [0u64; 3];
+    let mut letters = [0u64; 3];
+    let mut i = 0;
+    while i < bytes.len() {
+        words[i / 8] |= (bytes[i] as u64) << (8 * (i % 8));
+        if bytes[i].is_ascii_lowercase() {
+            letters[i / 8] |= 0x20 << (8 * (i % 8));
+        }
+        i += 1;
+    }
+    Common { name, len: bytes.len(), words, letters }
+}
+
+/// The field names upstreams send most.
+static COMMON_FIELDS: [Common; 16] = [
+    common("date", header::DATE),
+    common("server", header::SERVER),
+    common("content-type", header::CONTENT_TYPE),
+    common("content-length", header::CONTENT_LENGTH),
+    common("connection", header::CONNECTION),
+    common("cache-control", header::CACHE_CONTROL),
+    common("set-cookie", header::SET_COOKIE),
+    common("location", header::LOCATION),
+    common("vary", header::VARY),
+    common("etag", header::ETAG),
+    common("last-modified", header::LAST_MODIFIED),
+    common("content-encoding", header::CONTENT_ENCODING),
+    common("transfer-encoding", header::TRANSFER_ENCODING),
+    common("expires", header::EXPIRES),
+    common("accept-ranges", header::ACCEPT_RANGES),
+    common("x-content-type-options", header::X_CONTENT_TYPE_OPTIONS),
+];
+
+/// A response field's name. The common ones are matched here, in any case,
+/// a word at a time: http's general parse (lower-casing into a buffer, then
+/// a search of every standard name) costs several times as much, on every
+/// field of every answer. Anything else takes the general way; `None` for
+/// no valid name.
+fn field_name(bytes: &[u8]) -> Option<HeaderName> {
+    if bytes.len() <= 24 {
+        let mut padded = [0u8; 24];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&padded[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        let words = [word(0), word(1), word(2)];
+        for c in &COMMON_FIELDS {
+            // Equal but for the case bit of letters: the same name.
+            let differs = (0..3).fold(0, |d, i| d | ((words[i] ^ c.words[i]) & !c.letters[i]));
+            if c.len == bytes.len() && differs == 0 {
+                return Some(c.name.clone());
+            }
+        }
+    }
+    HeaderName::from_bytes(bytes).ok()
+}
+
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
@@ -204,7 +277,7 @@ pub fn parse_response_head(input: &Bytes, head_request: bool) -> Result<Option<(
     // Fields `Connection` names as hop-by-hop (rare).
     let mut listed: Vec<HeaderName> = Vec::new();
     for field in resp.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ParseError::Head)?;
+        let name = field_name(field.name.as_bytes()).ok_or(ParseError::Head)?;
         if name == header::CONTENT_LENGTH {
             let n = parse_content_length(field.value).ok_or(ParseError::ContentLength)?;
             if length.is_some_and(|l| l != n) {
@@ -439,6 +512,50 @@ fn parse_chunk_line(line: &[u8]) -> Result<u64, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_field_names_match_the_general_parse() {
+        for c in &COMMON_FIELDS {
+            let (text, name) = (c.name.as_str(), &c.name);
+            assert_eq!(HeaderName::from_bytes(text.as_bytes()).ok().as_ref(), Some(name), "{text}");
+            let upper = text.to_ascii_uppercase();
+            let mixed: String =
+                text.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+            for variant in [text.to_string(), upper, mixed] {
+                assert_eq!(field_name(variant.as_bytes()).as_ref(), Some(name), "{variant}");
+            }
+            // Same length, one byte off: not this name.
+            let mut off = text.as_bytes().to_vec();
+            off[0] = b'_';
+            assert_ne!(field_name(&off).as_ref(), Some(name));
+        }
+        assert_eq!(field_name(b"X-Custom"), Some(HeaderName::from_static("x-custom")));
+        assert_eq!(field_name(b"bad name"), None);
+        assert_eq!(field_name(b""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn field_names_agree_with_http(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..30)) {
+            proptest::prop_assert_eq!(field_name(&bytes), HeaderName::from_bytes(&bytes).ok());
+        }
+
+        #[test]
+        fn near_common_names_agree_with_http(i in 0..COMMON_FIELDS.len(), at in 0..24usize, byte in proptest::prelude::any::<u8>()) {
+            let mut near = COMMON_FIELDS[i].name.as_str().as_bytes().to_vec();
+            let at = at % near.len();
+            near[at] = byte;
+            proptest::prop_assert_eq!(field_name(&near), HeaderName::from_bytes(&near).ok());
+        }
+
+        #[test]
+        fn cased_common_names_agree_with_http(i in 0..COMMON_FIELDS.len(), mask in proptest::prelude::any::<u32>()) {
+            let cased: Vec<u8> = COMMON_FIELDS[i].name.as_str().bytes().enumerate()
+                .map(|(k, b)| if mask >> (k % 32) & 1 == 1 { b.to_ascii_uppercase() } else { b })
+                .collect();
+            proptest::prop_assert_eq!(field_name(&cased), HeaderName::from_bytes(&cased).ok());
+        }
+    }
 
     fn head(text: &str, head_request: bool) -> Result<Option<(usize, Head)>, ParseError> {
         parse_response_head(&Bytes::from(text.to_string()), head_request)

@@ -6,6 +6,7 @@
 //! hyper hands it over, the upstream's answer is read from its connection as
 //! the client takes it ([`crate::proxy::upstream::UpstreamBody`]).
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -287,8 +288,9 @@ pub const SET_FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "
 /// client asked for (Host or :authority). Returns whether the request asks for
 /// an upgrade.
 ///
-/// Runs on every proxied request: it allocates only the `X-Forwarded-For`
-/// value (and, from trusted proxies, the joined prior chain).
+/// Runs on every proxied request: it allocates nothing of its own but, from
+/// trusted proxies, the joined prior chain (the added headers go into
+/// `added`'s buffer).
 pub fn prepare_request_headers(
     headers: &mut HeaderMap,
     host: Option<&HeaderValue>,
@@ -346,7 +348,7 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
         }
         // Writing to a Vec cannot fail.
         IpAddr::V6(v6) => {
-            let _ = std::io::Write::write_fmt(out, format_args!("{v6}"));
+            let _ = write!(out, "{v6}");
         }
     }
 }

@@ -208,12 +208,10 @@ fn field_name(bytes: &[u8]) -> Option<HeaderName> {
             u64::from_le_bytes(w)
         };
         let words = [word(0), word(1), word(2)];
-        for c in &COMMON_FIELDS {
-            // Equal but for the case bit of letters: the same name.
-            let differs = (0..3).fold(0, |d, i| d | ((words[i] ^ c.words[i]) & !c.letters[i]));
-            if c.len == bytes.len() && differs == 0 {
-                return Some(c.name.clone());
-            }
+        // Equal but for the case bit of letters: the same name.
+        let same = |c: &Common| (0..3).all(|i| (words[i] ^ c.words[i]) & !c.letters[i] == 0);
+        if let Some(c) = COMMON_FIELDS.iter().find(|c| c.len == bytes.len() && same(c)) {
+            return Some(c.name.clone());
         }
     }
     HeaderName::from_bytes(bytes).ok()
@@ -512,6 +510,21 @@ fn parse_chunk_line(line: &[u8]) -> Result<u64, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each entry's words spell its own name (a text given for another
+    /// name would otherwise go unnoticed: http's parse finds every name).
+    #[test]
+    fn common_fields_spell_their_names() {
+        for c in &COMMON_FIELDS {
+            let bytes: Vec<u8> = c.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(&bytes[..c.len], c.name.as_str().as_bytes());
+            assert!(bytes[c.len..].iter().all(|b| *b == 0), "{}: padded with zeros", c.name);
+            let letters: Vec<u8> = c.letters.iter().flat_map(|w| w.to_le_bytes()).collect();
+            for (i, b) in bytes.iter().enumerate() {
+                assert_eq!(letters[i], if b.is_ascii_lowercase() { 0x20 } else { 0 }, "{} at {i}", c.name);
+            }
+        }
+    }
 
     #[test]
     fn common_field_names_match_the_general_parse() {
